@@ -1,0 +1,267 @@
+"""Differentiable Siamese augmentation (DSA), as used by dataset condensation (DC / DSA / DM) and IT-GAN.
+
+A strategy such as ``"color_crop_cutout_flip_scale_rotate"`` lists ops separated by ``_``. Each call draws
+*one* op (DM's single-op mode) and its random numbers into a :class:`DSAParams`; applying the same params to
+the real and the synthetic batch gives both the identical transform ("Siamese"). One transform is broadcast
+over the whole batch, so batches of different sizes can share it.
+
+Every op is built from arithmetic, masks, padding/slicing and ``grid_sample``, so gradients flow back to the
+input image (the synthetic images, and through them the latents). Random numbers come only from an explicit
+CPU ``torch.Generator`` (or an int seed): the same seed gives the same transform on any device, and the
+global RNG is never touched.
+
+Ops (ranges from the DSA reference code, ``ParamDiffAug``):
+
+==========  ===================================================================================
+color       brightness ``x + U(-0.5, 0.5)``, then saturation ``(x - m_c) * U[0, 2) + m_c`` (m_c: mean
+            over channels), then contrast ``(x - m) * U[0.5, 1.5) + m`` (m: per-image mean over C, H, W)
+crop        integer translation by up to ``round(0.125 * size)`` px (+-4 at 32x32), zero fill
+cutout      one zero square of ``round(0.5 * size)`` px (16x16 at 32x32), centre anywhere in the image
+flip        horizontal flip with p = 0.5
+scale       ``sx, sy ~ U[1/1.2, 1.2]`` (affine_grid / grid_sample, bilinear, zero padding)
+rotate      angle ``~ U(-15, 15)`` degrees (affine_grid / grid_sample, bilinear, zero padding)
+==========  ===================================================================================
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from latentds.errors import ConfigError
+
+__all__ = ["DEFAULT_STRATEGY", "OPS", "DSAParams", "SiameseAugment", "apply_dsa", "dsa", "parse_strategy"]
+
+DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
+
+# Ranges of the reference implementation (ParamDiffAug in the DC/DSA/DM code).
+BRIGHTNESS = 1.0  # x + (u - 0.5) * 1.0
+SATURATION = 2.0  # factor u * 2.0
+CONTRAST = 0.5  # factor u + 0.5
+CROP_RATIO = 0.125  # max shift as a fraction of the side (4 px at 32)
+CUTOUT_RATIO = 0.5  # square side as a fraction of the side (16 px at 32)
+FLIP_PROB = 0.5
+SCALE_RATIO = 1.2
+ROTATE_DEGREES = 15.0
+
+_NONE = "none"  # a strategy of "none" (or "") applies nothing
+
+
+def parse_strategy(strategy: str) -> tuple[str, ...]:
+    """Split a strategy string into its op tokens, checking each; ``"none"`` or ``""`` gives ``()``."""
+    if strategy.strip().lower() in ("", _NONE):
+        return ()
+    tokens = tuple(strategy.split("_"))
+    for token in tokens:
+        if token not in OPS:
+            raise ConfigError(
+                f"unknown DSA op {token!r} in strategy {strategy!r}; valid ops are {', '.join(OPS)} "
+                f"joined by '_' (e.g. {DEFAULT_STRATEGY!r}), or 'none'"
+            )
+    return tokens
+
+
+def _cpu_generator(generator: torch.Generator | int | None) -> torch.Generator:
+    """A CPU generator from a generator, an int seed, or None (fresh, non-deterministically seeded)."""
+    if isinstance(generator, torch.Generator):
+        if generator.device.type != "cpu":
+            raise ValueError(f"DSA samples on the CPU; got a generator on {generator.device}, pass a CPU one")
+        return generator
+    g = torch.Generator()
+    if generator is None:
+        g.seed()  # OS entropy; the global RNG stays untouched
+    else:
+        g.manual_seed(int(generator))
+    return g
+
+
+def _uniform(g: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * torch.rand((), generator=g).item()
+
+
+def _randint(g: torch.Generator, low: int, high: int) -> int:
+    """An integer in [low, high] (inclusive)."""
+    return int(torch.randint(low, high + 1, (), generator=g).item())
+
+
+# --- sampling: one function per op, (generator, (H, W)) -> values ---------------------------------------
+def _sample_color(g: torch.Generator, size: tuple[int, int]) -> dict[str, float]:
+    return {
+        "brightness": _uniform(g, -0.5, 0.5) * BRIGHTNESS,
+        "saturation": _uniform(g, 0.0, 1.0) * SATURATION,
+        "contrast": _uniform(g, 0.0, 1.0) + CONTRAST,
+    }
+
+
+def _sample_crop(g: torch.Generator, size: tuple[int, int]) -> dict[str, float]:
+    max_dy, max_dx = (int(s * CROP_RATIO + 0.5) for s in size)
+    return {"dx": float(_randint(g, -max_dx, max_dx)), "dy": float(_randint(g, -max_dy, max_dy))}
+
+
+def _sample_cutout(g: torch.Generator, size: tuple[int, int]) -> dict[str, float]:
+    h, w = (int(s * CUTOUT_RATIO + 0.5) for s in size)
+    # Centre in [0, H] like the reference (for an even side), so the square may hang over an edge.
+    cy = _randint(g, 0, size[0] - h % 2)
+    cx = _randint(g, 0, size[1] - w % 2)
+    return {"top": float(cy - h // 2), "left": float(cx - w // 2), "height": float(h), "width": float(w)}
+
+
+def _sample_flip(g: torch.Generator, size: tuple[int, int]) -> dict[str, float]:
+    return {"flip": float(_uniform(g, 0.0, 1.0) < FLIP_PROB)}
+
+
+def _sample_scale(g: torch.Generator, size: tuple[int, int]) -> dict[str, float]:
+    return {"sx": _uniform(g, 1 / SCALE_RATIO, SCALE_RATIO), "sy": _uniform(g, 1 / SCALE_RATIO, SCALE_RATIO)}
+
+
+def _sample_rotate(g: torch.Generator, size: tuple[int, int]) -> dict[str, float]:
+    return {"degrees": _uniform(g, -ROTATE_DEGREES, ROTATE_DEGREES)}
+
+
+# --- application: one function per op, (x, values) -> x; all differentiable w.r.t. x ------------------
+def _apply_color(x: Tensor, v: dict[str, float]) -> Tensor:
+    x = x + v["brightness"]
+    m = x.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    x = (x - m) * v["saturation"] + m
+    m = x.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    return (x - m) * v["contrast"] + m
+
+
+def _apply_crop(x: Tensor, v: dict[str, float]) -> Tensor:
+    # out[..., i, j] = x[..., i - dy, j - dx], zero where that falls outside: content moves right/down.
+    dx, dy = round(v["dx"]), round(v["dy"])
+    h, w = x.shape[-2:]
+    pad = max(abs(dx), abs(dy))
+    padded = F.pad(x, (pad, pad, pad, pad))
+    return padded[..., pad - dy : pad - dy + h, pad - dx : pad - dx + w]
+
+
+def _apply_cutout(x: Tensor, v: dict[str, float]) -> Tensor:
+    h, w = x.shape[-2:]
+    top, left = round(v["top"]), round(v["left"])
+    bottom, right = top + round(v["height"]), left + round(v["width"])
+    mask = torch.ones(h, w, dtype=x.dtype, device=x.device)
+    mask[max(top, 0) : max(min(bottom, h), 0), max(left, 0) : max(min(right, w), 0)] = 0
+    return x * mask  # the mask is built fresh, so the input is never written to
+
+
+def _apply_flip(x: Tensor, v: dict[str, float]) -> Tensor:
+    return x.flip(-1) if v["flip"] >= 0.5 else x
+
+
+def _apply_affine(x: Tensor, theta: list[list[float]]) -> Tensor:
+    """Warp every image with the same 2x3 affine matrix (normalized coordinates, align_corners=True)."""
+    t = torch.tensor(theta, dtype=x.dtype, device=x.device).expand(x.shape[0], 2, 3)  # (B, 2, 3)
+    grid = F.affine_grid(t, list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _apply_scale(x: Tensor, v: dict[str, float]) -> Tensor:
+    return _apply_affine(x, [[v["sx"], 0.0, 0.0], [0.0, v["sy"], 0.0]])
+
+
+def _apply_rotate(x: Tensor, v: dict[str, float]) -> Tensor:
+    a = math.radians(v["degrees"])
+    return _apply_affine(x, [[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]])
+
+
+_Sampler = Callable[[torch.Generator, tuple[int, int]], dict[str, float]]
+_Applier = Callable[[Tensor, dict[str, float]], Tensor]
+
+# op token -> (sampler, applier, value names)
+OPS: dict[str, tuple[_Sampler, _Applier, tuple[str, ...]]] = {
+    "color": (_sample_color, _apply_color, ("brightness", "saturation", "contrast")),
+    "crop": (_sample_crop, _apply_crop, ("dx", "dy")),
+    "cutout": (_sample_cutout, _apply_cutout, ("top", "left", "height", "width")),
+    "flip": (_sample_flip, _apply_flip, ("flip",)),
+    "scale": (_sample_scale, _apply_scale, ("sx", "sy")),
+    "rotate": (_sample_rotate, _apply_rotate, ("degrees",)),
+}
+
+
+@dataclass(frozen=True)
+class DSAParams:
+    """Everything needed to replay one augmentation: the op drawn and its sampled numbers.
+
+    ``op`` is a token of :data:`OPS` or ``"none"``; ``values`` holds that op's numbers, e.g. ``{"dx": 3.0,
+    "dy": -1.0}`` for crop. Crop offsets and the cutout square are in pixels of the ``image_size`` sampled for.
+    """
+
+    op: str
+    values: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.op != _NONE and self.op not in OPS:
+            raise ConfigError(f"unknown DSA op {self.op!r}; valid ops are {', '.join(OPS)} or 'none'")
+        needed = OPS[self.op][2] if self.op in OPS else ()
+        missing = [k for k in needed if k not in self.values]
+        if missing:
+            raise ConfigError(f"DSA op {self.op!r} needs values {list(needed)}; missing {missing}")
+        object.__setattr__(self, "values", {k: float(val) for k, val in self.values.items()})
+
+    @classmethod
+    def sample(
+        cls,
+        strategy: str = DEFAULT_STRATEGY,
+        generator: torch.Generator | int | None = None,
+        *,
+        image_size: tuple[int, int] = (32, 32),
+    ) -> DSAParams:
+        """Draw one op of ``strategy`` uniformly, then its values, from a CPU generator (or int seed)."""
+        tokens = parse_strategy(strategy)
+        if not tokens:
+            return cls(_NONE)
+        g = _cpu_generator(generator)
+        op = tokens[_randint(g, 0, len(tokens) - 1)]
+        size = (int(image_size[0]), int(image_size[1]))
+        return cls(op, OPS[op][0](g, size))
+
+
+def apply_dsa(x: Tensor, params: DSAParams) -> Tensor:
+    """Apply one sampled augmentation to every image of ``x`` (B, C, H, W); same shape, device and dtype."""
+    if x.dim() != 4 or not x.is_floating_point():
+        raise ValueError(f"DSA expects a float tensor of shape (B, C, H, W); got {x.dtype} {tuple(x.shape)}")
+    if params.op == _NONE:
+        return x
+    return OPS[params.op][1](x, params.values).contiguous()
+
+
+def dsa(x: Tensor, generator: torch.Generator | int | None = None, strategy: str = DEFAULT_STRATEGY) -> Tensor:
+    """Sample one augmentation for ``x``'s image size and apply it (to both batches: use SiameseAugment)."""
+    params = DSAParams.sample(strategy, generator, image_size=(x.shape[-2], x.shape[-1]))
+    return apply_dsa(x, params)
+
+
+class SiameseAugment:
+    """A seeded stream of DSA params, one per step, to share between the real and the synthetic batch.
+
+    >>> aug = SiameseAugment(DEFAULT_STRATEGY, seed=0)
+    >>> p = aug.next()
+    >>> real_aug, syn_aug = apply_dsa(real, p), apply_dsa(syn, p)   # or: real_aug, syn_aug = aug(real, syn)
+    """
+
+    def __init__(
+        self,
+        strategy: str = DEFAULT_STRATEGY,
+        seed: torch.Generator | int | None = None,
+        *,
+        image_size: tuple[int, int] = (32, 32),
+    ):
+        parse_strategy(strategy)  # fail at construction, not at the first step
+        self.strategy = strategy
+        self.image_size = image_size
+        self.generator = _cpu_generator(seed)
+
+    def next(self, image_size: tuple[int, int] | None = None) -> DSAParams:
+        """The params for the next step."""
+        return DSAParams.sample(self.strategy, self.generator, image_size=image_size or self.image_size)
+
+    def __call__(self, *batches: Tensor) -> tuple[Tensor, ...]:
+        """Draw one set of params (for the first batch's image size) and apply it to every batch."""
+        params = self.next((batches[0].shape[-2], batches[0].shape[-1]))
+        return tuple(apply_dsa(b, params) for b in batches)

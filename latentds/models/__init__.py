@@ -1,0 +1,37 @@
+"""Architectures and their registry: generators, discriminators, embedding and evaluation networks.
+
+    model = create_model("biggan32", num_classes=10)
+    model.arch_name, model.arch_args  # enough, with the weights, to rebuild it
+"""
+
+from __future__ import annotations
+
+# Importing the architecture modules registers their factories.
+from latentds.models import biggan, convnet, resnet  # noqa: F401
+from latentds.models.biggan import BigGANDiscriminator, BigGANGenerator
+from latentds.models.convnet import VGG, ConvNet
+from latentds.models.registry import (
+    count_parameters,
+    create_model,
+    is_model,
+    list_models,
+    register_model,
+)
+from latentds.models.resnet import CifarMobileNetV2, CifarResNet
+from latentds.models.spectral import apply_spectral_norm, remove_spectral_norm
+
+__all__ = [
+    "VGG",
+    "BigGANDiscriminator",
+    "BigGANGenerator",
+    "CifarMobileNetV2",
+    "CifarResNet",
+    "ConvNet",
+    "apply_spectral_norm",
+    "count_parameters",
+    "create_model",
+    "is_model",
+    "list_models",
+    "register_model",
+    "remove_spectral_norm",
+]

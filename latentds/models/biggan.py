@@ -1,0 +1,232 @@
+"""BigGAN for 32x32 images (the DiffAugment-BigGAN-CIFAR configuration): generator and discriminator.
+
+Generator: G_ch 64, dim_z 128, bottom width 4, no attention, no shared embedding, no hierarchical z;
+class conditioning through conditional batch norm with one gain and one bias embedding per BN layer.
+Discriminator: four residual blocks with a projection head. Both use N(0, 0.02) init; spectral
+normalization on convs and linears is for GAN training and is removed before a generator is saved.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from latentds.models.registry import check_choice, check_int, register_model
+from latentds.models.spectral import apply_spectral_norm
+
+__all__ = [
+    "BigGANDiscriminator",
+    "BigGANGenerator",
+    "ConditionalBatchNorm2d",
+    "biggan32",
+    "biggan32_disc",
+    "biggan32_disc_tiny",
+    "biggan32_tiny",
+]
+
+BN_EPS = 1e-5
+INIT_STD = 0.02
+
+
+def _init_n02(module: nn.Module) -> None:
+    """BigGAN 'N02' init: conv/linear/embedding weights ~ N(0, 0.02), biases zero."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, INIT_STD)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm without affine, then a per-class gain ``1 + gain(y)`` and bias ``bias(y)``."""
+
+    def __init__(self, num_features: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False, eps=BN_EPS)
+        self.gain = nn.Embedding(num_classes, num_features)
+        self.bias = nn.Embedding(num_classes, num_features)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, H, W), y: (B,) long
+        gain = 1.0 + self.gain(y)[:, :, None, None]  # (B, C, 1, 1)
+        bias = self.bias(y)[:, :, None, None]
+        return self.bn(x) * gain + bias
+
+
+class GBlock(nn.Module):
+    """Up-sampling residual block: CBN, ReLU, up x2, conv3x3, CBN, ReLU, conv3x3; skip = up x2, conv1x1."""
+
+    def __init__(self, in_ch: int, out_ch: int, num_classes: int):
+        super().__init__()
+        self.bn1 = ConditionalBatchNorm2d(in_ch, num_classes)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.bn2 = ConditionalBatchNorm2d(out_ch, num_classes)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.conv_sc = nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(x, y))
+        h = F.interpolate(h, scale_factor=2, mode="nearest")
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        h = self.conv1(h)
+        h = self.conv2(F.relu(self.bn2(h, y)))
+        return h + self.conv_sc(x)
+
+
+class BigGANGenerator(nn.Module):
+    """Class-conditional generator: (z (B, latent_dim), y (B,)) -> images (B, 3, 8*bw, 8*bw) in [-1, 1]."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        latent_dim: int = 128,
+        width: int = 64,
+        bottom_width: int = 4,
+        spectral_norm: bool = False,
+    ):
+        super().__init__()
+        ch = 4 * width  # 256 at width 64
+        self.num_classes = num_classes
+        self.latent_dim = latent_dim
+        self.bottom_width = bottom_width
+        self.image_size = 8 * bottom_width
+        self.linear = nn.Linear(latent_dim, ch * bottom_width * bottom_width)
+        self.blocks = nn.ModuleList(GBlock(ch, ch, num_classes) for _ in range(3))
+        self.out_bn = nn.BatchNorm2d(ch, eps=BN_EPS)
+        self.out_conv = nn.Conv2d(ch, 3, 3, padding=1)
+        _init_n02(self)
+        if spectral_norm:
+            apply_spectral_norm(self)  # convs and linears, not the CBN embeddings
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        bw = self.bottom_width
+        h = self.linear(z).view(z.shape[0], -1, bw, bw)  # (B, ch, bw, bw)
+        for block in self.blocks:
+            h = block(h, y)  # spatial x2 per block
+        h = self.out_conv(F.relu(self.out_bn(h)))  # (B, 3, 8*bw, 8*bw)
+        return torch.tanh(h)
+
+
+class DBlock(nn.Module):
+    """Residual discriminator block (BigGAN DBlock, wide: hidden channels = out channels)."""
+
+    def __init__(self, in_ch: int, out_ch: int, preactivation: bool, downsample: bool):
+        super().__init__()
+        self.preactivation = preactivation
+        self.downsample = downsample
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.learnable_sc = in_ch != out_ch or downsample
+        self.conv_sc = nn.Conv2d(in_ch, out_ch, 1) if self.learnable_sc else None
+
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        # BigGAN: conv then pool with preactivation, pool then conv without (cheaper on 3-channel input)
+        if self.preactivation:
+            if self.conv_sc is not None:
+                x = self.conv_sc(x)
+            if self.downsample:
+                x = F.avg_pool2d(x, 2)
+        else:
+            if self.downsample:
+                x = F.avg_pool2d(x, 2)
+            if self.conv_sc is not None:
+                x = self.conv_sc(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(x) if self.preactivation else x
+        h = self.conv2(F.relu(self.conv1(h)))
+        if self.downsample:
+            h = F.avg_pool2d(h, 2)
+        return h + self._shortcut(x)
+
+
+class BigGANDiscriminator(nn.Module):
+    """Projection discriminator: (x (B, 3, H, W), y (B,)) -> logits (B,)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 64, spectral_norm: bool = True):
+        super().__init__()
+        ch = 4 * width
+        self.num_classes = num_classes
+        self.blocks = nn.ModuleList(
+            [
+                DBlock(3, ch, preactivation=False, downsample=True),  # 32 -> 16
+                DBlock(ch, ch, preactivation=True, downsample=True),  # 16 -> 8
+                DBlock(ch, ch, preactivation=True, downsample=False),
+                DBlock(ch, ch, preactivation=True, downsample=False),
+            ]
+        )
+        self.linear = nn.Linear(ch, 1)
+        self.embed = nn.Embedding(num_classes, ch)
+        _init_n02(self)
+        if spectral_norm:
+            # BigGAN's D spectral-normalizes its projection embedding too (SNEmbedding)
+            apply_spectral_norm(self, (nn.Conv2d, nn.Linear, nn.Embedding))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = x
+        for block in self.blocks:
+            h = block(h)
+        h = F.relu(h).sum(dim=(2, 3))  # (B, ch)
+        out = self.linear(h).squeeze(1)  # (B,)
+        return out + (self.embed(y) * h).sum(dim=1)
+
+
+# --- registered factories ------------------------------------------------------------------------------
+def _generator(
+    name: str, num_classes: int, latent_dim: int, width: int, bottom_width: int, spectral_norm: bool
+) -> BigGANGenerator:
+    return BigGANGenerator(
+        num_classes=check_int(name, "num_classes", num_classes),
+        latent_dim=check_int(name, "latent_dim", latent_dim),
+        width=check_int(name, "width", width),
+        bottom_width=check_int(name, "bottom_width", bottom_width),
+        spectral_norm=check_choice(name, "spectral_norm", spectral_norm, (False, True)),
+    )
+
+
+def _discriminator(name: str, num_classes: int, width: int, spectral_norm: bool) -> BigGANDiscriminator:
+    return BigGANDiscriminator(
+        num_classes=check_int(name, "num_classes", num_classes),
+        width=check_int(name, "width", width),
+        spectral_norm=check_choice(name, "spectral_norm", spectral_norm, (False, True)),
+    )
+
+
+@register_model
+def biggan32(
+    num_classes: int = 10,
+    latent_dim: int = 128,
+    width: int = 64,
+    bottom_width: int = 4,
+    spectral_norm: bool = False,
+) -> BigGANGenerator:
+    """BigGAN 32x32 generator as used by IT-GAN (4,304,387 parameters for 10 classes)."""
+    return _generator("biggan32", num_classes, latent_dim, width, bottom_width, spectral_norm)
+
+
+@register_model
+def biggan32_tiny(
+    num_classes: int = 10,
+    latent_dim: int = 128,
+    width: int = 8,
+    bottom_width: int = 4,
+    spectral_norm: bool = False,
+) -> BigGANGenerator:
+    """biggan32 at width 8 (32 channels), for tests and CPU smoke runs."""
+    return _generator("biggan32_tiny", num_classes, latent_dim, width, bottom_width, spectral_norm)
+
+
+@register_model
+def biggan32_disc(num_classes: int = 10, width: int = 64, spectral_norm: bool = True) -> BigGANDiscriminator:
+    """DiffAugment-BigGAN-CIFAR discriminator for 32x32 images (4,207,361 parameters for 10 classes)."""
+    return _discriminator("biggan32_disc", num_classes, width, spectral_norm)
+
+
+@register_model
+def biggan32_disc_tiny(
+    num_classes: int = 10, width: int = 8, spectral_norm: bool = True
+) -> BigGANDiscriminator:
+    """biggan32_disc at width 8, for tests and CPU smoke runs."""
+    return _discriminator("biggan32_disc_tiny", num_classes, width, spectral_norm)

@@ -1,0 +1,135 @@
+"""Model registry: architectures are small factory functions, rebuilt from a name plus JSON arguments.
+
+A checkpoint is ``arch_name`` + ``arch_args`` (JSON) + safetensors weights, never a pickled object:
+``create_model(model.arch_name, **model.arch_args)`` rebuilds an identically shaped model, also under
+``with torch.device("meta"):`` when only state-dict keys and shapes are needed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+from latentds.errors import ConfigError, UnknownModelError
+
+__all__ = [
+    "check_choice",
+    "check_int",
+    "count_parameters",
+    "create_model",
+    "is_model",
+    "list_models",
+    "register_model",
+]
+
+F = TypeVar("F", bound=Callable[..., nn.Module])
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: F) -> F:
+    """Register a model factory under its function name (decorator)."""
+    name = fn.__name__
+    if name in _REGISTRY and _REGISTRY[name] is not fn:
+        raise ValueError(f"a model named {name!r} is already registered")
+    _REGISTRY[name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def is_model(name: str) -> bool:
+    """Whether ``name`` is a registered model."""
+    return name in _REGISTRY
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with factory arguments ``kwargs`` (JSON-serializable values).
+
+    The model gets ``arch_name`` and ``arch_args`` attributes from which it can be rebuilt.
+    Raises UnknownModelError for an unregistered name and ConfigError for bad arguments.
+    """
+    if name not in _REGISTRY:
+        raise UnknownModelError(
+            f"unknown model {name!r}; registered models: {', '.join(list_models())}"
+        )
+    fn = _REGISTRY[name]
+    _check_arguments(name, fn, kwargs)
+    # Store the resolved arguments (defaults included) so a file keeps its meaning if a default changes.
+    resolved = _resolve_arguments(fn, kwargs)
+    try:
+        args_json = json.dumps(resolved, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"model {name!r}: arguments must be JSON-serializable so the model can be rebuilt ({e})"
+        ) from e
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:  # a value of the wrong type that slipped past the factory's checks
+        raise ConfigError(f"model {name!r}: invalid argument value in {args_json}: {e}") from e
+    model.arch_name = name
+    model.arch_args = json.loads(args_json)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements (shared parameters counted once); works on the meta device."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- argument checks shared by the factories -----------------------------------------------------------
+def _check_arguments(name: str, fn: Callable[..., nn.Module], kwargs: dict[str, Any]) -> None:
+    sig = inspect.signature(fn)
+    params = sig.parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise ConfigError(
+                f"model {name!r} has no argument {', '.join(map(repr, unknown))}; "
+                f"valid arguments: {_describe_signature(sig)}"
+            )
+    try:
+        sig.bind(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"model {name!r}: {e}; valid arguments: {_describe_signature(sig)}") from e
+
+
+def _resolve_arguments(fn: Callable[..., nn.Module], kwargs: dict[str, Any]) -> dict[str, Any]:
+    bound = inspect.signature(fn).bind(**kwargs)
+    bound.apply_defaults()
+    resolved: dict[str, Any] = {}
+    for key, value in bound.arguments.items():
+        if inspect.signature(fn).parameters[key].kind is inspect.Parameter.VAR_KEYWORD:
+            resolved.update(value)
+        else:
+            resolved[key] = value
+    return resolved
+
+
+def _describe_signature(sig: inspect.Signature) -> str:
+    return ", ".join(
+        p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+        for p in sig.parameters.values()
+    )
+
+
+def check_int(model: str, arg: str, value: Any, minimum: int = 1) -> int:
+    """Return ``value`` if it is an int >= ``minimum`` (bools rejected), else raise ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"model {model!r}: {arg} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"model {model!r}: {arg} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(model: str, arg: str, value: Any, choices: tuple[Any, ...]) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise ConfigError listing them."""
+    if not any(type(value) is type(c) and value == c for c in choices):  # no 1 == True
+        raise ConfigError(f"model {model!r}: {arg} must be one of {choices!r}, got {value!r}")
+    return value
