@@ -1,0 +1,366 @@
+"""Read a .lds file: validate the layout before allocating, then hand out tensors.
+
+Order of checks (each raises its own :mod:`latentds.errors` subclass):
+file exists -> header length sane -> header JSON well-formed -> tensor offsets contiguous and inside the
+file -> manifest present, right format and major version, its own sha256 matches -> manifest consistent
+with the tensors (names, dtypes, shapes) -> labels within range. Tensor sha256s are checked by
+:meth:`LdsReader.verify` (and on open when ``verify=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from latentds.errors import (
+    ChecksumError,
+    HeaderLengthError,
+    HeaderParseError,
+    HeaderTooLargeError,
+    LabelRangeError,
+    LdsNotFoundError,
+    ManifestError,
+    NotLdsError,
+    TensorLayoutError,
+    TensorMismatchError,
+    TruncatedFileError,
+    UnsupportedVersionError,
+)
+from latentds.format import spec
+from latentds.format.manifest import validate_manifest
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives in the data buffer."""
+
+    name: str
+    dtype: str  # safetensors name, e.g. "F32"
+    shape: tuple[int, ...]
+    begin: int  # offsets relative to the start of the data buffer
+    end: int
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+def _is_zst(path: Path) -> bool:
+    return path.name.endswith(".zst")
+
+
+def parse_header(header: bytes, buffer_size: int, where: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Parse and validate a safetensors header against the size of the data buffer that follows it."""
+    try:
+        obj = json.loads(header.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HeaderParseError(
+            f"{where}: the header is not valid UTF-8 JSON ({exc}); this is not a .lds file or its header is corrupt"
+        ) from None
+    if not isinstance(obj, dict):
+        raise HeaderParseError(f"{where}: the header must be a JSON object, found {type(obj).__name__}")
+    metadata = obj.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise HeaderParseError(f"{where}: '__metadata__' must map strings to strings")
+
+    tensors: dict[str, TensorInfo] = {}
+    for name, entry in obj.items():
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise HeaderParseError(
+                f"{where}: header entry {name!r} must have exactly 'dtype', 'shape' and 'data_offsets'"
+            )
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in spec.ST_TO_NUMPY:
+            raise HeaderParseError(
+                f"{where}: tensor {name!r} has dtype {dtype!r}; supported: {', '.join(spec.ST_TO_NUMPY)}"
+            )
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise HeaderParseError(f"{where}: tensor {name!r} has an invalid shape {shape!r}")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]
+        ):
+            raise HeaderParseError(f"{where}: tensor {name!r} has invalid data_offsets {offsets!r}")
+        info = TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
+        expected = info.numel * spec.ITEMSIZE[dtype]
+        if info.nbytes != expected:
+            raise TensorMismatchError(
+                f"{where}: tensor {name!r} spans {info.nbytes} bytes but dtype {dtype} and shape {list(shape)} "
+                f"need {expected}; the header is corrupt"
+            )
+        tensors[name] = info
+
+    # Offsets must tile the buffer exactly: sorted, contiguous from 0, no overlap, ending at the buffer end.
+    cursor = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
+        if info.begin != cursor:
+            kind = "overlaps the previous tensor" if info.begin < cursor else "leaves a gap before it"
+            raise TensorLayoutError(
+                f"{where}: tensor {info.name!r} starts at byte {info.begin} of the data buffer and {kind} "
+                f"(expected {cursor}); the header is corrupt"
+            )
+        cursor = info.end
+    if cursor > buffer_size:
+        raise TruncatedFileError(
+            f"{where}: the header declares {cursor} bytes of tensor data but the file holds only {buffer_size}; "
+            "the file is truncated (an incomplete download or copy?). Fetch it again."
+        )
+    if cursor < buffer_size:
+        raise TensorLayoutError(
+            f"{where}: the file has {buffer_size - cursor} bytes after the last tensor; "
+            "it was appended to or its header is corrupt"
+        )
+    return tensors, metadata
+
+
+def parse_manifest(metadata: dict[str, str], tensors: dict[str, TensorInfo], where: str) -> dict[str, Any]:
+    """Extract, authenticate and validate the manifest, and check it against the tensor table."""
+    text = metadata.get(spec.META_MANIFEST)
+    if text is None:
+        raise NotLdsError(
+            f"{where}: a safetensors file without a '{spec.META_MANIFEST}' entry in its metadata; "
+            "it is not a latentds (.lds) file"
+        )
+    if len(text.encode("utf-8")) > spec.MAX_MANIFEST_BYTES:
+        raise HeaderTooLargeError(f"{where}: the manifest exceeds {spec.MAX_MANIFEST_BYTES} bytes")
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise HeaderParseError(f"{where}: the manifest is not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != spec.FORMAT_NAME:
+        raise NotLdsError(f"{where}: the manifest does not declare format {spec.FORMAT_NAME!r}; not a .lds file")
+    version = manifest.get("format_version")
+    try:
+        major, _minor = spec.parse_version(str(version))
+    except ValueError:
+        raise UnsupportedVersionError(f"{where}: unreadable format_version {version!r}") from None
+    if major not in spec.READABLE_MAJOR_VERSIONS:
+        readable = ", ".join(f"{v}.x" for v in spec.READABLE_MAJOR_VERSIONS)
+        raise UnsupportedVersionError(
+            f"{where}: .lds format version {version}; this build of latentds reads versions {readable}. "
+            "Upgrade latentds to read it."
+        )
+    digest = metadata.get(spec.META_MANIFEST_SHA256)
+    if digest != hashlib.sha256(text.encode("utf-8")).hexdigest():
+        raise ChecksumError(f"{where}: the manifest fails its sha256 check; the header is corrupt", ["manifest"])
+    validate_manifest(manifest, where)
+
+    listed = manifest["integrity"]["tensors"]
+    if set(listed) != set(tensors):
+        missing = sorted(set(listed) - set(tensors))
+        extra = sorted(set(tensors) - set(listed))
+        raise TensorMismatchError(
+            f"{where}: tensors missing from the file: {missing or 'none'}; not listed in the manifest: "
+            f"{extra or 'none'}"
+        )
+    for name, info in tensors.items():
+        want = listed[name]
+        if want["dtype"] != info.dtype or tuple(want["shape"]) != info.shape:
+            raise TensorMismatchError(
+                f"{where}: tensor {name!r} is {info.dtype}{list(info.shape)} in the header but "
+                f"{want['dtype']}{list(want['shape'])} in the manifest"
+            )
+    n, d = manifest["num_samples"], manifest["latent_dim"]
+    lat, lab = tensors[spec.LATENTS], tensors[spec.LABELS]
+    if lat.shape != (n, d) or lat.dtype not in spec.LATENT_DTYPES:
+        raise TensorMismatchError(
+            f"{where}: 'latents' must be [{n}, {d}] of {'/'.join(spec.LATENT_DTYPES)}, found {lat.dtype}{list(lat.shape)}"
+        )
+    if lab.shape != (n,) or lab.dtype not in spec.LABEL_DTYPES:
+        raise TensorMismatchError(
+            f"{where}: 'labels' must be [{n}] of {'/'.join(spec.LABEL_DTYPES)}, found {lab.dtype}{list(lab.shape)}"
+        )
+    return manifest
+
+
+class LdsReader:
+    """An open .lds (or .lds.zst) file. Cheap to open; tensors are read on demand.
+
+    The data are memory-mapped for a plain file; a ``.lds.zst`` is decompressed into memory first.
+    A reader holds an OS handle: it is not picklable (pickle its ``path`` and reopen per process).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, verify: bool = False, check_labels: bool = True):
+        self.path = Path(path)
+        where = str(self.path)
+        if not self.path.is_file():
+            raise LdsNotFoundError(f"{where}: no such file" + ("" if not self.path.exists() else " (not a regular file)"))
+        self._mmap: mmap.mmap | None = None
+        if _is_zst(self.path):
+            from latentds.format.compress import read_zst
+
+            data: bytes | mmap.mmap = read_zst(self.path)
+        else:
+            data = self._map(self.path)
+        self._data = data
+        self.file_size = len(data)
+        if self.file_size < 8:
+            raise HeaderLengthError(f"{where}: {self.file_size} bytes is too short to be a .lds file (truncated?)")
+        (header_len,) = struct.unpack("<Q", data[:8])
+        if header_len > spec.MAX_HEADER_BYTES:
+            raise HeaderTooLargeError(
+                f"{where}: declared header length {header_len} exceeds the {spec.MAX_HEADER_BYTES}-byte bound; "
+                "this is not a .lds file or its first 8 bytes are corrupt"
+            )
+        if header_len < 2 or 8 + header_len > self.file_size:
+            raise HeaderLengthError(
+                f"{where}: declared header length {header_len} does not fit in a {self.file_size}-byte file; "
+                "the file is truncated or is not a .lds file"
+            )
+        self._buffer_start = 8 + header_len
+        self.header_bytes = header_len
+        self.tensors, self.metadata = parse_header(
+            bytes(data[8 : 8 + header_len]), self.file_size - self._buffer_start, where
+        )
+        self.manifest = parse_manifest(self.metadata, self.tensors, where)
+        if check_labels:
+            self._check_labels()
+        if verify:
+            problems = self.verify()
+            if problems:
+                raise ChecksumError(f"{where}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""), problems)
+
+    def _map(self, path: Path) -> mmap.mmap:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise HeaderLengthError(f"{path}: the file is empty")
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        return self._mmap
+
+    # --- manifest shortcuts -------------------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return int(self.manifest["num_samples"])
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.manifest["latent_dim"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.manifest["classes"])
+
+    # --- raw access ---------------------------------------------------------------------------------
+    def array(self, name: str) -> np.ndarray:
+        """A read-only numpy view of one tensor (bfloat16 appears as uint16)."""
+        info = self.tensors[name]
+        arr = np.frombuffer(
+            self._data, dtype=spec.ST_TO_NUMPY[info.dtype], count=info.numel, offset=self._buffer_start + info.begin
+        )
+        return arr.reshape(info.shape)
+
+    def raw_bytes(self, name: str) -> memoryview:
+        info = self.tensors[name]
+        start = self._buffer_start + info.begin
+        return memoryview(self._data)[start : start + info.nbytes]
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """A copy of one tensor as torch, in its stored dtype."""
+        info = self.tensors[name]
+        out = torch.from_numpy(self.array(name).copy())
+        return out.view(torch.bfloat16) if info.dtype == "BF16" else out
+
+    def latents(self, rows: Iterable[int] | np.ndarray | slice | None = None, *, check: bool = False) -> torch.Tensor:
+        """Latent vectors (stored dtype) for the given rows (all when None). ``check`` verifies the touched chunks."""
+        arr = self.array(spec.LATENTS)
+        if rows is None:
+            rows = slice(None)
+        if check:
+            idx = np.arange(self.num_samples)[rows] if isinstance(rows, slice) else np.asarray(rows)
+            self.verify_latent_rows(idx)
+        picked = np.array(arr[rows] if isinstance(rows, slice) else arr[np.asarray(rows, dtype=np.int64)])
+        out = torch.from_numpy(picked)
+        return out.view(torch.bfloat16) if self.tensors[spec.LATENTS].dtype == "BF16" else out
+
+    def labels(self) -> torch.Tensor:
+        return self.tensor(spec.LABELS).to(torch.int64)
+
+    def generator_state(self) -> dict[str, torch.Tensor]:
+        """The generator's state dict (stored dtypes), keys without the ``generator.`` prefix."""
+        p = spec.GENERATOR_PREFIX
+        return {name[len(p) :]: self.tensor(name) for name in self.tensors if name.startswith(p)}
+
+    # --- integrity ----------------------------------------------------------------------------------
+    def _check_labels(self) -> None:
+        labels = self.array(spec.LABELS)
+        if labels.size == 0:
+            return
+        lo, hi = int(labels.min()), int(labels.max())
+        k = self.num_classes
+        if lo < 0 or hi >= k:
+            bad = int(np.flatnonzero((labels < 0) | (labels >= k))[0])
+            raise LabelRangeError(
+                f"{self.path}: label {int(labels[bad])} at row {bad} is outside [0, {k}) for {k} classes; the file is corrupt"
+            )
+
+    def verify(self) -> list[str]:
+        """Check every tensor's sha256 (and the latent row chunks). Returns the problems found; [] if intact."""
+        problems: list[str] = []
+        integrity = self.manifest["integrity"]
+        for name, info in self.tensors.items():
+            digest = hashlib.sha256(self.raw_bytes(name)).hexdigest()
+            if digest != integrity["tensors"][name]["sha256"]:
+                problems.append(f"tensor {name!r} fails its sha256 check")
+        try:
+            self.verify_latent_rows(np.arange(self.num_samples))
+        except ChecksumError as exc:
+            problems.extend(exc.problems)
+        return problems
+
+    def verify_latent_rows(self, rows: np.ndarray) -> None:
+        """Check the sha256 of every latent row chunk that ``rows`` touch; raise ChecksumError if one fails."""
+        integrity = self.manifest["integrity"]
+        chunk_rows = int(integrity["latents_chunk_rows"])
+        row_bytes = self.latent_dim * spec.ITEMSIZE[self.tensors[spec.LATENTS].dtype]
+        view = self.raw_bytes(spec.LATENTS)
+        bad = []
+        for c in np.unique(np.asarray(rows, dtype=np.int64) // chunk_rows):
+            lo = int(c) * chunk_rows
+            hi = min(lo + chunk_rows, self.num_samples)
+            if hashlib.sha256(view[lo * row_bytes : hi * row_bytes]).hexdigest() != integrity["latents_chunks"][int(c)]:
+                bad.append(f"latents rows {lo}-{hi - 1} fail their sha256 check")
+        if bad:
+            raise ChecksumError(f"{self.path}: {bad[0]}; the file is corrupt", bad)
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._data = b""
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:  # a numpy view still points into it; the GC closes it later
+                pass
+            self._mmap = None
+
+    def __enter__(self) -> "LdsReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        raise TypeError("LdsReader holds an open file and cannot be pickled; pickle its path and reopen it")
+
+    def __repr__(self) -> str:
+        return f"LdsReader({str(self.path)!r}, num_samples={self.num_samples}, latent_dim={self.latent_dim})"

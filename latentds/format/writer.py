@@ -1,0 +1,197 @@
+"""Write a .lds file: tensors + manifest in a safetensors container, atomically."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import struct
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from latentds.errors import LatentdsError
+from latentds.format import spec
+from latentds.format.manifest import validate_manifest
+
+_FLOAT_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
+
+
+def _as_bytes(t: torch.Tensor) -> memoryview:
+    """Little-endian C-order bytes of a tensor, without a copy when already contiguous on the CPU."""
+    t = t.detach().to("cpu").contiguous()
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    return memoryview(t.reshape(-1).numpy()).cast("B")  # 1-D: memoryview cannot cast zero-size N-D views
+
+
+def _label_dtype(num_classes: int) -> torch.dtype:
+    if num_classes <= 256:
+        return torch.uint8
+    if num_classes <= 2**15:
+        return torch.int16
+    return torch.int32
+
+
+def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview]) -> Path:
+    """Write chunks to a temporary file in the target directory, fsync it, then rename it into place.
+
+    A crash or an exception leaves either the old file or no file under ``path``, never a partial one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+    return path
+
+
+def write_lds(
+    path: str | os.PathLike,
+    *,
+    latents: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    generator_arch: str,
+    generator_args: Mapping[str, Any],
+    generator_state: Mapping[str, torch.Tensor],
+    image: Mapping[str, Any],
+    provenance: Mapping[str, Any] | None = None,
+    latent_dtype: torch.dtype | None = None,
+    generator_dtype: torch.dtype | None = None,
+    chunk_rows: int = spec.DEFAULT_CHUNK_ROWS,
+    generator_info: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a .lds file (see spec/FORMAT.md) and return its path.
+
+    latents: (N, D) float; labels: (N,) integers in [0, len(classes)); image: channels, height, width, mean,
+    std and optionally generator_range (default [-1, 1]). ``latent_dtype`` (float32/float16/bfloat16) casts
+    the latents; ``generator_dtype`` casts the generator's floating-point tensors.
+    """
+    if sys.byteorder != "little":  # pragma: no cover - every supported torch platform is little-endian
+        raise RuntimeError("latentds writes little-endian files and needs a little-endian host")
+    where = str(path)
+    if latents.dim() != 2:
+        raise LatentdsError(f"{where}: latents must be 2-D (N, D), got shape {list(latents.shape)}")
+    n, d = latents.shape
+    if labels.shape != (n,):
+        raise LatentdsError(f"{where}: labels must have shape [{n}] to match the latents, got {list(labels.shape)}")
+    if latent_dtype is not None:
+        latents = latents.to(latent_dtype)
+    if latents.dtype not in _FLOAT_DTYPES:
+        raise LatentdsError(f"{where}: latents must be float32, float16 or bfloat16, got {latents.dtype}")
+    if not torch.isfinite(latents.float()).all():
+        raise LatentdsError(f"{where}: latents contain NaN or infinite values")
+    k = len(classes)
+    labels = labels.to(torch.int64)
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise LatentdsError(f"{where}: labels must lie in [0, {k}), found [{int(labels.min())}, {int(labels.max())}]")
+    labels = labels.to(_label_dtype(k))
+
+    tensors: dict[str, torch.Tensor] = {spec.LATENTS: latents, spec.LABELS: labels}
+    for key in sorted(generator_state):
+        value = generator_state[key].detach()
+        if generator_dtype is not None and value.dtype in _FLOAT_DTYPES | {torch.float64}:
+            value = value.to(generator_dtype)
+        tensors[spec.GENERATOR_PREFIX + key] = value
+
+    buffers = {name: _as_bytes(t) for name, t in tensors.items()}
+    latent_bytes = buffers[spec.LATENTS]
+    row_bytes = d * latents.element_size()
+    chunks = [
+        hashlib.sha256(latent_bytes[lo * row_bytes : min(lo + chunk_rows, n) * row_bytes]).hexdigest()
+        for lo in range(0, n, chunk_rows)
+    ]
+    integrity = {
+        "algorithm": "sha256",
+        "tensors": {
+            name: {
+                "dtype": spec.TORCH_TO_ST[t.dtype],
+                "shape": list(t.shape),
+                "sha256": hashlib.sha256(buffers[name]).hexdigest(),
+            }
+            for name, t in tensors.items()
+        },
+        "latents_chunk_rows": chunk_rows,
+        "latents_chunks": chunks,
+    }
+    gen_params = sum(
+        t.numel() for name, t in tensors.items() if name.startswith(spec.GENERATOR_PREFIX) and t.is_floating_point()
+    )
+    prov = dict(provenance or {})
+    prov.setdefault("tool", f"latentds {_tool_version()}")
+    prov.setdefault("torch", torch.__version__)
+    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    manifest: dict[str, Any] = {
+        "format": spec.FORMAT_NAME,
+        "format_version": spec.FORMAT_VERSION,
+        "num_samples": int(n),
+        "latent_dim": int(d),
+        "num_classes": k,
+        "classes": list(classes),
+        "latents": {"encoding": "raw"},
+        "image": {"generator_range": [-1.0, 1.0], **dict(image)},
+        "generator": {
+            "arch": generator_arch,
+            "args": dict(generator_args),
+            "conditioning": "class_index",
+            "truncation": None,
+            "stored_numel": int(gen_params),
+            **dict(generator_info or {}),
+        },
+        "provenance": prov,
+        "integrity": integrity,
+    }
+    validate_manifest(manifest, where)
+    text = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False)
+    if len(text.encode("utf-8")) > spec.MAX_MANIFEST_BYTES:
+        raise LatentdsError(f"{where}: the manifest would exceed {spec.MAX_MANIFEST_BYTES} bytes")
+
+    header: dict[str, Any] = {
+        "__metadata__": {
+            spec.META_MANIFEST: text,
+            spec.META_MANIFEST_SHA256: hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        }
+    }
+    offset = 0
+    for name, t in tensors.items():
+        size = len(buffers[name])
+        header[name] = {"dtype": spec.TORCH_TO_ST[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-(8 + len(raw)) % spec.HEADER_ALIGNMENT)
+    if len(raw) > spec.MAX_HEADER_BYTES:
+        raise LatentdsError(f"{where}: the header would exceed {spec.MAX_HEADER_BYTES} bytes")
+    return atomic_write(path, [struct.pack("<Q", len(raw)), raw, *buffers.values()])
+
+
+def _tool_version() -> str:
+    from latentds import __version__
+
+    return __version__
+
+
+def numpy_dtype_name(dtype: str) -> str:
+    """Readable name of a safetensors dtype, for messages and `info`."""
+    return {"BF16": "bfloat16"}.get(dtype, str(np.dtype(spec.ST_TO_NUMPY[dtype])))
