@@ -35,3 +35,7 @@ __all__ = [
     "register_model",
     "remove_spectral_norm",
 ]
+
+from latentds.models.checkpoint import load_model, read_model_metadata, save_model  # noqa: E402
+
+__all__ += ["load_model", "read_model_metadata", "save_model"]

@@ -1,0 +1,188 @@
+"""LatentDataset: a torchvision-style dataset that decodes a .lds file's latents into images on the fly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from latentds.errors import LatentdsError
+from latentds.format import LdsReader
+from latentds.lds import load_generator, open_lds
+
+Transform = Callable[[Any], Any]
+
+
+class LatentDataset(Dataset):
+    """Images decoded from a .lds file: ``dataset[i] -> (image, label)``.
+
+    Args:
+        path: a ``.lds`` (memory-mapped) or ``.lds.zst`` (decompressed into memory per process).
+        transform / target_transform: applied per sample, torchvision-style.
+        device: where the generator runs. ``"cuda"`` decodes in the main process only (use
+            ``num_workers=0``); CPU decoding works in any number of workers.
+        normalize: True returns images normalized with the manifest's mean/std; False returns [0, 1].
+        dtype: weights/compute dtype for decoding (``torch.float16``/``torch.bfloat16`` on a GPU).
+            Images are returned as float32 either way.
+        batch_transform: applied to each decoded (B, C, H, W) batch before per-sample transforms,
+            e.g. a GPU augmentation.
+        indices: rows of the file this dataset exposes (default all); see :meth:`subset`.
+        verify: check every sha256 in the file when it is opened.
+        max_decode_batch: upper bound on images per generator forward pass (bounds memory).
+
+    ``__getitems__`` decodes a whole DataLoader batch in one forward pass. The dataset pickles as its
+    path and options: each worker process opens the file and loads the generator itself, once.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        transform: Transform | None = None,
+        target_transform: Transform | None = None,
+        device: str | torch.device = "cpu",
+        normalize: bool = True,
+        dtype: torch.dtype | None = None,
+        batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+        verify: bool = False,
+        max_decode_batch: int = 1024,
+    ):
+        self.path = Path(path)
+        self.transform = transform
+        self.target_transform = target_transform
+        self.device = torch.device(device)
+        self.normalize = normalize
+        self.dtype = dtype
+        self.batch_transform = batch_transform
+        self.max_decode_batch = int(max_decode_batch)
+
+        with open_lds(self.path, verify=verify) as reader:  # validate once, up front, in the parent
+            self.manifest: dict[str, Any] = reader.manifest
+            all_labels = reader.labels().numpy()
+        n = len(all_labels)
+        if indices is None:
+            self.indices = np.arange(n, dtype=np.int64)
+        else:
+            self.indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+            if self.indices.size and (self.indices.min() < -n or self.indices.max() >= n):
+                raise IndexError(f"{self.path}: indices must lie in [0, {n}); got min {self.indices.min()}, max {self.indices.max()}")
+            self.indices %= max(n, 1)
+        self._all_labels = all_labels
+        self.targets: np.ndarray = all_labels[self.indices].astype(np.int64)
+        self.classes: list[str] = list(self.manifest["classes"])
+        self.class_to_idx: dict[str, int] = {c: i for i, c in enumerate(self.classes)}
+        image = self.manifest["image"]
+        self.image_shape = (image["channels"], image["height"], image["width"])
+        self._reader: LdsReader | None = None
+        self._generator: torch.nn.Module | None = None
+
+    # --- lazy, per-process state ----------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_reader"] = None
+        state["_generator"] = None
+        state.pop("_affine", None)  # derived from the manifest when the generator is loaded
+        return state
+
+    def _ensure_open(self) -> tuple[LdsReader, torch.nn.Module]:
+        if self.device.type == "cuda" and get_worker_info() is not None:
+            raise LatentdsError(
+                "LatentDataset(device='cuda') decodes in the main process; use DataLoader(num_workers=0) "
+                "(see the README, 'Fast GPU training'), or device='cpu' with workers"
+            )
+        if self._reader is None:
+            self._reader = LdsReader(self.path, check_labels=False)
+        if self._generator is None:
+            self._generator = load_generator(self._reader, self.device, self.dtype)
+            image = self.manifest["image"]
+            lo, hi = image["generator_range"]
+            mean = torch.tensor(image["mean"], device=self.device).view(1, -1, 1, 1)
+            std = torch.tensor(image["std"], device=self.device).view(1, -1, 1, 1)
+            # out = (G(z) - lo) / (hi - lo), then optionally (out - mean) / std: one fused affine map.
+            scale = torch.full_like(mean, 1.0 / (hi - lo))
+            shift = torch.full_like(mean, -lo / (hi - lo))
+            if self.normalize:
+                scale, shift = scale / std, (shift - mean) / std
+            self._affine = (scale, shift)
+        return self._reader, self._generator
+
+    # --- decoding -------------------------------------------------------------------------------------
+    def decode(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decode dataset positions into ``(images (B, C, H, W) float32 on self.device, labels (B,) int64)``.
+
+        No per-sample transforms; ``batch_transform`` is applied.
+        """
+        reader, generator = self._ensure_open()
+        pos = np.asarray(indices, dtype=np.int64).reshape(-1)
+        rows = self.indices[pos]
+        labels = torch.from_numpy(self._all_labels[rows].astype(np.int64))
+        out = []
+        compute_dtype = self.dtype or torch.float32
+        with torch.inference_mode():
+            for lo in range(0, len(rows), self.max_decode_batch):
+                part = rows[lo : lo + self.max_decode_batch]
+                z = reader.latents(part).to(self.device, compute_dtype, non_blocking=True)
+                y = labels[lo : lo + self.max_decode_batch].to(self.device, non_blocking=True)
+                x = generator(z, y).float()  # (b, C, H, W) in generator_range
+                out.append(torch.addcmul(self._affine[1], x, self._affine[0]))
+            images = torch.cat(out) if out else torch.empty((0, *self.image_shape), device=self.device)
+        if self.batch_transform is not None:
+            images = self.batch_transform(images)
+        return images, labels
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, Any]]:
+        images, labels = self.decode(indices)
+        samples = []
+        for img, label in zip(images, labels.tolist()):
+            if self.transform is not None:
+                img = self.transform(img)
+            if self.target_transform is not None:
+                label = self.target_transform(label)
+            samples.append((img, label))
+        return samples
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
+        return self.__getitems__([index % len(self)])[0]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    # --- subsets without decoding ---------------------------------------------------------------------
+    def subset(
+        self, indices: Sequence[int] | np.ndarray | None = None, classes: Sequence[int | str] | None = None
+    ) -> "LatentDataset":
+        """A dataset over some positions of this one and/or some classes (by index or name). Decodes nothing."""
+        pos = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if classes is not None:
+            wanted = []
+            for c in classes:
+                if isinstance(c, str):
+                    if c not in self.class_to_idx:
+                        raise LatentdsError(f"unknown class {c!r}; classes in {self.path}: {', '.join(self.classes)}")
+                    c = self.class_to_idx[c]
+                if not 0 <= int(c) < len(self.classes):
+                    raise LatentdsError(f"class index {c} out of range [0, {len(self.classes)}) for {self.path}")
+                wanted.append(int(c))
+            pos = pos[np.isin(self.targets[pos], wanted)]
+        clone = object.__new__(LatentDataset)
+        clone.__dict__.update(self.__getstate__())
+        clone.indices = self.indices[pos]
+        clone.targets = self._all_labels[clone.indices].astype(np.int64)
+        return clone
+
+    def per_class(self) -> dict[str, int]:
+        """Number of samples per class name."""
+        counts = np.bincount(self.targets, minlength=len(self.classes))
+        return {c: int(n) for c, n in zip(self.classes, counts)}
+
+    def __repr__(self) -> str:
+        return (
+            f"LatentDataset({str(self.path)!r}, samples={len(self)}, classes={len(self.classes)}, "
+            f"image={'x'.join(map(str, self.image_shape))}, device={self.device})"
+        )

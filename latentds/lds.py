@@ -1,0 +1,124 @@
+""".lds files joined with the model registry: save a generator + latents, rebuild the generator on load.
+
+The format package checks bytes; this module checks that the stored generator is one this build can
+rebuild (a registered architecture whose parameter and buffer names and shapes match the file).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from latentds.errors import GeneratorKeysError, UnknownArchitectureError, UnknownModelError
+from latentds.format import LdsReader, spec, write_lds
+from latentds.models import create_model, list_models
+
+
+def image_spec(
+    mean: Sequence[float], std: Sequence[float], shape: Sequence[int] = (3, 32, 32)
+) -> dict[str, Any]:
+    """The manifest's `image` section: C x H x W, generator output range and the normalization to apply."""
+    c, h, w = (int(v) for v in shape)
+    return {
+        "channels": c,
+        "height": h,
+        "width": w,
+        "generator_range": [-1.0, 1.0],
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+    }
+
+
+def save_lds(
+    path: str | os.PathLike,
+    generator: nn.Module,
+    latents: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    image: Mapping[str, Any],
+    provenance: Mapping[str, Any] | None = None,
+    latent_dtype: torch.dtype | None = None,
+    generator_dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a generator built by :func:`create_model` together with its latents and labels."""
+    arch, args = getattr(generator, "arch_name", None), getattr(generator, "arch_args", None)
+    if arch is None or args is None:
+        raise TypeError("the generator must come from latentds.models.create_model (it has no arch_name/arch_args)")
+    state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
+    return write_lds(
+        path,
+        latents=latents.detach().cpu(),
+        labels=labels.detach().cpu(),
+        classes=list(classes),
+        generator_arch=arch,
+        generator_args=args,
+        generator_state=state,
+        image=image,
+        provenance=provenance,
+        latent_dtype=latent_dtype,
+        generator_dtype=generator_dtype,
+        generator_info={"param_count": sum(p.numel() for p in generator.parameters())},
+    )
+
+
+def _build_on_meta(reader: LdsReader) -> nn.Module:
+    gen = reader.manifest["generator"]
+    try:
+        with torch.device("meta"):
+            return create_model(gen["arch"], **gen["args"])
+    except UnknownModelError:
+        raise UnknownArchitectureError(
+            f"{reader.path}: generator architecture {gen['arch']!r} is not registered in this build of latentds "
+            f"(known: {', '.join(list_models())}); upgrade latentds or install the plugin that provides it"
+        ) from None
+
+
+def check_generator(reader: LdsReader) -> None:
+    """Raise unless the stored generator tensors match the named architecture exactly (no allocation)."""
+    model = _build_on_meta(reader)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    p = spec.GENERATOR_PREFIX
+    stored = {name[len(p) :]: info.shape for name, info in reader.tensors.items() if name.startswith(p)}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                parts.append(f"{label}: {shown}")
+        raise GeneratorKeysError(
+            f"{reader.path}: stored generator tensors do not match architecture "
+            f"{reader.manifest['generator']['arch']!r} with args {reader.manifest['generator']['args']}: "
+            + "; ".join(parts)
+        )
+
+
+def open_lds(path: str | os.PathLike, *, verify: bool = False) -> LdsReader:
+    """Open and validate a .lds file, including its generator's architecture and tensor names."""
+    reader = LdsReader(path, verify=verify)
+    try:
+        check_generator(reader)
+    except BaseException:
+        reader.close()
+        raise
+    return reader
+
+
+def load_generator(
+    reader: LdsReader, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> nn.Module:
+    """Rebuild the stored generator in eval mode with frozen weights (batch-norm uses stored statistics)."""
+    model = _build_on_meta(reader)
+    check_generator(reader)
+    state = reader.generator_state()
+    # Keep floating tensors in the model's dtype unless asked otherwise (files may store fp16 weights).
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
+    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    model.eval().requires_grad_(False)
+    return model

@@ -1,0 +1,165 @@
+"""LatentDataset: torchvision conventions, batched decoding, workers under fork and spawn, subsets."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from latentds.dataset import LatentDataset
+from latentds.errors import ChecksumError, LatentdsError
+from latentds.format import pack
+from tests.conftest import CLASSES, MEAN, STD, make_lds
+
+ATOL = 1e-6  # batched convolution may round differently from single-image convolution
+
+
+def all_images(ds: LatentDataset) -> torch.Tensor:
+    return torch.stack([ds[i][0] for i in range(len(ds))])
+
+
+def test_torchvision_conventions(tiny_lds: Path) -> None:
+    ds = LatentDataset(tiny_lds)
+    assert len(ds) == 24
+    assert ds.classes == CLASSES and ds.class_to_idx == {"cat": 0, "dog": 1, "ship": 2}
+    assert list(ds.targets[:4]) == [0, 1, 2, 0]
+    image, label = ds[4]
+    assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and label == 1
+    assert torch.isfinite(image).all()
+    with pytest.raises(IndexError):
+        ds[24]
+    assert torch.allclose(ds[-1][0], ds[23][0], atol=ATOL)
+
+
+def test_normalization_follows_the_manifest(tiny_lds: Path) -> None:
+    raw = LatentDataset(tiny_lds, normalize=False)[3][0]
+    assert 0.0 <= raw.min() and raw.max() <= 1.0
+    norm = LatentDataset(tiny_lds)[3][0]
+    expected = (raw - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    assert torch.allclose(norm, expected, atol=1e-5)
+
+
+def test_transforms_are_applied_per_sample(tiny_lds: Path) -> None:
+    ds = LatentDataset(tiny_lds, transform=lambda x: x.flip(-1), target_transform=lambda y: y + 10)
+    plain = LatentDataset(tiny_lds)
+    image, label = ds[5]
+    assert label == 12
+    assert torch.allclose(image, plain[5][0].flip(-1), atol=ATOL)
+
+
+def test_getitems_equals_getitem_whatever_the_batch(tiny_lds: Path) -> None:
+    ds = LatentDataset(tiny_lds)
+    single = all_images(ds)
+    batch = ds.__getitems__(list(range(24)))
+    assert [y for _, y in batch] == ds.targets.tolist()
+    assert torch.allclose(torch.stack([x for x, _ in batch]), single, atol=ATOL)
+    shuffled = [17, 3, 3, 0, 23]
+    picked = torch.stack([x for x, _ in ds.__getitems__(shuffled)])
+    assert torch.allclose(picked, single[shuffled], atol=ATOL)
+    small = LatentDataset(tiny_lds, max_decode_batch=5)  # several forward passes per batch
+    assert torch.allclose(torch.stack([x for x, _ in small.__getitems__(list(range(24)))]), single, atol=ATOL)
+
+
+def test_a_dataloader_batch_is_one_generator_pass(tiny_lds: Path) -> None:
+    ds = LatentDataset(tiny_lds)
+    ds._ensure_open()
+    calls = []
+    ds._generator.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    batches = list(DataLoader(ds, batch_size=10))
+    assert calls == [10, 10, 4]
+    assert batches[0][0].shape == (10, 3, 32, 32) and batches[0][1].tolist() == ds.targets[:10].tolist()
+
+
+@pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"), (2, "spawn")])
+def test_same_images_with_any_worker_count(tiny_lds: Path, workers: int, context: str | None) -> None:
+    ds = LatentDataset(tiny_lds)
+    expected = all_images(ds)
+    loader = DataLoader(ds, batch_size=7, num_workers=workers, multiprocessing_context=context)
+    images, labels = map(torch.cat, zip(*loader))
+    assert torch.allclose(images, expected, atol=ATOL)
+    assert labels.tolist() == ds.targets.tolist()
+
+
+def test_pickles_as_a_path_even_after_use(tiny_lds: Path) -> None:
+    ds = LatentDataset(tiny_lds)
+    ds[0]  # opens the file and loads the generator
+    blob = pickle.dumps(ds)
+    assert len(blob) < tiny_lds.stat().st_size / 4  # no weights, no open handles: path, manifest and labels
+    clone = pickle.loads(blob)
+    assert clone._reader is None and clone._generator is None
+    assert torch.allclose(clone[0][0], ds[0][0], atol=ATOL)
+
+
+def test_subset_by_class_and_index_decodes_nothing(tiny_lds: Path) -> None:
+    ds = LatentDataset(tiny_lds)
+    dogs = ds.subset(classes=["dog"])
+    assert ds._generator is None and dogs._generator is None
+    assert len(dogs) == 8 and set(dogs.targets.tolist()) == {1}
+    assert dogs.per_class() == {"cat": 0, "dog": 8, "ship": 0}
+    both = ds.subset(indices=[0, 1, 2, 3, 4, 5], classes=[0, "ship"])
+    assert both.targets.tolist() == [0, 2, 0, 2]
+    assert torch.allclose(both[1][0], ds[2][0], atol=ATOL)
+    assert torch.allclose(LatentDataset(tiny_lds, indices=[5, 6])[1][0], ds[6][0], atol=ATOL)
+    with pytest.raises(LatentdsError, match="unknown class 'cow'.*cat, dog, ship"):
+        ds.subset(classes=["cow"])
+    with pytest.raises(IndexError):
+        LatentDataset(tiny_lds, indices=[99])
+
+
+def test_every_latent_dtype_decodes(tmp_path: Path) -> None:
+    ref = all_images(LatentDataset(make_lds(tmp_path / "f32.lds")))
+    for dtype, tol in [(torch.float16, 0.02), (torch.bfloat16, 0.1)]:
+        got = all_images(LatentDataset(make_lds(tmp_path / f"{dtype}.lds", latent_dtype=dtype)))
+        assert (got - ref).abs().max() < tol
+
+
+def test_bfloat16_decoding_on_cpu(tiny_lds: Path) -> None:
+    ref = LatentDataset(tiny_lds)[0][0]
+    low = LatentDataset(tiny_lds, dtype=torch.bfloat16)[0][0]
+    assert low.dtype == torch.float32 and (low - ref).abs().max() < 0.2
+
+
+def test_reads_a_zst_file(tiny_lds: Path, tmp_path: Path) -> None:
+    packed = pack(tiny_lds, tmp_path / "t.lds.zst")
+    assert torch.allclose(all_images(LatentDataset(packed)), all_images(LatentDataset(tiny_lds)), atol=ATOL)
+
+
+def test_verify_on_open(tiny_lds: Path) -> None:
+    data = bytearray(tiny_lds.read_bytes())
+    data[-3] ^= 1  # inside the last generator tensor
+    tiny_lds.write_bytes(bytes(data))
+    LatentDataset(tiny_lds)  # structure is fine
+    with pytest.raises(ChecksumError):
+        LatentDataset(tiny_lds, verify=True)
+
+
+def test_cuda_decoding_is_refused_inside_workers(tiny_lds: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = LatentDataset(tiny_lds, device="cuda")  # constructing touches no GPU
+    monkeypatch.setattr("latentds.dataset.get_worker_info", lambda: object())
+    with pytest.raises(LatentdsError, match="num_workers=0"):
+        ds[0]
+
+
+def test_batch_transform_sees_the_whole_batch(tiny_lds: Path) -> None:
+    seen = []
+
+    def record(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape)
+        return x * 0
+
+    ds = LatentDataset(tiny_lds, batch_transform=record)
+    out = ds.__getitems__([0, 1, 2])
+    assert seen == [(3, 3, 32, 32)] and all(float(x.abs().sum()) == 0 for x, _ in out)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu
+def test_gpu_decoding_matches_cpu(tiny_lds: Path) -> None:
+    cpu = all_images(LatentDataset(tiny_lds))
+    gpu = LatentDataset(tiny_lds, device="cuda")
+    images, _ = gpu.decode(np.arange(len(gpu)))
+    assert images.is_cuda and torch.allclose(images.cpu(), cpu, atol=1e-4)
