@@ -47,6 +47,7 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
         with os.fdopen(fd, "wb") as f:
             for chunk in chunks:
                 f.write(chunk)
@@ -184,6 +185,12 @@ def write_lds(
     if len(raw) > spec.MAX_HEADER_BYTES:
         raise LatentdsError(f"{where}: the header would exceed {spec.MAX_HEADER_BYTES} bytes")
     return atomic_write(path, [struct.pack("<Q", len(raw)), raw, *buffers.values()])
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _tool_version() -> str:

@@ -1,0 +1,248 @@
+"""The `latentds` command line: a thin shell over the library. ``main(argv) -> exit code``.
+
+Exit codes: 0 success; 1 the input is bad or corrupt (``verify``: the file is corrupt); 2 usage error
+(bad arguments, a path that does not exist). Errors print as one line, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from latentds import __version__
+from latentds.errors import LatentdsError, LdsNotFoundError, SourceNotFoundError
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.2f} MiB"
+
+
+def _file_summary(path: str) -> dict[str, Any]:
+    """Sizes and counts of a .lds, computed from the header alone (nothing decoded)."""
+    from latentds.format import spec
+    from latentds.lds import open_lds
+
+    with open_lds(path) as reader:
+        m = reader.manifest
+        sizes = {"latents": 0, "labels": 0, "generator": 0}
+        for name, info in reader.tensors.items():
+            key = "generator" if name.startswith(spec.GENERATOR_PREFIX) else name
+            sizes[key] = sizes.get(key, 0) + info.nbytes
+        counts = [0] * len(m["classes"])
+        for y in reader.array(spec.LABELS).tolist():
+            counts[y] += 1
+        disk = Path(path).stat().st_size
+        image = m["image"]
+        raw_pixels = m["num_samples"] * image["channels"] * image["height"] * image["width"]
+        summary: dict[str, Any] = {
+            "path": str(path),
+            "file_bytes": disk,
+            "content_bytes": reader.file_size,
+            "header_bytes": reader.header_bytes,
+            "tensor_bytes": sizes,
+            "latent_dtype": reader.tensors[spec.LATENTS].dtype,
+            "per_class": dict(zip(m["classes"], counts)),
+            "raw_uint8_pixel_bytes": raw_pixels,
+            "ratio_vs_raw_pixels": raw_pixels / disk if disk else None,
+            "manifest": m,
+        }
+        source_bytes = (m["provenance"].get("source") or {}).get("bytes")
+        if source_bytes:
+            summary["source_bytes"] = source_bytes
+            summary["ratio_vs_source"] = source_bytes / disk
+        return summary
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    s = _file_summary(args.file)
+    if args.json:
+        json.dump(s, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    m = s["manifest"]
+    gen, image, prov = m["generator"], m["image"], m["provenance"]
+    counts = list(s["per_class"].values())
+    lines = [
+        ("file", f"{s['path']} ({_mib(s['file_bytes'])}; header {s['header_bytes']:,} bytes)"),
+        ("format", f"{m['format']} {m['format_version']}"),
+        ("samples", f"{m['num_samples']:,} latents x {m['latent_dim']} ({s['latent_dtype']}, {_mib(s['tensor_bytes']['latents'])})"),
+        ("classes", f"{len(m['classes'])}: " + ", ".join(m["classes"][:10]) + (" ..." if len(m["classes"]) > 10 else "")),
+        ("per class", f"{min(counts):,} .. {max(counts):,}" if counts else "-"),
+        ("generator", f"{gen['arch']} {json.dumps(gen['args'])}, {gen.get('param_count', gen.get('stored_numel', 0)):,} params ({_mib(s['tensor_bytes']['generator'])})"),
+        ("image", f"{image['channels']}x{image['height']}x{image['width']}, mean {image['mean']}, std {image['std']}"),
+        ("vs raw pixels", f"{_mib(s['raw_uint8_pixel_bytes'])} as uint8 -> {s['ratio_vs_raw_pixels']:.2f}x smaller"),
+    ]
+    source = prov.get("source") or {}
+    if source:
+        text = f"{source.get('name', '?')}"
+        if source.get("fingerprint"):
+            text += f" (sha256 {str(source['fingerprint'])[:16]}...)"
+        if "ratio_vs_source" in s:
+            text += f", {_mib(s['source_bytes'])} -> {s['ratio_vs_source']:.2f}x smaller"
+        lines.append(("source", text))
+    lines.append(("created", f"{prov.get('created', '?')} by {prov.get('tool', '?')}, torch {prov.get('torch', '?')}"))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from latentds.errors import ChecksumError, LdsError
+    from latentds.lds import open_lds
+
+    try:
+        with open_lds(args.file) as reader:
+            problems = reader.verify()
+    except LdsNotFoundError:
+        raise
+    except LdsError as exc:
+        problems = exc.problems if isinstance(exc, ChecksumError) and exc.problems else [str(exc)]
+        print(f"{args.file}: CORRUPT: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if problems:
+        for p in problems:
+            print(f"{args.file}: CORRUPT: {p}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    n = len(reader.tensors)
+    if not args.quiet:
+        print(f"{args.file}: OK ({n} tensors and {len(reader.manifest['integrity']['latents_chunks'])} latent chunks match their sha256)")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from latentds.export import export
+
+    out = export(args.file, args.out, batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from latentds.export import preview
+
+    out = preview(args.file, args.out, per_class=args.per_class, seed=args.seed, device=args.device)
+    if not args.quiet:
+        print(f"wrote {out}")
+    return EXIT_OK
+
+
+def _byte_bar(path: str, desc: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=Path(path).stat().st_size, desc=desc, unit="B", unit_scale=True, disable=quiet)
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from latentds.format import pack
+    from latentds.lds import open_lds
+
+    open_lds(args.file).close()  # refuse to wrap something that is not a valid .lds
+    out = args.out or args.file + ".zst"
+    with _byte_bar(args.file, "pack", args.quiet) as bar:
+        pack(args.file, out, level=args.level, progress=bar.update)
+    if not args.quiet:
+        before, after = Path(args.file).stat().st_size, Path(out).stat().st_size
+        print(f"wrote {out} ({_mib(after)}, {after / before:.1%} of {_mib(before)})")
+    return EXIT_OK
+
+
+def cmd_unpack(args: argparse.Namespace) -> int:
+    from latentds.format import unpack
+    from latentds.lds import open_lds
+
+    if args.out:
+        out = args.out
+    elif args.file.endswith(".zst"):
+        out = args.file[: -len(".zst")]
+    else:
+        raise LatentdsError(f"{args.file}: does not end in .zst; name the output file")
+    with _byte_bar(args.file, "unpack", args.quiet) as bar:
+        unpack(args.file, out, progress=bar.update)
+    open_lds(out).close()
+    if not args.quiet:
+        print(f"wrote {out}")
+    return EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from latentds.models import list_models
+
+    print("\n".join(list_models()))
+    return EXIT_OK
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentds", description="Compressed datasets: a generator plus learned latents, in a .lds file."
+    )
+    parser.add_argument("--version", action="version", version=f"latentds {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or chatter")
+        return p
+
+    p = add("info", cmd_info, "show a .lds file's manifest, sizes and compression ratios")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = add("verify", cmd_verify, "check every checksum; exit 0 intact, 1 corrupt, 2 usage error")
+    p.add_argument("file")
+
+    p = add("export", cmd_export, "decode everything to an ImageFolder tree (OUT/), OUT.npz or OUT.h5")
+    p.add_argument("file")
+    p.add_argument("out")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+
+    p = add("preview", cmd_preview, "save a PNG grid of decoded samples, one row per class")
+    p.add_argument("file")
+    p.add_argument("out")
+    p.add_argument("--per-class", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+    p = add("pack", cmd_pack, "compress FILE.lds into FILE.lds.zst (zstd with checksum) for transport")
+    p.add_argument("file")
+    p.add_argument("out", nargs="?")
+    p.add_argument("--level", type=int, default=10)
+
+    p = add("unpack", cmd_unpack, "decompress FILE.lds.zst into FILE.lds")
+    p.add_argument("file")
+    p.add_argument("out", nargs="?")
+
+    add("models", cmd_models, "list registered architectures")
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (LdsNotFoundError, SourceNotFoundError) as exc:
+        print(f"latentds: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LatentdsError as exc:
+        print(f"latentds: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("latentds: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

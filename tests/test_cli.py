@@ -1,0 +1,127 @@
+"""The command line as a user meets it: exit codes, one-line errors, and outputs that read back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentds.cli import main
+from latentds.dataset import LatentDataset
+from latentds.sources import load_source
+from tests.conftest import CLASSES
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main([*argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_human_and_json(tiny_lds: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run(capsys, "info", str(tiny_lds))
+    assert code == 0
+    assert "24 latents x 128" in out and "cat, dog, ship" in out and "biggan32_tiny" in out
+    code, out, _ = run(capsys, "info", str(tiny_lds), "--json")
+    info = json.loads(out)
+    assert code == 0 and info["manifest"]["num_samples"] == 24
+    assert info["per_class"] == {"cat": 8, "dog": 8, "ship": 8}
+    assert info["raw_uint8_pixel_bytes"] == 24 * 3 * 32 * 32
+
+
+def test_verify_exit_codes(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run(capsys, "verify", str(tiny_lds))[0] == 0
+    data = bytearray(tiny_lds.read_bytes())
+    data[-3] ^= 1  # last generator tensor
+    bad = tmp_path / "bad.lds"
+    bad.write_bytes(bytes(data))
+    code, _, err = run(capsys, "verify", str(bad))
+    assert code == 1 and "CORRUPT" in err and "'generator." in err
+    short = tmp_path / "short.lds"
+    short.write_bytes(tiny_lds.read_bytes()[:-100])
+    code, _, err = run(capsys, "verify", str(short))
+    assert code == 1 and "truncated" in err and "Traceback" not in err
+    code, _, err = run(capsys, "verify", str(tmp_path / "missing.lds"))
+    assert code == 2 and "no such file" in err
+
+
+def test_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    junk = tmp_path / "junk.lds"
+    junk.write_bytes(b"\x00" * 3)
+    code, out, err = run(capsys, "info", str(junk))
+    assert code == 1 and err.count("\n") == 1 and err.startswith("latentds: error:") and str(junk) in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["verify"])
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-command"])
+    assert exc.value.code == 2
+
+
+def _decoded_uint8(path: Path) -> np.ndarray:
+    images, _ = LatentDataset(path, normalize=False).decode(np.arange(24))
+    return (images * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def test_export_npz_reads_back_as_a_source(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out.npz"
+    assert run(capsys, "export", str(tiny_lds), str(out), "-q")[0] == 0
+    with np.load(out, allow_pickle=False) as z:
+        assert np.array_equal(z["images"], _decoded_uint8(tiny_lds))
+        assert z["labels"].tolist() == [i % 3 for i in range(24)]
+        assert z["classes"].tolist() == CLASSES
+    back = load_source(str(out), progress=False)
+    assert back.classes == CLASSES and len(back) == 24
+    code, _, err = run(capsys, "export", str(tiny_lds), str(out), "-q")
+    assert code == 1 and "already exists" in err
+
+
+def test_export_h5_and_folder(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    expected = _decoded_uint8(tiny_lds)
+    assert run(capsys, "export", str(tiny_lds), str(tmp_path / "out.h5"), "-q")[0] == 0
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert np.array_equal(f["images"][:], expected)
+        assert f["labels"][:].tolist() == [i % 3 for i in range(24)]
+    folder = tmp_path / "tree"
+    assert run(capsys, "export", str(tiny_lds), str(folder), "-q")[0] == 0
+    assert sorted(p.name for p in folder.iterdir()) == CLASSES
+    assert len(list((folder / "dog").iterdir())) == 8
+    assert np.array_equal(np.asarray(Image.open(folder / "dog" / "04.png")), expected[4])
+    assert run(capsys, "export", str(tiny_lds), str(tmp_path / "x.tiff"))[0] == 1
+
+
+def test_preview_grid(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "grid.png"
+    assert run(capsys, "preview", str(tiny_lds), str(out), "--per-class", "4", "-q")[0] == 0
+    width, height = Image.open(out).size
+    assert (width, height) == (4 * 34 + 2, 3 * 34 + 2)  # 32 px tiles, 2 px padding
+
+
+def test_pack_unpack(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    code, out, _ = run(capsys, "pack", str(tiny_lds), "-q")
+    packed = Path(str(tiny_lds) + ".zst")
+    assert code == 0 and packed.exists()
+    assert run(capsys, "verify", str(packed))[0] == 0
+    target = tmp_path / "back.lds"
+    assert run(capsys, "unpack", str(packed), str(target), "-q")[0] == 0
+    assert target.read_bytes() == tiny_lds.read_bytes()
+    code, _, err = run(capsys, "unpack", str(tiny_lds), "-q")
+    assert code == 1 and "does not end in .zst" in err
+    junk = tmp_path / "junk.lds"
+    junk.write_bytes(b"junk")
+    assert run(capsys, "pack", str(junk), "-q")[0] == 1
+
+
+def test_console_entry_point(tiny_lds: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "latentds", "verify", str(tiny_lds)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "OK" in proc.stdout
