@@ -400,3 +400,17 @@ def test_zst_unpack_size_bound(tiny_lds: Path, tmp_path: Path) -> None:
     packed = pack(tiny_lds, tmp_path / "t.lds.zst")
     with pytest.raises(errors.CompressionError, match="more than 1000 bytes"):
         read_zst(packed, max_bytes=1000)
+
+
+# --- the spec's JSON schema -----------------------------------------------------------------------------
+def test_written_manifests_follow_the_json_schema(tiny_lds: Path) -> None:
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent.parent / "spec" / "manifest.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    with LdsReader(tiny_lds) as r:
+        jsonschema.validate(r.manifest, schema)
+        broken = json.loads(json.dumps(r.manifest))
+    broken["integrity"]["tensors"]["latents"]["sha256"] = "xyz"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
