@@ -6,4 +6,16 @@ __version__ = "0.1.0"
 
 from latentds.errors import LatentdsError, LdsError  # noqa: E402
 
-__all__ = ["LatentdsError", "LdsError", "__version__"]
+__all__ = ["LatentDataset", "LatentdsError", "LdsError", "open_lds", "__version__"]
+
+
+def __getattr__(name: str):  # lazy: `import latentds` stays cheap for the CLI and format-only users
+    if name == "LatentDataset":
+        from latentds.dataset import LatentDataset
+
+        return LatentDataset
+    if name == "open_lds":
+        from latentds.lds import open_lds
+
+        return open_lds
+    raise AttributeError(f"module 'latentds' has no attribute {name!r}")

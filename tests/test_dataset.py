@@ -163,3 +163,11 @@ def test_gpu_decoding_matches_cpu(tiny_lds: Path) -> None:
     gpu = LatentDataset(tiny_lds, device="cuda")
     images, _ = gpu.decode(np.arange(len(gpu)))
     assert images.is_cuda and torch.allclose(images.cpu(), cpu, atol=1e-4)
+
+
+def test_top_level_api(tiny_lds: Path) -> None:
+    import latentds
+
+    assert latentds.LatentDataset is LatentDataset
+    with latentds.open_lds(tiny_lds) as f:
+        assert f.num_samples == 24
