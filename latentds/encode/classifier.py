@@ -1,0 +1,342 @@
+"""The ConvNet trained on the real data: feature extractor for GAN inversion, embedding pool, quality figure.
+
+    model, stats = train_classifier(train_set, ClassifierConfig(), work_dir, device="cuda", test=test_set)
+    logits = model(normalize(images_uint8, *train_set.mean_std()))
+
+Files in ``work_dir``:
+
+- ``classifier.safetensors``: the trained model (``save_model``); its metadata holds the config, the data
+  fingerprint, the input normalization and the stats. A later call with the same config and data loads it
+  instead of training.
+- ``classifier_ckpt.safetensors``: per-epoch training state (model, SGD momentum, RNG); an interrupted run
+  resumes from it bit-identically (on the CPU).
+- ``classifier_snapshots/epoch_XXXX.safetensors``: models every ``snapshot_every`` epochs, for the
+  embedding-network pool (:func:`load_snapshots`).
+
+Inputs are normalized with the training set's per-channel mean/std; models returned here carry them as
+``model.normalization = {"mean": [...], "std": [...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from latentds.augment import DEFAULT_STRATEGY, dsa
+from latentds.encode.state import (
+    CheckpointError,
+    TrainingInterrupted,
+    load_module_tensors,
+    load_state,
+    module_tensors,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
+from latentds.errors import ConfigError
+from latentds.models import create_model, load_model, read_model_metadata, save_model
+from latentds.sources import ImageSet
+
+__all__ = [
+    "CLASSIFIER_FILE",
+    "ClassifierConfig",
+    "accuracy",
+    "config_diff",
+    "load_classifier",
+    "load_snapshots",
+    "normalize",
+    "train_classifier",
+]
+
+CLASSIFIER_FILE = "classifier.safetensors"
+CKPT_FILE = "classifier_ckpt.safetensors"
+SNAPSHOT_DIR = "classifier_snapshots"
+META_CONFIG = "latentds.classifier_config"
+META_DATA = "latentds.data_fingerprint"
+META_NORM = "latentds.normalization"
+META_STATS = "latentds.classifier_stats"
+
+
+@dataclass
+class ClassifierConfig:
+    """How the real-data classifier is trained (defaults: the paper's ConvNet pre-training)."""
+
+    arch: str = "convnet3"
+    width: int | None = 128  # None: the architecture's own default (for models without a width argument)
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_decay_epoch: int | None = None  # lr x0.1 from this epoch on; None: epochs // 2 (0.01, then 0.001 from 100)
+    dsa: bool = True  # DSA augmentation, one op per batch, as when evaluating condensed sets
+    snapshot_every: int = 0  # >0: also save the model every this many epochs (embedding-network pool)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            _check_int(self, name, 1)
+        _check_int(self, "snapshot_every", 0)
+        if self.lr_decay_epoch is not None:
+            _check_int(self, "lr_decay_epoch", 0)
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"ClassifierConfig.{name} must be a number >= 0, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
+        """Build from a dict (e.g. parsed JSON), rejecting unknown fields."""
+        return _from_dict(cls, d, "classifier config")
+
+    @property
+    def decay_epoch(self) -> int:
+        return self.epochs // 2 if self.lr_decay_epoch is None else self.lr_decay_epoch
+
+
+# --- small helpers shared with the other encode modules -----------------------------------------------
+def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """(B, C, H, W) uint8 (0..255) or float (0..1) images -> float32 normalized with per-channel mean/std."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+@torch.no_grad()
+def accuracy(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str | torch.device = "cpu",
+    batch_size: int = 500,
+) -> float:
+    """Top-1 accuracy of ``model`` (put in eval mode) on uint8 images (N, C, H, W) and labels (N,)."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for i in range(0, images.shape[0], batch_size):
+        x = normalize(images[i : i + batch_size].to(device), mean, std)
+        correct += (model(x).argmax(1) == labels[i : i + batch_size].to(device)).sum()
+    return int(correct) / max(1, images.shape[0])
+
+
+def config_diff(saved: dict[str, Any], current: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
+    """Names of the fields whose values differ between two config dicts (JSON-normalized), minus ``ignore``."""
+    a, b = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k, "<missing>") != b.get(k, "<missing>"))
+
+
+def _describe_diff(saved: dict[str, Any], current: dict[str, Any], names: list[str]) -> str:
+    return ", ".join(f"{n}: {saved.get(n, '<missing>')!r} -> {current.get(n, '<missing>')!r}" for n in names)
+
+
+def _check_int(cfg: Any, name: str, minimum: int) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{type(cfg).__name__}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _from_dict(cls: Any, d: dict[str, Any], what: str) -> Any:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{what}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(names))}")
+    return cls(**d)
+
+
+def _seeded_model(seed: int, arch: str, **kwargs: Any) -> nn.Module:
+    """create_model with initialization drawn from ``seed``; the global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(arch, **kwargs)
+
+
+# --- loading --------------------------------------------------------------------------------------------
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """A classifier saved by :func:`train_classifier` (or a snapshot), eval mode, with ``normalization``."""
+    meta = read_model_metadata(path)
+    model = load_model(path, device)
+    if META_NORM in meta:
+        model.normalization = json.loads(meta[META_NORM])
+    return model
+
+
+def load_snapshots(work_dir: str | Path, device: str | torch.device = "cpu") -> list[nn.Module]:
+    """The snapshots written with ``snapshot_every > 0``, oldest first (an empty list if there are none)."""
+    files = sorted((Path(work_dir) / SNAPSHOT_DIR).glob("epoch_*.safetensors"))
+    models = []
+    for f in files:
+        m = load_classifier(f, device)
+        m.snapshot_epoch = int(f.stem.split("_")[1])
+        models.append(m)
+    return models
+
+
+# --- training -------------------------------------------------------------------------------------------
+def train_classifier(
+    data: ImageSet,
+    cfg: ClassifierConfig,
+    work_dir: str | Path,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    test: ImageSet | None = None,
+    *,
+    stop_after: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train (or load the cached) classifier on ``data``; returns (model in eval mode, stats).
+
+    stats: ``train_acc`` (last epoch, on augmented batches), ``test_acc`` (when ``test`` is given),
+    ``wall_time_s`` (this call), ``train_seconds`` (all sessions), ``images_per_s``, ``cached``.
+    ``stop_after`` (tests) raises :class:`TrainingInterrupted` after that many epochs of this call.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    say = log or (lambda _line: None)
+    start = time.perf_counter()
+    mean, std = data.mean_std()
+    cfg_dict = asdict(cfg)
+    final = work_dir / CLASSIFIER_FILE
+
+    if final.exists():
+        meta = read_model_metadata(final)
+        _check_same_run(final, meta.get(META_DATA), json.loads(meta.get(META_CONFIG, "{}")), data, cfg_dict)
+        model = load_classifier(final, device)
+        stats = json.loads(meta.get(META_STATS, "{}"))
+        stats.update(cached=True, wall_time_s=time.perf_counter() - start)
+        if test is not None and stats.get("test_fingerprint") != test.fingerprint:
+            stats.update(_test_stats(model, test, mean, std, device))
+        say(f"classifier: using cached {final}")
+        return model, stats
+
+    _, _, h, w = data.images.shape
+    kwargs: dict[str, Any] = {"num_classes": data.num_classes}
+    if cfg.width is not None:
+        kwargs["width"] = cfg.width
+    if h != 32:  # convnet3 sizes its classifier head from the image size
+        kwargs["image_size"] = h
+    model = _seeded_model(cfg.seed, cfg.arch, **kwargs).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: batch order and DSA parameters
+    epoch, history, train_seconds = 0, [], 0.0
+
+    ckpt = work_dir / CKPT_FILE
+    if ckpt.exists():
+        tensors, meta = load_state(ckpt)
+        if meta.get("kind") != "classifier":
+            raise CheckpointError(f"{ckpt}: not a classifier checkpoint (kind {meta.get('kind')!r})")
+        _check_same_run(ckpt, meta.get("data_fingerprint"), meta.get("config", {}), data, cfg_dict)
+        load_module_tensors(model, tensors, "model.")
+        optimizer_from_tensors(opt, tensors, meta["opt"], "opt.")
+        set_rng_state(gen, tensors["rng"])
+        epoch, history, train_seconds = meta["epoch"], meta["history"], meta["train_seconds"]
+        say(f"classifier: resuming from {ckpt} at epoch {epoch}/{cfg.epochs}")
+
+    images, labels = data.images.to(device), data.labels.to(device)
+    n = images.shape[0]
+    snap_dir = work_dir / SNAPSHOT_DIR
+    if cfg.snapshot_every:
+        snap_dir.mkdir(exist_ok=True)
+    extra_common = {META_NORM: json.dumps({"mean": mean, "std": std}), META_DATA: data.fingerprint,
+                    META_CONFIG: json.dumps(cfg_dict, sort_keys=True)}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.epochs, initial=epoch, desc="classifier", unit="epoch", disable=not progress, leave=False)
+    session_start, epochs_this_call = time.perf_counter(), 0
+    try:
+        while epoch < cfg.epochs:
+            t0 = time.perf_counter()
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * (0.1 if epoch >= cfg.decay_epoch else 1.0)
+            model.train()
+            perm = torch.randperm(n, generator=gen).to(device)
+            correct = torch.zeros((), dtype=torch.int64, device=device)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            for i in range(0, n, cfg.batch_size):
+                idx = perm[i : i + cfg.batch_size]
+                x = normalize(images[idx], mean, std)
+                if cfg.dsa:
+                    x = dsa(x, gen, DEFAULT_STRATEGY)
+                out = model(x)
+                loss = F.cross_entropy(out, labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                correct += (out.argmax(1) == labels[idx]).sum()
+                loss_sum += loss.detach() * idx.shape[0]
+            epoch += 1
+            epochs_this_call += 1
+            train_seconds += time.perf_counter() - t0
+            history.append({"epoch": epoch, "loss": float(loss_sum) / n, "train_acc": int(correct) / n})
+            if cfg.snapshot_every and (epoch % cfg.snapshot_every == 0 or epoch == cfg.epochs):
+                snap = snap_dir / f"epoch_{epoch:04d}.safetensors"
+                save_model(snap, model, extra={**extra_common, "latentds.epoch": str(epoch)})
+            opt_tensors, opt_meta = optimizer_to_tensors(opt, "opt.")
+            save_state(
+                ckpt,
+                {**module_tensors(model, "model."), **opt_tensors, "rng": rng_state(gen)},
+                {"kind": "classifier", "epoch": epoch, "config": cfg_dict, "data_fingerprint": data.fingerprint,
+                 "opt": opt_meta, "history": history, "train_seconds": train_seconds},
+            )
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['train_acc']:.3f}")
+            if epoch % 10 == 0 or epoch == cfg.epochs:
+                last = history[-1]
+                say(f"classifier epoch {epoch}/{cfg.epochs}: loss {last['loss']:.4f}, train acc {last['train_acc']:.4f}")
+            if stop_after is not None and epochs_this_call >= stop_after and epoch < cfg.epochs:
+                raise TrainingInterrupted(f"stopped after {epochs_this_call} epochs (stop_after)")
+    finally:
+        bar.close()
+
+    model.eval()
+    session_seconds = time.perf_counter() - session_start
+    stats: dict[str, Any] = {
+        "train_acc": history[-1]["train_acc"] if history else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "epochs": cfg.epochs,
+        "train_seconds": train_seconds,
+        "images_per_s": n * epochs_this_call / session_seconds if epochs_this_call else None,
+        "history": history,
+        "cached": False,
+    }
+    if test is not None:
+        stats.update(_test_stats(model, test, mean, std, device))
+        say(f"classifier: test acc {stats['test_acc']:.4f}")
+    save_model(final, model, extra={**extra_common, META_STATS: json.dumps(stats)})
+    model.normalization = {"mean": mean, "std": std}
+    stats["wall_time_s"] = time.perf_counter() - start
+    return model, stats
+
+
+def _test_stats(model: nn.Module, test: ImageSet, mean: list[float], std: list[float], device: torch.device) -> dict[str, Any]:
+    return {"test_acc": accuracy(model, test.images, test.labels, mean, std, device), "test_fingerprint": test.fingerprint}
+
+
+def _check_same_run(
+    path: Path, fingerprint: str | None, saved_cfg: dict[str, Any], data: ImageSet, cfg: dict[str, Any]
+) -> None:
+    """Refuse to reuse or resume ``path`` if it was made from other data or another config."""
+    if fingerprint != data.fingerprint:
+        raise ConfigError(
+            f"{path}: made from other data (fingerprint {str(fingerprint)[:12]}..., this data "
+            f"{data.fingerprint[:12]}...); use another work dir, or delete the file to start over"
+        )
+    diff = config_diff(saved_cfg, cfg)
+    if diff:
+        raise ConfigError(
+            f"{path}: made with a different config ({_describe_diff(saved_cfg, cfg, diff)}); use another "
+            "work dir, or delete the file to start over"
+        )
