@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("models", cmd_models, "list registered architectures")
 
+    from latentds.evaluate_commands import register as register_eval
+
+    register_eval(add)
     return parser
 
 
