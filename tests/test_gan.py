@@ -370,3 +370,23 @@ def test_optimizer_and_module_mismatch_is_refused():
         optimizer_from_tensors(torch.optim.SGD(model.parameters(), lr=0.1), tensors, meta)
     with pytest.raises(CheckpointError, match="missing"):
         load_module_tensors(model, {"m.0.weight": torch.zeros(4, 3, 3, 3)}, "m.")
+
+
+def test_standing_stats_match_batch_statistics() -> None:
+    """After standing stats, eval-mode decoding agrees with train-mode (batch statistics) decoding."""
+    from latentds.encode.gan import standing_stats
+    from latentds.models import create_model
+
+    torch.manual_seed(0)
+    g = create_model("biggan32_tiny", num_classes=3)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.mul_(5)  # make activations far from the initial running statistics (mean 0, var 1)
+    z, y = torch.randn(400, 128, generator=torch.Generator().manual_seed(1)), torch.arange(400) % 3
+    with torch.no_grad():
+        batch_stats = g.train()(z, y)
+        stale = g.eval()(z, y)
+        standing_stats(g, num_classes=3, seed=0, batches=10, batch_size=200)
+        assert not g.training
+        standing = g(z, y)
+    assert (standing - batch_stats).abs().mean() < 0.3 * (stale - batch_stats).abs().mean()

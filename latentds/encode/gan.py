@@ -241,13 +241,52 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def _final_generator(ema: nn.Module, cfg: GANConfig, num_classes: int) -> nn.Module:
-    """The EMA generator with spectral norm folded into the weights, rebuilt with spectral_norm=False."""
+    """The EMA generator with spectral norm folded into the weights, rebuilt with spectral_norm=False.
+
+    The stored SN vectors and BN statistics belong to the live G, not to the averaged weights, so
+    sigma is re-estimated by power iteration and BN statistics are recomputed ("standing stats").
+    """
     sn = _seeded_model(0, cfg.arch, width=cfg.width, num_classes=num_classes, spectral_norm=True)
     sn.load_state_dict(ema.state_dict())
-    remove_spectral_norm(sn.eval())  # eval: use the stored SN vectors, no power iteration
+    _converge_spectral_norm(sn)
+    remove_spectral_norm(sn.eval())  # eval: use the converged SN vectors, no further power iteration
     plain = _seeded_model(0, cfg.arch, width=cfg.width, num_classes=num_classes, spectral_norm=False)
     plain.load_state_dict(sn.state_dict())
+    standing_stats(plain, num_classes, seed=cfg.seed)
     return plain.eval()
+
+
+@torch.no_grad()
+def _converge_spectral_norm(model: nn.Module, iterations: int = 30) -> None:
+    """Run power iterations on every spectral-norm parametrization (each weight access in train mode is one)."""
+    model.train()
+    parametrized = [m for m in model.modules() if hasattr(m, "parametrizations") and "weight" in m.parametrizations]
+    for _ in range(iterations):
+        for m in parametrized:
+            m.weight  # noqa: B018 - the access performs one power iteration
+    model.eval()
+
+
+@torch.no_grad()
+def standing_stats(
+    generator: nn.Module, num_classes: int, seed: int = 0, batches: int = 20, batch_size: int = 100
+) -> None:
+    """Recompute batch-norm running statistics as cumulative averages over random (z, y) batches (BigGAN's
+    "standing stats"), so eval-mode decoding uses statistics of the final weights. Leaves the model in eval."""
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    device = next(generator.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    generator.train()
+    for _ in range(batches):
+        z, y = _latents(batch_size, generator.latent_dim, num_classes, g, device)
+        generator(z, y)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    generator.eval()
 
 
 def train_gan(
