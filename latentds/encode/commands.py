@@ -1,0 +1,107 @@
+"""CLI subcommands of the encode pipeline: ``encode`` and ``train-gan`` (wired in by :func:`register`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from latentds.encode.config import LATENT_DTYPES, EncodeConfig, apply_overrides, list_presets, load_preset
+
+__all__ = ["cmd_encode", "cmd_train_gan", "register"]
+
+Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
+def _config(args: argparse.Namespace) -> EncodeConfig:
+    """The preset, then the dedicated flags, then --set overrides (later wins)."""
+    cfg = load_preset(args.preset)
+    overrides = []
+    for flag, key in (("ipc", "ipc"), ("seed", "seed"), ("device", "device"), ("latent_dtype", "latent_dtype")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return apply_overrides(cfg, overrides + list(args.set or []))
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="paper", choices=list_presets(),
+                   help="hyperparameter preset (default: paper); 'smoke' checks the pipeline in minutes on a CPU")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the preset's (auto)")
+    p.add_argument("--work-dir", type=Path, default=None, help="checkpoints and logs (default: OUT with suffix .work)")
+    p.add_argument("--root", default=None, help="where cifar10/cifar100 live (see --download)")
+    p.add_argument("--download", action="store_true", help="fetch cifar10/cifar100 if missing (needs a network)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override a config field, e.g. --set condense.lr=0.01 --set gan.width=32 (repeatable)")
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    from latentds.encode.pipeline import encode
+
+    cfg = _config(args)
+    path = encode(args.source, args.out, cfg, work_dir=args.work_dir, generator_path=args.generator, root=args.root,
+                  progress=not args.quiet, quiet=args.quiet, download=args.download)
+    if not args.quiet:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_train_gan(args: argparse.Namespace) -> int:
+    import torch
+
+    from latentds.encode.gan import GENERATOR_FILE, gan_quality, sample_grid, train_gan
+    from latentds.encode.pipeline import resolve_device
+    from latentds.format.writer import atomic_write
+    from latentds.sources import load_source
+
+    cfg = _config(args)
+    out = Path(args.out)
+    work_dir = args.work_dir or out.with_suffix(".work")
+    device = resolve_device(cfg.device)
+    show = not args.quiet
+
+    def log(line: str) -> None:
+        if show:
+            print(line, file=sys.stderr, flush=True)
+
+    data = load_source(args.source, "train", root=args.root, download=args.download, progress=show)
+    generator, stats = train_gan(data, cfg.gan, Path(work_dir) / "gan", device, show, log)
+    # The work dir's copy carries the GAN config, data fingerprint and training stats in its metadata.
+    atomic_write(out, [(Path(work_dir) / "gan" / GENERATOR_FILE).read_bytes()])
+    samples = out.with_name(out.name.split(".")[0] + ".samples.png")
+    per_class = min(10, max(1, 100 // data.num_classes))
+    sample_grid(generator, data.num_classes, per_class, samples, seed=cfg.seed, device=device)
+    if show:
+        print(f"wrote {out} ({stats.get('iterations')} iterations) and {samples}")
+    if not args.no_quality:
+        from latentds.encode.classifier import train_classifier
+
+        classifier, _ = train_classifier(data, cfg.classifier, Path(work_dir) / "classifier", device, show, log)
+        with torch.no_grad():
+            quality = gan_quality(generator, classifier, data.num_classes, args.quality_per_class, cfg.seed, device)
+        if show:
+            print(f"quality: a real-data {cfg.classifier.arch} classifies {quality['accuracy']:.1%} of "
+                  f"{quality['n']} class-conditional samples correctly")
+    return 0
+
+
+def register(add: Add) -> None:
+    """Add the ``encode`` and ``train-gan`` subcommands through the CLI's ``add(name, func, help)``."""
+    p = add("encode", cmd_encode, "encode an image dataset into a .lds file (train GAN, invert, condense)")
+    p.add_argument("source", help="cifar10, cifar100, an image folder, or a .npz/.h5 file")
+    p.add_argument("out", type=Path, help="the .lds file to write")
+    _common(p)
+    p.add_argument("--ipc", type=int, default=None, help="images (latents) per class; default: all")
+    p.add_argument("--generator", type=Path, default=None,
+                   help="use this generator (.safetensors from train-gan, or a .lds) instead of training one")
+    p.add_argument("--latent-dtype", choices=LATENT_DTYPES, default=None, help="storage dtype (default float16)")
+
+    p = add("train-gan", cmd_train_gan, "train only the class-conditional generator (+ samples and a quality figure)")
+    p.add_argument("source", help="cifar10, cifar100, an image folder, or a .npz/.h5 file")
+    p.add_argument("out", type=Path, help="the generator file to write (.safetensors)")
+    _common(p)
+    p.add_argument("--no-quality", action="store_true",
+                   help="skip training the real-data classifier that measures sample quality")
+    p.add_argument("--quality-per-class", type=int, default=100, help="samples per class for the quality figure")

@@ -1,0 +1,248 @@
+"""The encode configuration: one dataclass per stage, presets as JSON files, ``section.field=value`` overrides.
+
+    cfg = load_preset("smoke")
+    cfg = apply_overrides(cfg, ["condense.lr=0.01", "gan.width=32", "ipc=10"])
+    json.dumps(asdict(cfg))                       # written into the work dir and the .lds provenance
+
+Presets live in ``latentds/presets/<name>.json``: an optional ``description`` and any subset of the fields
+below (sections as nested objects); fields left out keep their dataclass default (the paper's values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from latentds.encode.classifier import ClassifierConfig
+from latentds.encode.condense import CondenseConfig
+from latentds.encode.gan import GANConfig
+from latentds.encode.invert import InvertConfig
+from latentds.errors import ConfigError
+
+__all__ = [
+    "EncodeConfig",
+    "LATENT_DTYPES",
+    "PRESET_DIR",
+    "apply_overrides",
+    "asdict",
+    "config_from_dict",
+    "list_presets",
+    "load_preset",
+]
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
+LATENT_DTYPES = ("float32", "float16", "bfloat16")
+SECTIONS = ("gan", "classifier", "invert", "condense")
+
+
+@dataclass
+class EncodeConfig:
+    """Everything that determines an encode run's result (plus ``device``, which only decides where it runs)."""
+
+    gan: GANConfig = field(default_factory=GANConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    invert: InvertConfig = field(default_factory=InvertConfig)
+    condense: CondenseConfig = field(default_factory=CondenseConfig)
+    ipc: int | None = None  # latents (images) per class; None: one per training image (the paper)
+    seed: int = 0  # image selection, z0 and every work unit's seed derive from this
+    latent_dtype: str = "float16"  # storage dtype in the .lds; fp16 halves the file, decoded images barely change
+    subset_size: int = 1250  # latents learned jointly per unit (paper: 1250 for CIFAR-10, 500 for CIFAR-100)
+    device: str = "auto"  # "auto": cuda if available, else cpu
+
+    def check(self) -> None:
+        """Raise ConfigError on values that cannot run (section dataclasses check their own on creation)."""
+        if self.ipc is not None and (isinstance(self.ipc, bool) or not isinstance(self.ipc, int) or self.ipc < 1):
+            raise ConfigError(f"ipc must be a positive integer or null (all images), got {self.ipc!r}")
+        if self.latent_dtype not in LATENT_DTYPES:
+            raise ConfigError(f"latent_dtype must be one of {LATENT_DTYPES}, got {self.latent_dtype!r}")
+        if isinstance(self.subset_size, bool) or not isinstance(self.subset_size, int) or self.subset_size < 1:
+            raise ConfigError(f"subset_size must be a positive integer, got {self.subset_size!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.invert.iterations < 0 or self.invert.batch_size < 1 or self.invert.lr <= 0:
+            raise ConfigError("invert.iterations must be >= 0, invert.batch_size >= 1 and invert.lr > 0")
+        self.condense.check()
+
+
+_SECTION_TYPES: dict[str, type] = {
+    "gan": GANConfig,
+    "classifier": ClassifierConfig,
+    "invert": InvertConfig,
+    "condense": CondenseConfig,
+}
+
+
+# --- building from dicts, with type checks ---------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _describe_fields() -> str:
+    top = [n for n in _field_names(EncodeConfig) if n not in SECTIONS]
+    parts = [", ".join(top)]
+    for name, cls in _SECTION_TYPES.items():
+        parts.append(f"{name}.{{{', '.join(_field_names(cls))}}}")
+    return "; ".join(parts)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a type hint (int, float, bool, str, X | None, tuple[float, ...]); return it."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{where}: expected {_hint_name(hint)}, got {value!r}")
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list like [0.0, 0.999], got {value!r}")
+        if args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        item_types = [args[0]] * len(value) if args and args[-1] is Ellipsis else list(args) or [Any] * len(value)
+        return tuple(_coerce(v, t, where) for v, t in zip(value, item_types))
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value  # an unannotated shape: the section's own checks apply
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _section_from_dict(name: str, data: Any, base: Any) -> Any:
+    cls = _SECTION_TYPES[name]
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {name!r} must be an object of fields, got {data!r}")
+    names = _field_names(cls)
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown field(s) {', '.join(f'{name}.{u}' for u in unknown)}; valid {name} fields: {', '.join(names)}")
+    hints = _hints(cls)
+    values = asdict(base)
+    for key, value in data.items():
+        values[key] = _coerce(value, hints[key], f"{name}.{key}")
+    try:
+        return cls(**values)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config section {name!r}: {exc}") from exc
+
+
+def config_from_dict(data: dict[str, Any], base: EncodeConfig | None = None) -> EncodeConfig:
+    """An EncodeConfig from a (possibly partial) nested dict on top of ``base`` (default: the paper's)."""
+    base = base or EncodeConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
+    valid = _field_names(EncodeConfig)
+    unknown = sorted(set(data) - set(valid) - {"description"})
+    if unknown:
+        raise ConfigError(f"unknown config field(s) {unknown}; valid fields: {_describe_fields()}")
+    hints = _hints(EncodeConfig)
+    kwargs: dict[str, Any] = {}
+    for name in valid:
+        if name in SECTIONS:
+            kwargs[name] = _section_from_dict(name, data.get(name, {}), getattr(base, name))
+        elif name in data:
+            kwargs[name] = _coerce(data[name], hints[name], name)
+        else:
+            kwargs[name] = getattr(base, name)
+    cfg = EncodeConfig(**kwargs)
+    cfg.check()
+    return cfg
+
+
+# --- presets and overrides -------------------------------------------------------------------------------
+def list_presets() -> list[str]:
+    """Names of the shipped presets."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def load_preset(name: str) -> EncodeConfig:
+    """The preset ``name`` (``latentds/presets/<name>.json``) on top of the paper's defaults."""
+    path = PRESET_DIR / f"{name}.json"
+    if not name or "/" in name or not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+    return config_from_dict(data)
+
+
+def _parse_value(text: str) -> Any:
+    """JSON if it parses (numbers, true/false, null, lists), else the raw string; 'none' means null."""
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def apply_overrides(cfg: EncodeConfig, overrides: list[str] | tuple[str, ...]) -> EncodeConfig:
+    """A new config with ``key=value`` overrides applied (``ipc=10``, ``condense.lr=0.01``, ``gan.betas=[0,0.9]``).
+
+    Values parse as JSON where they can (so ``gan.diffaug=translation`` stays a string). Unknown keys or
+    values of the wrong type raise ConfigError naming the valid fields.
+    """
+    data = asdict(cfg)
+    hints = _hints(EncodeConfig)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. condense.lr=0.01)")
+        section, dot, name = key.partition(".")
+        value = _parse_value(text)
+        if dot:
+            if section not in SECTIONS:
+                raise ConfigError(f"unknown config section {section!r} in {item!r}; sections: {', '.join(SECTIONS)}")
+            cls = _SECTION_TYPES[section]
+            if name not in _field_names(cls):
+                raise ConfigError(
+                    f"unknown field {key!r} in {item!r}; valid {section} fields: {', '.join(_field_names(cls))}"
+                )
+            if _hints(cls)[name] is str and not isinstance(value, str):
+                value = text  # e.g. gan.arch=123 is still a name
+            data[section][name] = value
+        else:
+            if key in SECTIONS or key not in hints:
+                raise ConfigError(f"unknown config field {key!r} in {item!r}; valid fields: {_describe_fields()}")
+            if hints[key] is str and not isinstance(value, str):
+                value = text
+            data[key] = value
+    return config_from_dict(data)

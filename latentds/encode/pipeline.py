@@ -1,0 +1,484 @@
+"""``encode``: a labelled image set in, a .lds file (frozen generator + one learned latent per image) out.
+
+Stages, each cached or checkpointed in the work dir (default: ``OUT`` with suffix ``.work``):
+
+    load source -> generator (train_gan, or --generator FILE) -> feature ConvNet (train_classifier)
+    -> select images (ipc per class, seeded) -> inversion, one checkpoint per class (invert/)
+    -> condensation, one checkpoint per work unit (units/) -> write the .lds
+
+Every class and unit has its own seed derived from the config seed, so an interrupted run resumes from
+the last checkpoint and ends with the same latents (bit-identical on the CPU), whatever order units ran in.
+
+Work dir layout::
+
+    config.json   the resolved config + source fingerprint; a rerun must match it
+    encode.log    one line per stage event
+    gan/          train_gan's checkpoint, generator.safetensors and samples.png
+    classifier/   train_classifier's model, checkpoint and snapshots (the embedding pool)
+    invert/       class_XXXXX.safetensors: latents after inversion, their image indices, stats
+    units/        cXXXXX_sYYYY.safetensors: condensed latents of one unit, their indices, stats
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from latentds.encode.condense import Unit, condense, derive_seed, work_units
+from latentds.encode.config import EncodeConfig
+from latentds.encode.embed import EmbeddingSampler
+from latentds.encode.invert import invert, invert_batches
+from latentds.encode.state import load_state, save_state
+from latentds.errors import ConfigError, LdsNotFoundError
+from latentds.sources import ImageSet, load_source
+
+__all__ = ["encode", "resolve_device", "select_images"]
+
+# Fields that decide where or how verbosely a run goes, not what it computes: a rerun may change them.
+NON_RESULT_FIELDS = ("device", "gan.checkpoint_every", "gan.sample_every", "condense.curve_points")
+WARMUP_ITERATIONS = 2
+SLOW_CPU_SECONDS = 3600.0  # a whole-set CPU estimate above this gets a suggestion to pass --ipc
+
+# Test hook: called after each work unit's checkpoint is written (tests raise from it to simulate a kill).
+_after_unit: Callable[[Unit], None] | None = None
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda if available, else cpu; anything else as given (cuda asked for but absent -> ConfigError)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def select_images(labels: torch.Tensor, ipc: int | None, seed: int) -> torch.Tensor:
+    """Positions of the images to encode: ``ipc`` per class drawn at random (all if None), by class then index."""
+    chosen = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c, as_tuple=False).flatten()
+        if ipc is not None and ipc < len(idx):
+            g = torch.Generator().manual_seed(derive_seed(seed, "select", c))
+            idx = torch.sort(idx[torch.randperm(len(idx), generator=g)[:ipc]]).values
+        chosen.append(idx)
+    return torch.cat(chosen)
+
+
+class _Log:
+    """Appends timestamped lines to the work dir's log file; echoes them unless quiet."""
+
+    def __init__(self, path: Path, quiet: bool):
+        self.path = path
+        self.quiet = quiet
+
+    def __call__(self, line: str) -> None:
+        stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{stamp} {line}\n")
+        if not self.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _result_config(cfg: EncodeConfig) -> dict[str, Any]:
+    data = json.loads(json.dumps(asdict(cfg)))
+    for key in NON_RESULT_FIELDS:
+        section, _, name = key.partition(".")
+        if name:
+            data[section].pop(name, None)
+        else:
+            data.pop(section, None)
+    return data
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _check_work_dir(work_dir: Path, record: dict[str, Any]) -> None:
+    """Write config.json, or refuse a work dir made by another config or other data."""
+    path = work_dir / "config.json"
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: unreadable ({exc}); delete the work dir {work_dir} or pass another --work-dir") from exc
+        if saved != record:
+            a, b = _flatten(saved), _flatten(record)
+            diff = sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
+            shown = "; ".join(f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}" for k in diff[:8])
+            hint = ""
+            if (work_dir / "gan" / "generator.safetensors").exists():
+                hint = (f" To reuse its trained generator, pass --generator {work_dir / 'gan' / 'generator.safetensors'} "
+                        "with a new work dir.")
+            raise ConfigError(
+                f"work dir {work_dir} belongs to a run with different settings ({shown}{' ...' if len(diff) > 8 else ''}); "
+                f"delete it or pass another --work-dir.{hint}"
+            )
+        return
+    from latentds.format.writer import atomic_write
+
+    atomic_write(path, [json.dumps(record, indent=2, sort_keys=True).encode("utf-8")])
+
+
+def _load_generator(path: Path, data: ImageSet, device: torch.device) -> nn.Module:
+    from latentds.models import load_model
+
+    generator = load_model(path, device)
+    num_classes = getattr(generator, "num_classes", None)
+    latent_dim = getattr(generator, "latent_dim", None)
+    image_size = getattr(generator, "image_size", None)
+    _, h, w = data.image_shape
+    problems = []
+    if num_classes != data.num_classes:
+        problems.append(f"it has {num_classes} classes, the data {data.num_classes}")
+    if latent_dim is None:
+        problems.append("it has no latent_dim (not a latent generator)")
+    if image_size != h or h != w:
+        problems.append(f"it makes {image_size}x{image_size} images, the data has {w}x{h}")
+    if problems:
+        raise ConfigError(f"generator {path} does not fit {data.name}: {'; '.join(problems)}")
+    return generator
+
+
+def _fresh_storage(module: nn.Module) -> nn.Module:
+    """Copy every parameter and buffer into its own allocation, in place; returns the module.
+
+    Weights loaded from a safetensors file sit at unaligned offsets of one buffer, and oneDNN then picks
+    kernels that round differently from those for freshly trained (aligned) weights. Copying both the same
+    way makes a resumed run, which loads the cached generator, bit-identical to an uninterrupted one.
+    """
+    module.load_state_dict({k: v.detach().clone() for k, v in module.state_dict().items()}, assign=True)
+    return module
+
+
+def _json_safe(value: Any) -> Any:
+    """Drop what JSON cannot hold (NaN, tensors) from stats destined for the manifest."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return _json_safe(value.item())
+    return str(value)
+
+
+def _peak_memory(device: torch.device) -> dict[str, Any]:
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    mem: dict[str, Any] = {"peak_rss_mib": round(rss_kib / 1024, 1)}
+    if device.type == "cuda":
+        mem["peak_cuda_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return mem
+
+
+# --- the pipeline ----------------------------------------------------------------------------------------
+def encode(
+    source: str,
+    out: str | Path,
+    cfg: EncodeConfig,
+    work_dir: str | Path | None = None,
+    generator_path: str | Path | None = None,
+    root: str | Path | None = None,
+    progress: bool = True,
+    quiet: bool = False,
+    download: bool = False,
+) -> Path:
+    """Encode the train split of ``source`` into the .lds file ``out``; returns its path.
+
+    ``generator_path``: a generator to use instead of training one (a ``save_model`` safetensors file or a
+    .lds). Reruns with the same work dir resume; a different config there raises ConfigError.
+    """
+    t_start = time.perf_counter()
+    cfg.check()
+    if cfg.condense.parametrization != "latent":
+        raise ConfigError(
+            "encode writes latents, so condense.parametrization must be 'latent'; the 'pixel' (DM) baseline "
+            "runs through latentds.encode.condense.condense directly"
+        )
+    out = Path(out)
+    work_dir = Path(work_dir) if work_dir is not None else out.with_suffix(".work")
+    device = resolve_device(cfg.device)
+    show = progress and not quiet
+    timing: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    data = load_source(source, "train", root=root, download=download, progress=show)
+    timing["load_source"] = time.perf_counter() - t0
+    gen_file = Path(generator_path) if generator_path is not None else None
+    loaded = None
+    if gen_file is not None:  # checked before anything is written
+        if not gen_file.is_file():
+            raise LdsNotFoundError(f"generator file not found: {gen_file}; pass a file written by train-gan or a .lds")
+        loaded = _load_generator(gen_file, data, device)
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log = _Log(work_dir / "encode.log", quiet)
+    record = {
+        "config": _result_config(cfg),
+        "source": {"name": data.name, "fingerprint": data.fingerprint},
+        "generator_file_sha256": _file_sha256(gen_file) if gen_file is not None else None,
+    }
+    _check_work_dir(work_dir, record)
+    log(f"encode: {data.name}: {len(data)} images, {data.num_classes} classes, {data.image_shape}; "
+        f"device {device}; work dir {work_dir}")
+    mean, std = data.mean_std()
+
+    # --- generator
+    t0 = time.perf_counter()
+    if loaded is not None:
+        generator = loaded
+        gan_stats: dict[str, Any] = {"file": str(gen_file), "sha256": record["generator_file_sha256"]}
+        log(f"generator: loaded {gen_file} ({generator.arch_name})")
+    else:
+        from latentds.encode.gan import train_gan
+
+        log(f"generator: training {cfg.gan.arch} (width {cfg.gan.width}) for {cfg.gan.iterations} iterations")
+        generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, show, log)
+    generator = _fresh_storage(generator.to(device)).eval().requires_grad_(False)
+    timing["generator"] = time.perf_counter() - t0
+
+    # --- feature net (inversion) and embedding pool (condensation)
+    from latentds.encode.classifier import load_snapshots, train_classifier
+
+    t0 = time.perf_counter()
+    log(f"classifier: {cfg.classifier.arch} (width {cfg.classifier.width}), {cfg.classifier.epochs} epochs")
+    feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, show, log)
+    feature_net = _fresh_storage(feature_net.to(device)).eval().requires_grad_(False)
+    pool = load_snapshots(work_dir / "classifier", device) if cfg.condense.pool_prob > 0 else []
+    pool = [_fresh_storage(net) for net in pool]
+    timing["classifier"] = time.perf_counter() - t0
+    log(f"classifier: done; embedding pool of {len(pool)} pre-trained nets"
+        + ("" if pool or cfg.condense.pool_prob == 0 else " (classifier.snapshot_every is 0: random nets only)"))
+
+    # --- selection
+    selected = select_images(data.labels, cfg.ipc, cfg.seed)  # (n,) positions into data, by class then index
+    sel_labels = data.labels[selected]
+    n = len(selected)
+    classes_present = torch.unique(sel_labels).tolist()
+    log(f"select: {n} images ({'all' if cfg.ipc is None else f'up to {cfg.ipc} per class'})")
+    units = work_units(sel_labels, cfg.subset_size)
+
+    inv_dir, unit_dir = work_dir / "invert", work_dir / "units"
+    inv_dir.mkdir(exist_ok=True)
+    unit_dir.mkdir(exist_ok=True)
+    inv_path = {c: inv_dir / f"class_{c:05d}.safetensors" for c in classes_present}
+    unit_path = {u.name: unit_dir / f"{u.name}.safetensors" for u in units}
+
+    _estimate(cfg, data, selected, sel_labels, units, inv_path, unit_path, generator, feature_net, pool, mean, std,
+              device, log)
+
+    # --- inversion, one class at a time
+    t0 = time.perf_counter()
+    inv_latents = torch.empty(n, generator.latent_dim)
+    inv_stats: dict[int, dict[str, Any]] = {}
+    for c in classes_present:
+        pos = torch.nonzero(sel_labels == c, as_tuple=False).flatten()  # positions into `selected`
+        idx = selected[pos]
+        path = inv_path[c]
+        if not path.exists():
+            lat, st = invert(generator, data.images[idx], data.labels[idx], feature_net, cfg.invert, mean, std,
+                             derive_seed(cfg.seed, "invert", c), device, show)
+            save_state(path, {"latents": lat, "indices": idx}, {"kind": "invert", "class": c, "stats": _json_safe(st)})
+            log(f"invert class {c} ({data.classes[c]}): {len(idx)} images, recon MSE {st['initial_recon_mse']:.4f} -> "
+                f"{st['final_recon_mse']:.4f}, feature loss {st['initial_feature_loss']:.4f} -> "
+                f"{st['final_feature_loss']:.4f} ({st['seconds']:.1f} s)")
+        tensors, meta = load_state(path)  # the checkpoint, not the in-memory copy: resumed runs see the same bits
+        _check_indices(path, tensors["indices"], idx)
+        inv_latents[pos] = tensors["latents"]
+        inv_stats[c] = meta["stats"]
+    timing["invert"] = time.perf_counter() - t0
+
+    # --- condensation, one work unit at a time
+    t0 = time.perf_counter()
+    sampler = EmbeddingSampler(pool, cfg.condense.random_width, cfg.condense.pool_prob, data.num_classes,
+                               data.image_shape[0], data.image_shape[1], device)
+    final = torch.empty(n, generator.latent_dim)
+    unit_stats: list[dict[str, Any]] = []
+    for unit in units:
+        idx = selected[unit.indices]
+        path = unit_path[unit.name]
+        if not path.exists():
+            lat, st = condense(generator, inv_latents[unit.indices], data.images[idx],
+                               data.images[data.class_indices(unit.cls)], unit.cls, sampler, cfg.condense, mean,
+                               std, unit.seed(cfg.seed), device, show)
+            save_state(path, {"latents": lat, "indices": idx},
+                       {"kind": "condense", "unit": unit.name, "stats": _json_safe(st)})
+            log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} latents, L_con {_fmt(st['first_loss'])} -> "
+                f"{_fmt(st['last_loss'])}, eval {_fmt(st['eval_loss_before'])} -> {_fmt(st['eval_loss_after'])}, "
+                f"moved {st['moved_fraction']:.0%} ({st['seconds']:.1f} s)")
+            if _after_unit is not None:
+                _after_unit(unit)
+        tensors, meta = load_state(path)
+        _check_indices(path, tensors["indices"], idx)
+        final[unit.indices] = tensors["latents"]
+        unit_stats.append({"unit": unit.name, **meta["stats"]})
+    timing["condense"] = time.perf_counter() - t0
+
+    # --- the file
+    t0 = time.perf_counter()
+    from latentds.lds import image_spec, save_lds
+
+    provenance = {
+        "method": "IT-GAN (GAN inversion + distribution-matching condensation of latents)",
+        "source": {"name": data.name, "fingerprint": data.fingerprint, "num_images": len(data), "bytes": data.source_bytes},
+        "selection": {"ipc": cfg.ipc, "num_latents": n, "seed": cfg.seed},
+        "encode_config": json.loads(json.dumps(asdict(cfg))),
+        "losses": _json_safe({
+            "gan": _drop_keys(gan_stats, ("wall_time_s", "cached")),
+            "classifier": _drop_keys(cls_stats, ("wall_time_s", "cached")),
+            "invert": _summarize_invert(inv_stats),
+            "condense": _summarize_condense(unit_stats),
+        }),
+        "python": platform.python_version(),
+    }
+    timing["total"] = time.perf_counter() - t_start
+    provenance["run"] = {  # everything here depends on the machine and on resumes; the rest does not
+        "timing_s": {k: round(v, 3) for k, v in timing.items()},
+        "memory": _peak_memory(device),
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    path = save_lds(out, generator, final, sel_labels, data.classes, image_spec(mean, std, data.image_shape),
+                    provenance, _DTYPES[cfg.latent_dtype])
+    log(f"wrote {path} ({n} latents, {cfg.latent_dtype}; {path.stat().st_size / 2**20:.2f} MiB) in "
+        f"{_duration(time.perf_counter() - t_start)}; write {time.perf_counter() - t0:.1f} s; "
+        f"peak RSS {provenance['run']['memory']['peak_rss_mib']:.0f} MiB")
+    return path
+
+
+def _fmt(x: Any) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _drop_keys(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in keys}
+
+
+def _check_indices(path: Path, stored: torch.Tensor, expected: torch.Tensor) -> None:
+    if not torch.equal(stored.to(torch.int64), expected.to(torch.int64)):
+        raise ConfigError(f"{path}: checkpoint covers other images than this run selects; delete the work dir "
+                          f"{path.parent.parent} or pass another --work-dir")
+
+
+def _summarize_invert(per_class: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    total = sum(s["num_images"] for s in per_class.values()) or 1
+    keys = ("initial_recon_mse", "final_recon_mse", "initial_feature_loss", "final_feature_loss")
+    summary: dict[str, Any] = {k: sum(s[k] * s["num_images"] for s in per_class.values()) / total for k in keys}
+    summary["per_class"] = {str(c): {k: s[k] for k in keys} for c, s in per_class.items()}
+    summary["seconds"] = sum(s["seconds"] for s in per_class.values())
+    return summary
+
+
+def _summarize_condense(units: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean loss curve over units (same iterations in each) and per-unit first/last/eval figures."""
+    curves = [u["loss_curve"] for u in units if u.get("loss_curve")]
+    length = min((len(c) for c in curves), default=0)
+    mean_curve = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
+    keep = ("first_loss", "last_loss", "eval_loss_before", "eval_loss_after", "moved_fraction", "num_latents")
+    return {
+        "loss_curve": mean_curve,
+        "loss_curve_start_iteration": units[0].get("loss_curve_start_iteration", [])[:length] if units else [],
+        "units": [{"unit": u["unit"], **{k: u.get(k) for k in keep}} for u in units],
+        "moved_fraction": min((u["moved_fraction"] for u in units), default=1.0),
+        "seconds": sum(u["seconds"] for u in units),
+    }
+
+
+def _estimate(
+    cfg: EncodeConfig,
+    data: ImageSet,
+    selected: torch.Tensor,
+    sel_labels: torch.Tensor,
+    units: list[Unit],
+    inv_path: dict[int, Path],
+    unit_path: dict[str, Path],
+    generator: nn.Module,
+    feature_net: nn.Module,
+    pool: list[nn.Module],
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    log: _Log,
+) -> None:
+    """Time a few iterations of each pending stage and log the estimated durations (nothing is kept)."""
+    pending_classes = [c for c, p in inv_path.items() if not p.exists()]
+    pending_units = [u for u in units if not unit_path[u.name].exists()]
+    total = 0.0
+    if pending_classes and cfg.invert.iterations > 0:
+        c = pending_classes[0]
+        idx = selected[sel_labels == c][: cfg.invert.batch_size]
+        probe = replace(cfg.invert, iterations=WARMUP_ITERATIONS)
+        invert(generator, data.images[idx], data.labels[idx], feature_net, replace(probe, iterations=1), mean, std, 0,
+               device)  # untimed: first calls pay one-off costs (kernel selection, allocator growth)
+        t = time.perf_counter()
+        invert(generator, data.images[idx], data.labels[idx], feature_net, probe, mean, std, 0, device)
+        per_iter = (time.perf_counter() - t) / WARMUP_ITERATIONS
+        batches = sum(len(invert_batches(sel_labels[sel_labels == c], cfg.invert.batch_size)) for c in pending_classes)
+        # batches of the probe's size; smaller trailing batches cost about the same on a GPU, less on a CPU
+        seconds = per_iter * cfg.invert.iterations * batches
+        total += seconds
+        log(f"invert: {per_iter * 1000:.0f} ms per iteration per batch of {len(idx)} -> about {_duration(seconds)} "
+            f"for {batches} batches x {cfg.invert.iterations} iterations")
+    if pending_units and cfg.condense.iterations > 0:
+        unit = pending_units[0]
+        b = min(cfg.condense.batch_syn, len(unit.indices))
+        idx = selected[unit.indices[:b]]
+        probe = replace(cfg.condense, iterations=WARMUP_ITERATIONS, eval_nets=0)
+        sampler = EmbeddingSampler(pool, probe.random_width, probe.pool_prob, data.num_classes, data.image_shape[0],
+                                   data.image_shape[1], device)
+        z = torch.randn(b, generator.latent_dim, generator=torch.Generator().manual_seed(0))
+        reals = data.images[data.class_indices(unit.cls)]
+        condense(generator, z, data.images[idx], reals, unit.cls, sampler, replace(probe, iterations=1), mean, std, 0,
+                 device)  # untimed warm-up
+        t = time.perf_counter()
+        condense(generator, z, data.images[idx], reals, unit.cls, sampler, probe, mean, std, 0, device)
+        per_batch = (time.perf_counter() - t) / WARMUP_ITERATIONS
+        batches = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) for u in pending_units)
+        seconds = per_batch * cfg.condense.iterations * batches
+        total += seconds
+        log(f"condense: {per_batch * 1000:.0f} ms per batch of {b} latents -> about {_duration(seconds)} for "
+            f"{len(pending_units)} units ({batches} batches per iteration in all) x {cfg.condense.iterations} iterations")
+    if device.type == "cpu" and cfg.ipc is None and total > SLOW_CPU_SECONDS:
+        log(f"note: encoding all {len(selected)} images on the CPU would take about {_duration(total)}; pass "
+            "--ipc 10 or --ipc 50 to encode a class-balanced subset, or run on a GPU")

@@ -1,0 +1,269 @@
+"""Tests for the encode pipeline, its config and its CLI commands, end to end on a tiny PNG folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentds.encode import pipeline
+from latentds.encode.commands import register
+from latentds.encode.config import EncodeConfig, apply_overrides, list_presets, load_preset
+from latentds.errors import ConfigError, EmptyClassError, LdsNotFoundError, SourceNotFoundError
+from latentds.format import LdsReader
+
+CLASSES = ["cat", "dog", "ship"]
+PER_CLASS = 5
+# The smoke preset, shrunk further: a few GAN iterations, two units per class with a partial last batch.
+FAST = [
+    "gan.iterations=6", "gan.ema_start=3", "gan.checkpoint_every=3", "gan.batch_size=4",
+    "classifier.epochs=1", "invert.iterations=3", "condense.iterations=3", "condense.batch_syn=2",
+    "condense.batch_real=4", "condense.eval_nets=1", "subset_size=3", "device=cpu",
+]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP hand-offs that dominate (and stall on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_folder(root: Path, per_class: int = PER_CLASS, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for c in CLASSES:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / c / f"{i:03d}.png")
+    return root
+
+
+def fast_config(*extra: str) -> EncodeConfig:
+    return apply_overrides(load_preset("smoke"), FAST + list(extra))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("images") / "data")
+
+
+@pytest.fixture(scope="module")
+def reference(folder, tmp_path_factory) -> Path:
+    """One uninterrupted encode, shared by the tests below."""
+    out = tmp_path_factory.mktemp("ref") / "ref.lds"
+    return pipeline.encode(str(folder), out, fast_config(), progress=False, quiet=True)
+
+
+# --- config ------------------------------------------------------------------------------------------------
+def test_presets_load_and_differ():
+    assert {"smoke", "paper", "cpu"} <= set(list_presets())
+    smoke, paper, cpu = load_preset("smoke"), load_preset("paper"), load_preset("cpu")
+    assert smoke.gan.arch == "biggan32_tiny" and smoke.ipc == 30
+    assert paper.gan.arch == "biggan32" and paper.gan.width == 64 and paper.gan.iterations == 250_000
+    assert paper.invert.iterations == 5000 and paper.invert.lr == 0.1 and paper.invert.batch_size == 50
+    assert paper.condense.iterations == 5000 and paper.condense.lr == 0.001 and paper.condense.batch_real == 500
+    assert paper.subset_size == 1250 and paper.ipc is None and paper.condense.lam == 0.0
+    assert 16 <= cpu.gan.width <= 32
+    # every preset is valid JSON that round-trips through asdict
+    for name in ("smoke", "paper", "cpu"):
+        cfg = load_preset(name)
+        assert apply_overrides(cfg, []) == cfg
+        json.dumps(asdict(cfg))
+
+
+def test_overrides_apply_with_types():
+    cfg = apply_overrides(load_preset("smoke"), [
+        "condense.lr=0.01", "gan.width=32", "ipc=10", "gan.betas=[0.5, 0.9]", "gan.diffaug=translation",
+        "latent_dtype=bfloat16", "classifier.width=null", "invert.lambda_pixel=2", "condense.amp=false",
+    ])
+    assert cfg.condense.lr == 0.01 and cfg.gan.width == 32 and cfg.ipc == 10
+    assert cfg.gan.betas == (0.5, 0.9) and cfg.gan.diffaug == "translation" and cfg.latent_dtype == "bfloat16"
+    assert cfg.classifier.width is None and cfg.invert.lambda_pixel == 2.0 and cfg.condense.amp is False
+    assert apply_overrides(cfg, ["ipc=none"]).ipc is None
+
+
+@pytest.mark.parametrize("override, words", [
+    ("condense.lrr=0.1", ["condense.lrr", "lr_pixel", "batch_real"]),  # names the valid fields
+    ("foo=1", ["foo", "subset_size"]),
+    ("gan.width=wide", ["gan.width", "integer"]),
+    ("ipc=1.5", ["ipc"]),
+    ("condense.amp=1", ["condense.amp", "true or false"]),
+    ("latent_dtype=int8", ["latent_dtype", "float16"]),
+    ("nosection.x=1", ["nosection"]),
+    ("ipc", ["key=value"]),
+    ("condense.parametrization=pixels", ["parametrization"]),
+])
+def test_bad_overrides_raise_config_error(override, words):
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(load_preset("smoke"), [override])
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="smoke"):
+        load_preset("fast")
+
+
+def test_select_images_is_seeded_per_class():
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0, 2])
+    sel = pipeline.select_images(labels, 2, seed=0)
+    assert labels[sel].tolist() == [0, 0, 1, 1, 2]
+    assert torch.equal(sel, pipeline.select_images(labels, 2, seed=0))
+    assert pipeline.select_images(labels, None, 0).tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    picks = {tuple(pipeline.select_images(labels, 2, seed=s).tolist()) for s in range(10)}
+    assert len(picks) > 1
+
+
+# --- end to end --------------------------------------------------------------------------------------------
+def test_encode_writes_a_verified_lds_that_loads_as_a_dataset(reference, folder):
+    from latentds.dataset import LatentDataset
+
+    reader = LdsReader(reference, verify=True)
+    m = reader.manifest
+    assert m["num_samples"] == 3 * PER_CLASS and m["classes"] == CLASSES
+    labels = reader.labels()
+    assert labels.tolist() == sorted(labels.tolist())  # by class, then original index
+    prov = m["provenance"]
+    assert prov["source"]["num_images"] == 3 * PER_CLASS and len(prov["source"]["fingerprint"]) == 64
+    assert prov["source"]["bytes"] > 0
+    assert prov["encode_config"]["condense"]["batch_syn"] == 2
+    cond = prov["losses"]["condense"]
+    assert len(cond["loss_curve"]) == 3 and len(cond["units"]) == 6  # 5 per class in units of 3 + 2
+    assert cond["moved_fraction"] == 1.0  # every latent was optimized
+    assert prov["losses"]["invert"]["final_feature_loss"] < prov["losses"]["invert"]["initial_feature_loss"]
+    assert prov["run"]["memory"]["peak_rss_mib"] > 0 and prov["run"]["timing_s"]["condense"] >= 0
+    assert "torch" in prov and "tool" in prov
+    assert reader.tensors["latents"].dtype == "F16"
+    ds = LatentDataset(reference)
+    x, y = ds[0]
+    assert len(ds) == 3 * PER_CLASS and tuple(x.shape) == (3, 32, 32) and y == 0
+    work = reference.with_suffix(".work")
+    assert (work / "config.json").is_file() and (work / "encode.log").is_file()
+    log = (work / "encode.log").read_text()
+    for stage in ("generator:", "classifier:", "select:", "invert class", "condense c", "wrote"):
+        assert stage in log
+    assert len(list((work / "units").glob("*.safetensors"))) == 6
+
+
+def test_resume_after_interruption_gives_identical_latents(reference, folder, tmp_path, monkeypatch):
+    out = tmp_path / "resumed.lds"
+    cfg = fast_config()
+    seen = []
+
+    def crash(unit):
+        seen.append(unit.name)
+        if len(seen) == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(pipeline, "_after_unit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.encode(str(folder), out, cfg, progress=False, quiet=True)
+    assert not out.exists()
+    assert len(list((tmp_path / "resumed.work" / "units").glob("*.safetensors"))) == 2
+    # the remaining units only: the two finished ones are loaded from their checkpoints
+    monkeypatch.setattr(pipeline, "_after_unit", lambda unit: seen.append(unit.name))
+    pipeline.encode(str(folder), out, cfg, progress=False, quiet=True)
+    assert len(seen) == 6 and len(set(seen)) == 6
+    a, b = LdsReader(reference), LdsReader(out)
+    assert torch.equal(a.latents(), b.latents()) and torch.equal(a.labels(), b.labels())
+    assert a.manifest["provenance"]["losses"]["condense"]["loss_curve"] == \
+        b.manifest["provenance"]["losses"]["condense"]["loss_curve"]
+
+
+def test_rerun_with_other_config_is_refused(reference, folder):
+    with pytest.raises(ConfigError, match="delete it or pass another --work-dir"):
+        pipeline.encode(str(folder), reference, fast_config("condense.lr=0.5"), progress=False, quiet=True)
+    # fields that do not change results may differ; with every checkpoint present nothing is recomputed
+    latents = LdsReader(reference).latents()
+    pipeline.encode(str(folder), reference, fast_config("gan.checkpoint_every=1"), progress=False, quiet=True)
+    assert torch.equal(LdsReader(reference).latents(), latents)
+
+
+def test_warm_up_estimates_are_logged_and_whole_set_cpu_runs_suggest_ipc(folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "SLOW_CPU_SECONDS", 0.0)  # any whole-set CPU job counts as long here
+    assert pipeline.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    out = pipeline.encode(str(folder), tmp_path / "all.lds", fast_config("ipc=null"), progress=False, quiet=True)
+    log = (tmp_path / "all.work" / "encode.log").read_text()
+    assert "invert: " in log and "per iteration" in log and "condense: " in log and "about" in log
+    assert "pass --ipc 10 or --ipc 50" in log
+    assert LdsReader(out).manifest["num_samples"] == 3 * PER_CLASS
+
+
+def test_bad_inputs_raise_source_errors(tmp_path):
+    with pytest.raises(SourceNotFoundError):
+        pipeline.encode(str(tmp_path / "missing"), tmp_path / "x.lds", fast_config(), progress=False, quiet=True)
+    root = write_folder(tmp_path / "data", per_class=2)
+    (root / "empty").mkdir()
+    with pytest.raises(EmptyClassError, match="empty"):
+        pipeline.encode(str(root), tmp_path / "y.lds", fast_config(), progress=False, quiet=True)
+    assert not (tmp_path / "x.work").exists() and not (tmp_path / "y.work").exists()
+
+
+def test_generator_file_must_fit_the_data(reference, folder, tmp_path):
+    from latentds.models import create_model, save_model
+
+    wrong = save_model(tmp_path / "g5.safetensors", create_model("biggan32_tiny", num_classes=5, width=4))
+    with pytest.raises(ConfigError, match="5 classes"):
+        pipeline.encode(str(folder), tmp_path / "z.lds", fast_config(), generator_path=wrong, progress=False, quiet=True)
+    with pytest.raises(LdsNotFoundError):
+        pipeline.encode(str(folder), tmp_path / "z.lds", fast_config(), generator_path=tmp_path / "none.safetensors",
+                        progress=False, quiet=True)
+    assert not (tmp_path / "z.work").exists()  # refused before anything was written
+
+
+# --- commands ----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="latentds")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, func, help):
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(func=func)
+        p.add_argument("-q", "--quiet", action="store_true")
+        return p
+
+    register(add)
+    return parser
+
+
+def test_encode_command_with_existing_generator(reference, folder, tmp_path):
+    generator = reference.with_suffix(".work") / "gan" / "generator.safetensors"
+    out = tmp_path / "cli.lds"
+    args = build_parser().parse_args(
+        ["encode", str(folder), str(out), "--preset", "smoke", "--ipc", "2", "--seed", "3", "--device", "cpu",
+         "--generator", str(generator), "--latent-dtype", "float32", "-q"]
+        + [a for item in FAST if not item.startswith("gan.") for a in ("--set", item)]
+    )
+    assert args.func(args) == 0
+    reader = LdsReader(out, verify=True)
+    assert reader.manifest["num_samples"] == 6 and reader.tensors["latents"].dtype == "F32"
+    assert reader.manifest["provenance"]["encode_config"]["seed"] == 3
+
+
+def test_train_gan_command(folder, tmp_path, capsys):
+    out = tmp_path / "g.safetensors"
+    args = build_parser().parse_args(
+        ["train-gan", str(folder), str(out), "--preset", "smoke", "--device", "cpu", "--quality-per-class", "4"]
+        + [a for item in FAST if item.startswith(("gan.", "classifier.")) for a in ("--set", item)]
+    )
+    assert args.func(args) == 0
+    from latentds.models import load_model
+
+    assert load_model(out).num_classes == 3
+    assert (tmp_path / "g.samples.png").is_file()
+    assert "quality" in capsys.readouterr().out
+
+
+def test_smoke_preset_end_to_end_unchanged(tmp_path):
+    root = write_folder(tmp_path / "data", per_class=8)
+    out = pipeline.encode(str(root), tmp_path / "smoke.lds", load_preset("smoke"), progress=False, quiet=True)
+    assert LdsReader(out, verify=True).manifest["num_samples"] == 24
