@@ -64,14 +64,18 @@ def test_getitems_equals_getitem_whatever_the_batch(tiny_lds: Path) -> None:
     assert torch.allclose(torch.stack([x for x, _ in small.__getitems__(list(range(24)))]), single, atol=ATOL)
 
 
-def test_a_dataloader_batch_is_one_generator_pass(tiny_lds: Path) -> None:
-    ds = LatentDataset(tiny_lds)
+@pytest.mark.parametrize("max_decode_batch, expected", [(None, [16, 8]), (24, [24]), (100, [24])])
+def test_a_dataloader_batch_is_decoded_in_batched_passes(
+    tiny_lds: Path, max_decode_batch: int | None, expected: list[int]
+) -> None:
+    """A batch of 24 runs the generator once per chunk of max_decode_batch (16 by default on the CPU)."""
+    ds = LatentDataset(tiny_lds, max_decode_batch=max_decode_batch)
     ds._ensure_open()
     calls = []
     ds._generator.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
-    batches = list(DataLoader(ds, batch_size=10))
-    assert calls == [10, 10, 4]
-    assert batches[0][0].shape == (10, 3, 32, 32) and batches[0][1].tolist() == ds.targets[:10].tolist()
+    (images, labels), = list(DataLoader(ds, batch_size=24))
+    assert calls == expected
+    assert images.shape == (24, 3, 32, 32) and labels.tolist() == ds.targets.tolist()
 
 
 @pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"), (2, "spawn")])
