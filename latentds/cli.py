@@ -84,6 +84,9 @@ def cmd_info(args: argparse.Namespace) -> int:
             text += f" (sha256 {str(source['fingerprint'])[:16]}...)"
         if "ratio_vs_source" in s:
             text += f", {_mib(s['source_bytes'])} -> {s['ratio_vs_source']:.2f}x smaller"
+            total = source.get("num_images")
+            if total and total != m["num_samples"]:
+                text += f" (this file stands for {m['num_samples']:,} of its {total:,} images)"
         lines.append(("source", text))
     lines.append(("created", f"{prov.get('created', '?')} by {prov.get('tool', '?')}, torch {prov.get('torch', '?')}"))
     width = max(len(k) for k, _ in lines)

@@ -414,3 +414,39 @@ def test_written_manifests_follow_the_json_schema(tiny_lds: Path) -> None:
     broken["integrity"]["tensors"]["latents"]["sha256"] = "xyz"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema)
+
+
+# --- fuzzing --------------------------------------------------------------------------------------------
+_FUZZ_BASE: dict[str, bytes] = {}
+
+
+def _fuzz_base(tmp_path_factory) -> bytes:
+    if "lds" not in _FUZZ_BASE:
+        _FUZZ_BASE["lds"] = make_lds(tmp_path_factory.mktemp("fuzz") / "base.lds", n=10).read_bytes()
+    return _FUZZ_BASE["lds"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=4),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+    header_bias=st.booleans(),
+)
+def test_fuzzed_files_fail_only_with_lds_errors(tmp_path_factory, edits, cut, header_bias) -> None:
+    """Random byte edits and truncations: the reader returns a valid file or raises an LdsError, nothing else."""
+    data = bytearray(_fuzz_base(tmp_path_factory))
+    header_end = 8 + struct.unpack("<Q", data[:8])[0]
+    for where, value in edits:
+        span = header_end if header_bias else len(data)  # half the cases aim at the header and length
+        data[int(where * span)] = value
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    path = tmp_path_factory.mktemp("fz") / "f.lds"
+    path.write_bytes(bytes(data))
+    try:
+        with open_lds(path) as r:
+            r.verify()
+            r.latents()
+            r.labels()
+    except errors.LdsError:
+        pass
