@@ -9,6 +9,7 @@ import torch
 
 from latentds.lds import image_spec, save_lds
 from latentds.models import create_model
+from latentds.sources import ImageSet
 
 CLASSES = ["cat", "dog", "ship"]
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
@@ -49,3 +50,34 @@ def make_lds(
 @pytest.fixture
 def tiny_lds(tmp_path: Path) -> Path:
     return make_lds(tmp_path / "tiny.lds")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP hand-offs that dominate (and stall on a busy machine).
+
+    Test modules of small training loops opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+COLOURS = torch.tensor([[220, 40, 40], [40, 200, 40], [40, 40, 220]], dtype=torch.float32)
+
+
+def blobs(n_per_class: int = 20, seed: int = 0) -> ImageSet:
+    """3 classes of 32x32 images: a disc of the class colour at a random place, on grey, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    images, labels = [], []
+    for c, colour in enumerate(COLOURS):
+        for _ in range(n_per_class):
+            cy, cx = torch.randint(8, 24, (2,), generator=g).float()
+            r = 5 + 4 * torch.rand((), generator=g)
+            disc = (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r).float()  # (32, 32)
+            img = 100 + disc * (colour[:, None, None] - 100) + 20 * torch.randn(3, 32, 32, generator=g)
+            images.append(img.clamp(0, 255).to(torch.uint8))
+            labels.append(c)
+    return ImageSet.from_tensors(torch.stack(images), torch.tensor(labels), ["red", "green", "blue"], f"blobs:{seed}")

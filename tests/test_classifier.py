@@ -25,36 +25,14 @@ from latentds.encode.state import TrainingInterrupted, load_state
 from latentds.errors import ConfigError
 from latentds.models import read_model_metadata
 from latentds.sources import ImageSet
+from tests.conftest import blobs
 
-COLOURS = torch.tensor([[220, 40, 40], [40, 200, 40], [40, 40, 220]], dtype=torch.float32)
-
-
-def blobs(n_per_class: int = 20, seed: int = 0) -> ImageSet:
-    """3 classes of 32x32 images: a disc of the class colour at a random place, on grey, plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    images, labels = [], []
-    for c, colour in enumerate(COLOURS):
-        for _ in range(n_per_class):
-            cy, cx = torch.randint(8, 24, (2,), generator=g).float()
-            r = 5 + 4 * torch.rand((), generator=g)
-            disc = (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r).float()  # (32, 32)
-            img = 100 + disc * (colour[:, None, None] - 100) + 20 * torch.randn(3, 32, 32, generator=g)
-            images.append(img.clamp(0, 255).to(torch.uint8))
-            labels.append(c)
-    return ImageSet.from_tensors(torch.stack(images), torch.tensor(labels), ["red", "green", "blue"], f"blobs:{seed}")
 
 
 TINY = ClassifierConfig(width=16, epochs=4, batch_size=16, snapshot_every=2)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread; with 2 OpenMP threads on a busy 2-core machine they crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ from tests.test_invert import MEAN, NUM_CLASSES, STD, generated_images, make_gen
 TINY = dict(batch_real=8, random_width=8, eval_nets=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP hand-offs that dominate (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- losses ------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from latentds.augment import OPS, DSAParams, apply_dsa
 from latentds.dataset import LatentDataset
 from latentds.errors import ConfigError, SourceMismatchError
 from latentds.evaluate import EvalConfig, TrainSet, accuracy, augment_per_image, evaluate, training_set
-from latentds.evaluate_commands import register
 from latentds.format import spec as lds_spec
 from latentds.lds import open_lds
 from latentds.models import create_model, save_model
@@ -274,17 +273,10 @@ def test_real_npz_whole(tmp_path):
 
 # --- command --------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentds")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The real CLI parser, so these tests also cover the wiring in latentds.cli."""
+    from latentds.cli import build_parser as cli_parser
 
-    def add(name, func, help):
-        p = sub.add_parser(name, help=help)
-        p.set_defaults(func=func)
-        p.add_argument("-q", "--quiet", action="store_true")
-        return p
-
-    register(add)
-    return parser
+    return cli_parser()
 
 
 def test_eval_command_prints_and_writes_json(tmp_path, capsys):

@@ -41,24 +41,8 @@ from latentds.encode.state import (
 from latentds.errors import ConfigError
 from latentds.models import create_model, load_model, read_model_metadata
 from latentds.sources import ImageSet
+from tests.conftest import blobs
 
-COLOURS = torch.tensor([[220, 40, 40], [40, 200, 40], [40, 40, 220]], dtype=torch.float32)
-
-
-def blobs(n_per_class: int = 20, seed: int = 0) -> ImageSet:
-    """3 classes of 32x32 images: a disc of the class colour at a random place, on grey, plus noise."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
-    images, labels = [], []
-    for c, colour in enumerate(COLOURS):
-        for _ in range(n_per_class):
-            cy, cx = torch.randint(8, 24, (2,), generator=g).float()
-            r = 5 + 4 * torch.rand((), generator=g)
-            disc = (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r).float()  # (32, 32)
-            img = 100 + disc * (colour[:, None, None] - 100) + 20 * torch.randn(3, 32, 32, generator=g)
-            images.append(img.clamp(0, 255).to(torch.uint8))
-            labels.append(c)
-    return ImageSet.from_tensors(torch.stack(images), torch.tensor(labels), ["red", "green", "blue"], f"blobs:{seed}")
 
 
 # EMA from iteration 2 with a short memory, so the EMA update itself is exercised (and resumed).
@@ -68,13 +52,7 @@ TINY = GANConfig(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run far faster on one thread; with 2 OpenMP threads on a busy 2-core machine they crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -122,9 +100,10 @@ def test_generator_file_is_loadable_and_decodes_the_same(trained):
 
 def test_training_changes_the_generator(data, trained):
     generator, _, _ = trained
-    from latentds.encode.gan import _final_generator, _seeded_model
+    from latentds.encode.common import seeded_model
+    from latentds.encode.gan import _final_generator
 
-    init = _seeded_model(TINY.seed, TINY.arch, width=TINY.width, num_classes=3, spectral_norm=True)
+    init = seeded_model(TINY.seed, TINY.arch, width=TINY.width, num_classes=3, spectral_norm=True)
     assert not same_state(_final_generator(init, TINY, 3), generator)
 
 

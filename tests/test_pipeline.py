@@ -13,7 +13,6 @@ import torch
 from PIL import Image
 
 from latentds.encode import pipeline
-from latentds.encode.commands import register
 from latentds.encode.config import EncodeConfig, apply_overrides, list_presets, load_preset
 from latentds.errors import ConfigError, EmptyClassError, LdsNotFoundError, SourceNotFoundError
 from latentds.format import LdsReader
@@ -28,13 +27,7 @@ FAST = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP hand-offs that dominate (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_folder(root: Path, per_class: int = PER_CLASS, seed: int = 0) -> Path:
@@ -222,17 +215,10 @@ def test_generator_file_must_fit_the_data(reference, folder, tmp_path):
 
 # --- commands ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="latentds")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The real CLI parser, so these tests also cover the wiring in latentds.cli."""
+    from latentds.cli import build_parser as cli_parser
 
-    def add(name, func, help):
-        p = sub.add_parser(name, help=help)
-        p.set_defaults(func=func)
-        p.add_argument("-q", "--quiet", action="store_true")
-        return p
-
-    register(add)
-    return parser
+    return cli_parser()
 
 
 def test_encode_command_with_existing_generator(reference, folder, tmp_path):

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentds.augment import DEFAULT_STRATEGY, dsa
+from latentds.encode.common import check_int, config_diff, describe_diff, from_dict, seeded_model
 from latentds.encode.state import (
     CheckpointError,
     TrainingInterrupted,
@@ -85,10 +86,10 @@ class ClassifierConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
-            _check_int(self, name, 1)
-        _check_int(self, "snapshot_every", 0)
+            check_int(self, name, 1)
+        check_int(self, "snapshot_every", 0)
         if self.lr_decay_epoch is not None:
-            _check_int(self, "lr_decay_epoch", 0)
+            check_int(self, "lr_decay_epoch", 0)
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -97,7 +98,7 @@ class ClassifierConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
         """Build from a dict (e.g. parsed JSON), rejecting unknown fields."""
-        return _from_dict(cls, d, "classifier config")
+        return from_dict(cls, d, "classifier config")
 
     @property
     def decay_epoch(self) -> int:
@@ -130,37 +131,6 @@ def accuracy(
         x = normalize(images[i : i + batch_size].to(device), mean, std)
         correct += (model(x).argmax(1) == labels[i : i + batch_size].to(device)).sum()
     return int(correct) / max(1, images.shape[0])
-
-
-def config_diff(saved: dict[str, Any], current: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
-    """Names of the fields whose values differ between two config dicts (JSON-normalized), minus ``ignore``."""
-    a, b = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
-    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k, "<missing>") != b.get(k, "<missing>"))
-
-
-def _describe_diff(saved: dict[str, Any], current: dict[str, Any], names: list[str]) -> str:
-    return ", ".join(f"{n}: {saved.get(n, '<missing>')!r} -> {current.get(n, '<missing>')!r}" for n in names)
-
-
-def _check_int(cfg: Any, name: str, minimum: int) -> None:
-    value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{type(cfg).__name__}.{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _from_dict(cls: Any, d: dict[str, Any], what: str) -> Any:
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"{what}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(names))}")
-    return cls(**d)
-
-
-def _seeded_model(seed: int, arch: str, **kwargs: Any) -> nn.Module:
-    """create_model with initialization drawn from ``seed``; the global RNG is left as it was."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return create_model(arch, **kwargs)
 
 
 # --- loading --------------------------------------------------------------------------------------------
@@ -228,7 +198,7 @@ def train_classifier(
         kwargs["width"] = cfg.width
     if h != 32:  # convnet3 sizes its classifier head from the image size
         kwargs["image_size"] = h
-    model = _seeded_model(cfg.seed, cfg.arch, **kwargs).to(device)
+    model = seeded_model(cfg.seed, cfg.arch, **kwargs).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU: batch order and DSA parameters
     epoch, history, train_seconds = 0, [], 0.0
@@ -337,6 +307,6 @@ def _check_same_run(
     diff = config_diff(saved_cfg, cfg)
     if diff:
         raise ConfigError(
-            f"{path}: made with a different config ({_describe_diff(saved_cfg, cfg, diff)}); use another "
+            f"{path}: made with a different config ({describe_diff(saved_cfg, cfg, diff)}); use another "
             "work dir, or delete the file to start over"
         )

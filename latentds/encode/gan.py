@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentds.encode.classifier import _check_int, _describe_diff, _from_dict, _seeded_model, config_diff, normalize
+from latentds.encode.classifier import normalize
+from latentds.encode.common import check_int, config_diff, describe_diff, from_dict, seeded_model
 from latentds.encode.diffaug import diff_augment, parse_policy, random_flip
 from latentds.encode.state import (
     CheckpointError,
@@ -99,9 +100,9 @@ class GANConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]  # JSON gives a list
         for name in ("iterations", "batch_size", "d_steps", "checkpoint_every"):
-            _check_int(self, name, 1)
+            check_int(self, name, 1)
         for name in ("ema_start", "sample_every", "width", "disc_width"):
-            _check_int(self, name, 0 if name in ("ema_start", "sample_every") else 1)
+            check_int(self, name, 0 if name in ("ema_start", "sample_every") else 1)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"GANConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
         if not 0.0 <= self.ema_decay <= 1.0:
@@ -114,7 +115,7 @@ class GANConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GANConfig:
         """Build from a dict (e.g. parsed JSON), rejecting unknown fields."""
-        return _from_dict(cls, d, "GAN config")
+        return from_dict(cls, d, "GAN config")
 
 
 # --- sampling helpers -----------------------------------------------------------------------------------
@@ -246,11 +247,11 @@ def _final_generator(ema: nn.Module, cfg: GANConfig, num_classes: int) -> nn.Mod
     The stored SN vectors and BN statistics belong to the live G, not to the averaged weights, so
     sigma is re-estimated by power iteration and BN statistics are recomputed ("standing stats").
     """
-    sn = _seeded_model(0, cfg.arch, width=cfg.width, num_classes=num_classes, spectral_norm=True)
+    sn = seeded_model(0, cfg.arch, width=cfg.width, num_classes=num_classes, spectral_norm=True)
     sn.load_state_dict(ema.state_dict())
     _converge_spectral_norm(sn)
     remove_spectral_norm(sn.eval())  # eval: use the converged SN vectors, no further power iteration
-    plain = _seeded_model(0, cfg.arch, width=cfg.width, num_classes=num_classes, spectral_norm=False)
+    plain = seeded_model(0, cfg.arch, width=cfg.width, num_classes=num_classes, spectral_norm=False)
     plain.load_state_dict(sn.state_dict())
     standing_stats(plain, num_classes, seed=cfg.seed)
     return plain.eval()
@@ -329,14 +330,14 @@ def train_gan(
             return load_model(final, device), stats
         _check_config(final, saved, cfg_dict)  # only RESUME_IGNORED fields differ: continue from the checkpoint
         if not ckpt.exists():
-            changed = _describe_diff(saved, cfg_dict, config_diff(saved, cfg_dict))
+            changed = describe_diff(saved, cfg_dict, config_diff(saved, cfg_dict))
             raise CheckpointError(f"{final} was trained with other settings ({changed}) and {ckpt} is missing, "
                                   "so it cannot be continued; use another work dir")
 
     # Build G, D and the EMA copy (seeded init; the global RNG is left alone).
-    g_net = _seeded_model(cfg.seed, cfg.arch, width=cfg.width, num_classes=k, spectral_norm=True).to(device)
-    d_net = _seeded_model(cfg.seed + 1, cfg.disc_arch, width=cfg.disc_width, num_classes=k, spectral_norm=True).to(device)
-    ema = _seeded_model(cfg.seed, cfg.arch, width=cfg.width, num_classes=k, spectral_norm=True).to(device)
+    g_net = seeded_model(cfg.seed, cfg.arch, width=cfg.width, num_classes=k, spectral_norm=True).to(device)
+    d_net = seeded_model(cfg.seed + 1, cfg.disc_arch, width=cfg.disc_width, num_classes=k, spectral_norm=True).to(device)
+    ema = seeded_model(cfg.seed, cfg.arch, width=cfg.width, num_classes=k, spectral_norm=True).to(device)
     ema.load_state_dict(g_net.state_dict())
     ema.eval().requires_grad_(False)
     size = g_net.image_size
@@ -494,6 +495,6 @@ def _check_config(path: Path, saved: dict[str, Any], cfg: dict[str, Any]) -> Non
     diff = config_diff(saved, cfg, ignore=RESUME_IGNORED)
     if diff:
         raise ConfigError(
-            f"{path}: made with a different GAN config ({_describe_diff(saved, cfg, diff)}); only "
+            f"{path}: made with a different GAN config ({describe_diff(saved, cfg, diff)}); only "
             f"{', '.join(RESUME_IGNORED)} may change when resuming. Use another work dir, or delete it to start over"
         )
