@@ -134,6 +134,10 @@ def test_encode_writes_a_verified_lds_that_loads_as_a_dataset(reference, folder)
     assert cond["moved_fraction"] == 1.0  # every latent was optimized
     assert prov["losses"]["invert"]["final_feature_loss"] < prov["losses"]["invert"]["initial_feature_loss"]
     assert prov["run"]["memory"]["peak_rss_mib"] > 0 and prov["run"]["timing_s"]["condense"] >= 0
+    by_stage = prov["run"]["peak_memory_by_stage"]
+    assert list(by_stage) == ["load_source", "generator", "classifier", "invert", "condense"]
+    peaks = [v["peak_rss_mib"] for v in by_stage.values()]
+    assert peaks == sorted(peaks) and peaks[-1] <= prov["run"]["memory"]["peak_rss_mib"]
     assert "torch" in prov and "tool" in prov
     assert reader.tensors["latents"].dtype == "F16"
     ds = LatentDataset(reference)

@@ -241,10 +241,16 @@ def encode(
     device = resolve_device(cfg.device)
     show = progress and not quiet
     timing: dict[str, float] = {}
+    stage_memory: dict[str, dict[str, Any]] = {}
+
+    def end_stage(name: str, started: float) -> None:
+        """Record a stage's wall time and the memory high-water mark at its end (RSS peaks are cumulative)."""
+        timing[name] = time.perf_counter() - started
+        stage_memory[name] = _peak_memory(device)
 
     t0 = time.perf_counter()
     data = load_source(source, "train", root=root, download=download, progress=show)
-    timing["load_source"] = time.perf_counter() - t0
+    end_stage("load_source", t0)
     gen_file = Path(generator_path) if generator_path is not None else None
     loaded = None
     if gen_file is not None:  # checked before anything is written
@@ -276,7 +282,7 @@ def encode(
         log(f"generator: training {cfg.gan.arch} (width {cfg.gan.width}) for {cfg.gan.iterations} iterations")
         generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, show, log)
     generator = _fresh_storage(generator.to(device)).eval().requires_grad_(False)
-    timing["generator"] = time.perf_counter() - t0
+    end_stage("generator", t0)
 
     # --- feature net (inversion) and embedding pool (condensation)
     from latentds.encode.classifier import load_snapshots, train_classifier
@@ -287,7 +293,7 @@ def encode(
     feature_net = _fresh_storage(feature_net.to(device)).eval().requires_grad_(False)
     pool = load_snapshots(work_dir / "classifier", device) if cfg.condense.pool_prob > 0 else []
     pool = [_fresh_storage(net) for net in pool]
-    timing["classifier"] = time.perf_counter() - t0
+    end_stage("classifier", t0)
     log(f"classifier: done; embedding pool of {len(pool)} pre-trained nets"
         + ("" if pool or cfg.condense.pool_prob == 0 else " (classifier.snapshot_every is 0: random nets only)"))
 
@@ -327,7 +333,7 @@ def encode(
         _check_indices(path, tensors["indices"], idx)
         inv_latents[pos] = tensors["latents"]
         inv_stats[c] = meta["stats"]
-    timing["invert"] = time.perf_counter() - t0
+    end_stage("invert", t0)
 
     # --- condensation, one work unit at a time
     t0 = time.perf_counter()
@@ -353,7 +359,7 @@ def encode(
         _check_indices(path, tensors["indices"], idx)
         final[unit.indices] = tensors["latents"]
         unit_stats.append({"unit": unit.name, **meta["stats"]})
-    timing["condense"] = time.perf_counter() - t0
+    end_stage("condense", t0)
 
     # --- the file
     t0 = time.perf_counter()
@@ -376,6 +382,7 @@ def encode(
     provenance["run"] = {  # everything here depends on the machine and on resumes; the rest does not
         "timing_s": {k: round(v, 3) for k, v in timing.items()},
         "memory": _peak_memory(device),
+        "peak_memory_by_stage": stage_memory,  # high-water mark at the end of each stage, in stage order
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
     }
