@@ -181,8 +181,9 @@ def training_set(
     device: str | torch.device = "cpu",
     mean_std: tuple[list[float], list[float]] | None = None,
     progress: bool = False,
+    download: bool = False,
 ) -> TrainSet:
-    """Build the training set named by ``spec``.
+    """Build the training set named by ``spec`` (``download``: fetch cifar10/cifar100 when missing).
 
     - ``*.lds`` / ``*.lds.zst``: the file's latents decoded by its generator (``decode="once"`` up front, or
       ``"per-epoch"``); normalized with the manifest's mean/std; with ``ipc`` a seeded random subset of the
@@ -213,7 +214,7 @@ def training_set(
         return _lds_set(spec, ipc, seed, resolve_device(device), decode, progress)
     if decode != "once":
         raise ConfigError(f"{spec}: decode='per-epoch' applies to .lds files only, not to image sources")
-    return _real_set(spec, ipc, seed, root, mean_std, progress)
+    return _real_set(spec, ipc, seed, root, mean_std, progress, download)
 
 
 def _is_lds(spec: str) -> bool:
@@ -365,10 +366,11 @@ def _real_set(
     root: str | None,
     mean_std: tuple[list[float], list[float]] | None,
     progress: bool,
+    download: bool,
 ) -> TrainSet:
     from latentds.sources import load_source
 
-    src = load_source(spec, "train", root=root, progress=progress)
+    src = load_source(spec, "train", root=root, progress=progress, download=download)
     mean, std = mean_std if mean_std is not None else src.mean_std()  # of the whole split, not the subset
     c, h, w = src.image_shape
     if ipc is not None:

@@ -64,7 +64,9 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--dsa-per-batch", action="store_true", help="one DSA transform per batch instead of per image")
     p.add_argument("--eval-every", type=int, default=0, metavar="N", help="also test every N epochs, for the curve")
     p.add_argument("--device", default=_DEFAULTS.device, help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--root", help="where named datasets (cifar10, cifar100) live")
+    p.add_argument("--root", help="where named datasets (cifar10, cifar100) live (default: the user cache dir)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="fetch cifar10/cifar100 into --root when missing (default: yes; needs a network)")
     p.add_argument("--decode", choices=DECODE_MODES, default="once", help="a .lds: decode once up front (default) or every epoch")
     p.add_argument("--json", metavar="OUT", help="write the result as JSON to OUT")
 
@@ -127,9 +129,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     cfg.validate()  # fail on a bad option before loading any data
     train = training_set(
-        args.train, ipc=args.ipc, seed=args.data_seed, root=args.root, decode=args.decode, device=cfg.device, progress=not quiet
+        args.train, ipc=args.ipc, seed=args.data_seed, root=args.root, decode=args.decode, device=cfg.device,
+        progress=not quiet, download=args.download,
     )
-    test = load_source(args.test, "test", root=args.root, progress=not quiet)
+    test = load_source(args.test, "test", root=args.root, progress=not quiet, download=args.download)
     say(f"train: {train.description} ({train.bytes:,} bytes)")
     say(f"test:  {test.name}: {len(test):,} images")
     result = evaluate(train, test, cfg, progress=not quiet, log=say)

@@ -268,9 +268,10 @@ def _load_cifar(key: str, split: str, root: str | os.PathLike[str] | None, downl
     if root_path.name == folder:  # pointed straight at the extracted folder
         root_path = root_path.parent
     expected = root_path / folder
+    fetch = "" if download else "or allow downloading (download=True; the CLI downloads unless --no-download) when online, "
     help_text = (
-        f"put the extracted official archive (the python version) at {expected}, or run with --download to "
-        f"fetch it when online, or pass --root DIR where DIR contains {folder}/. "
+        f"put the extracted official archive (the python version) at {expected}, {fetch}"
+        f"or pass --root DIR where DIR contains {folder}/. "
         "An image folder (DIR/train/<class>/*.png, DIR/test/<class>/*.png) works as well."
     )
     dataset_cls = getattr(tvd, cls_name)

@@ -403,7 +403,7 @@ def test_cifar10_offline_empty_root_says_where(tmp_path):
         load_source("cifar10", root=str(tmp_path), progress=False)
     msg = str(info.value)
     assert str(tmp_path / "cifar-10-batches-py") in msg
-    assert "--download" in msg and "image folder" in msg
+    assert "--no-download" in msg and "image folder" in msg  # says how downloading is allowed
     with pytest.raises(SourceNotFoundError, match="cifar-100-python"):
         load_source("CIFAR-100", root=str(tmp_path), split="test")
 

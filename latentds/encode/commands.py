@@ -30,8 +30,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="hyperparameter preset (default: paper); 'smoke' checks the pipeline in minutes on a CPU")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the preset's (auto)")
     p.add_argument("--work-dir", type=Path, default=None, help="checkpoints and logs (default: OUT with suffix .work)")
-    p.add_argument("--root", default=None, help="where cifar10/cifar100 live (see --download)")
-    p.add_argument("--download", action="store_true", help="fetch cifar10/cifar100 if missing (needs a network)")
+    p.add_argument("--root", default=None, help="where cifar10/cifar100 live (default: the user cache dir)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="fetch cifar10/cifar100 into --root when missing (default: yes; needs a network)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a config field, e.g. --set condense.lr=0.01 --set gan.width=32 (repeatable)")
