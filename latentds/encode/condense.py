@@ -42,7 +42,7 @@ class CondenseConfig:
 
     iterations: int = 5000  # passes over all latents of a unit; one Adam step each
     lr: float = 0.001  # Adam lr on z (the paper's ablation: 0.001 is best)
-    lr_pixel: float = 1.0  # Adam lr on images for parametrization "pixel" (DM's image lr)
+    lr_pixel: float = 1.0  # parametrization "pixel": SGD lr on images, momentum 0.5, as DM optimizes its images
     batch_real: int = 500  # real images of the class per L_con term (the released runs)
     batch_syn: int = 500  # latents per forward pass; a unit is covered in ceil(n / batch_syn) batches
     lam: float = 0.0  # weight of the paired regularizer R (paper searched 1e-4..1e-1; released run: 0)
@@ -225,7 +225,8 @@ def condense(
     eval_real = norm.real(class_images[eval_idx]) if eval_nets else None
 
     batches = [slice(lo, min(lo + cfg.batch_syn, n)) for lo in range(0, n, cfg.batch_syn)]  # last batch included
-    opt = torch.optim.Adam([param], lr=lr)
+    # Latents: Adam (the paper). Pixels: DM's SGD with momentum 0.5; Adam at DM's lr 1.0 wrecks the images.
+    opt = torch.optim.SGD([param], lr=lr, momentum=0.5) if pixel else torch.optim.Adam([param], lr=lr)
     curve: list[float] = []
     start = time.perf_counter()
     bar = tqdm(total=cfg.iterations, desc=f"condense class {label}", unit="it", disable=not progress, leave=False)
