@@ -91,6 +91,9 @@ def test_generator_file_is_loadable_and_decodes_the_same(trained):
     assert same_state(loaded, generator)
     meta = read_model_metadata(work / GENERATOR_FILE)
     assert GANConfig.from_dict(json.loads(meta["latentds.gan_config"])) == TINY
+    assert json.loads(meta["latentds.classes"]) == ["red", "green", "blue"]  # so `eval gan:FILE` needs no data
+    image = json.loads(meta["latentds.image"])
+    assert image["generator_range"] == [-1.0, 1.0] and len(image["mean"]) == 3 and min(image["std"]) > 0
     z, y = torch.randn(6, 128, generator=torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 0, 1, 2])
     with torch.no_grad():
         out = loaded(z, y)

@@ -48,6 +48,7 @@ from latentds.encode.state import (
     set_rng_state,
 )
 from latentds.errors import ConfigError, LatentdsError, UnsupportedImageError
+from latentds.lds import image_spec
 from latentds.models import load_model, read_model_metadata, remove_spectral_norm, save_model
 from latentds.sources import ImageSet
 
@@ -470,7 +471,11 @@ def train_gan(
         "history": history,
         "cached": False,
     }
+    # Class names and normalization travel with the generator, so `eval gan:FILE` and `encode --generator` need no data.
+    mean, std = data.mean_std()
     save_model(final, generator, extra={META_CONFIG: json.dumps(cfg_dict, sort_keys=True), META_DATA: data.fingerprint,
+                                         "latentds.classes": json.dumps(data.classes),
+                                         "latentds.image": json.dumps(image_spec(mean, std, data.image_shape)),
                                          META_STATS: json.dumps(stats)})
     sample_grid(generator, k, _grid_columns(k), work_dir / "samples.png", seed=cfg.seed, device=device)
     stats["wall_time_s"] = time.perf_counter() - start
