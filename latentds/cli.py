@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -20,6 +21,11 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:.2f} MiB"
+
+
+def _ratio(r: float) -> str:
+    """'4.00x smaller' or, when the file is the bigger one (a small set with its generator), '5.10x larger'."""
+    return f"{r:.2f}x smaller" if r >= 1 else f"{1 / r:.2f}x larger (the generator dominates at this size)"
 
 
 def _file_summary(path: str) -> dict[str, Any]:
@@ -75,7 +81,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("per class", f"{min(counts):,} .. {max(counts):,}" if counts else "-"),
         ("generator", f"{gen['arch']} {json.dumps(gen['args'])}, {gen.get('param_count', gen.get('stored_numel', 0)):,} params ({_mib(s['tensor_bytes']['generator'])})"),
         ("image", f"{image['channels']}x{image['height']}x{image['width']}, mean {image['mean']}, std {image['std']}"),
-        ("vs raw pixels", f"{_mib(s['raw_uint8_pixel_bytes'])} as uint8 -> {s['ratio_vs_raw_pixels']:.2f}x smaller"),
+        ("vs raw pixels", f"{_mib(s['raw_uint8_pixel_bytes'])} as uint8 -> {_ratio(s['ratio_vs_raw_pixels'])}"),
     ]
     source = prov.get("source") or {}
     if source:
@@ -83,7 +89,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         if source.get("fingerprint"):
             text += f" (sha256 {str(source['fingerprint'])[:16]}...)"
         if "ratio_vs_source" in s:
-            text += f", {_mib(s['source_bytes'])} -> {s['ratio_vs_source']:.2f}x smaller"
+            text += f", {_mib(s['source_bytes'])} -> {_ratio(s['ratio_vs_source'])}"
             total = source.get("num_images")
             if total and total != m["num_samples"]:
                 text += f" (this file stands for {m['num_samples']:,} of its {total:,} images)"
@@ -250,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("latentds: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `latentds info x.lds | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # silence the flush at exit
+        return EXIT_OK
 
 
 if __name__ == "__main__":

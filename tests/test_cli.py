@@ -125,3 +125,13 @@ def test_pack_unpack(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_console_entry_point(tiny_lds: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "latentds", "verify", str(tiny_lds)], capture_output=True, text=True)
     assert proc.returncode == 0 and "OK" in proc.stdout
+
+
+def test_info_piped_into_head_exits_quietly(tiny_lds: Path) -> None:
+    proc = subprocess.run(f"{sys.executable} -m latentds info {tiny_lds} | head -1", shell=True, capture_output=True, text=True)
+    assert proc.stdout.startswith("file") and "Traceback" not in proc.stderr
+
+
+def test_info_says_larger_when_the_generator_dominates(tiny_lds: Path, capsys: pytest.CaptureFixture) -> None:
+    _, out, _ = run(capsys, "info", str(tiny_lds))  # 24 images with their generator: bigger than their pixels
+    assert "x larger (the generator dominates" in out
