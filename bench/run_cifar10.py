@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -203,18 +202,16 @@ def load_records(path: Path) -> list[dict[str, Any]]:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write bytes via the library's atomic writer (temp file + fsync + rename)."""
+    from latentds.format import atomic_write
+
+    atomic_write(path, [data])
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from latentds.encode.pipeline import file_sha256 as sha256_of
+
+    return sha256_of(path)
 
 
 # --- logging ---------------------------------------------------------------------------------------------

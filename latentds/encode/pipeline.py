@@ -103,7 +103,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -263,7 +264,7 @@ def encode(
     record = {
         "config": _result_config(cfg),
         "source": {"name": data.name, "fingerprint": data.fingerprint},
-        "generator_file_sha256": _file_sha256(gen_file) if gen_file is not None else None,
+        "generator_file_sha256": file_sha256(gen_file) if gen_file is not None else None,
     }
     _check_work_dir(work_dir, record)
     log(f"encode: {data.name}: {len(data)} images, {data.num_classes} classes, {data.image_shape}; "
