@@ -61,13 +61,6 @@ ITEMSIZE = {k: v.itemsize for k, v in ST_TO_NUMPY.items()}
 LATENT_DTYPES = ("F32", "F16", "BF16")
 LABEL_DTYPES = ("U8", "I16", "I32", "I64")
 
-#: User-facing names for latent dtypes (CLI flags, Python arguments).
-DTYPE_NAMES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-}
-
 
 def parse_version(text: str) -> tuple[int, int]:
     """Split "MAJOR.MINOR" into integers; raise ValueError on anything else."""

@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 import torch
 
 from latentds.errors import LatentdsError
@@ -197,8 +196,3 @@ def _tool_version() -> str:
     from latentds import __version__
 
     return __version__
-
-
-def numpy_dtype_name(dtype: str) -> str:
-    """Readable name of a safetensors dtype, for messages and `info`."""
-    return {"BF16": "bfloat16"}.get(dtype, str(np.dtype(spec.ST_TO_NUMPY[dtype])))
