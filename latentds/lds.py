@@ -77,9 +77,12 @@ def _build_on_meta(reader: LdsReader) -> nn.Module:
         ) from None
 
 
-def check_generator(reader: LdsReader) -> None:
-    """Raise unless the stored generator tensors match the named architecture exactly (no allocation)."""
-    model = _build_on_meta(reader)
+def check_generator(reader: LdsReader, model: nn.Module | None = None) -> None:
+    """Raise unless the stored generator tensors match the named architecture exactly (no allocation).
+
+    ``model``: the architecture already built on the meta device, if the caller has it.
+    """
+    model = _build_on_meta(reader) if model is None else model
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     p = spec.GENERATOR_PREFIX
     stored = {name[len(p) :]: info.shape for name, info in reader.tensors.items() if name.startswith(p)}
@@ -115,7 +118,7 @@ def load_generator(
 ) -> nn.Module:
     """Rebuild the stored generator in eval mode with frozen weights (batch-norm uses stored statistics)."""
     model = _build_on_meta(reader)
-    check_generator(reader)
+    check_generator(reader, model)
     state = reader.generator_state()
     # Keep floating tensors in the model's dtype unless asked otherwise (files may store fp16 weights).
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
