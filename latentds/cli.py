@@ -180,6 +180,28 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    import torch
+
+    from latentds.errors import MergeError
+    from latentds.merge import merge
+
+    if len(args.files) < 3:
+        raise MergeError("usage: latentds merge A.lds B.lds [...] OUT.lds (at least two inputs and the output)")
+    *inputs, out = args.files
+    if out.endswith(".zst"):
+        raise MergeError(f"{out}: merge writes a plain .lds; compress it afterwards with `latentds pack`")
+    dtype = getattr(torch, args.latent_dtype) if args.latent_dtype else None
+    path = merge(inputs, out, latent_dtype=dtype)
+    if not args.quiet:
+        from latentds.format import LdsReader
+
+        with LdsReader(path) as r:
+            print(f"wrote {path}: {r.num_samples} latents from {len(inputs)} files, {r.num_classes} classes, "
+                  f"{_mib(path.stat().st_size)}")
+    return EXIT_OK
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from latentds.models import list_models
 
@@ -231,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("unpack", cmd_unpack, "decompress FILE.lds.zst into FILE.lds")
     p.add_argument("file")
     p.add_argument("out", nargs="?")
+
+    p = add("merge", cmd_merge, "combine .lds files that share a generator into one (rows in argument order)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="two or more .lds files, then the output file")
+    p.add_argument("--latent-dtype", choices=("float32", "float16", "bfloat16"), default=None,
+                   help="storage dtype of the merged latents (default: the inputs' if they agree, else float32)")
 
     add("models", cmd_models, "list registered architectures")
 

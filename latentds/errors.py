@@ -117,3 +117,8 @@ class UnsupportedImageError(SourceError):
 # --- configuration ----------------------------------------------------------------------------------
 class ConfigError(LatentdsError):
     """An unknown preset, an unknown config field, or a value of the wrong type."""
+
+
+# --- merge -------------------------------------------------------------------------------------------------
+class MergeError(LatentdsError):
+    """.lds files that cannot be merged: different generators, classes or image specs, or a file given twice."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -10,6 +11,8 @@ from typing import Callable
 from latentds.encode.config import LATENT_DTYPES, EncodeConfig, apply_overrides, list_presets, load_preset
 
 __all__ = ["cmd_encode", "cmd_train_gan", "register"]
+
+DIST_TIMEOUT_HOURS = 24.0  # = distributed.DEFAULT_TIMEOUT_S; not imported from there, to keep torch out of --help
 
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
@@ -43,8 +46,9 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     path = encode(args.source, args.out, cfg, work_dir=args.work_dir, generator_path=args.generator, root=args.root,
-                  progress=not args.quiet, quiet=args.quiet, download=args.download)
-    if not args.quiet:
+                  progress=not args.quiet, quiet=args.quiet, download=args.download,
+                  dist_timeout_s=args.dist_timeout * 3600)
+    if not args.quiet and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes the file
         print(f"wrote {path}")
     return 0
 
@@ -98,6 +102,9 @@ def register(add: Add) -> None:
     p.add_argument("--generator", type=Path, default=None,
                    help="use this generator (.safetensors from train-gan, or a .lds) instead of training one")
     p.add_argument("--latent-dtype", choices=LATENT_DTYPES, default=None, help="storage dtype (default float16)")
+    p.add_argument("--dist-timeout", type=float, default=DIST_TIMEOUT_HOURS, metavar="HOURS",
+                   help="under torchrun: how long ranks wait for each other, e.g. while rank 0 trains the "
+                        "generator (default: %(default)g)")
 
     p = add("train-gan", cmd_train_gan, "train only the class-conditional generator (+ samples and a quality figure)")
     p.add_argument("source", help="cifar10, cifar100, an image folder, or a .npz/.h5 file")

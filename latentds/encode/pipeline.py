@@ -7,7 +7,9 @@ Stages, each cached or checkpointed in the work dir (default: ``OUT`` with suffi
     -> condensation, one checkpoint per work unit (units/) -> write the .lds
 
 Every class and unit has its own seed derived from the config seed, so an interrupted run resumes from
-the last checkpoint and ends with the same latents (bit-identical on the CPU), whatever order units ran in.
+the last checkpoint and ends with the same latents (bit-identical on the CPU), whatever order units ran in,
+and whichever process ran them: under ``torchrun`` the classes and units are dealt out to the ranks (see
+:mod:`latentds.encode.distributed`).
 
 Work dir layout::
 
@@ -39,6 +41,7 @@ from torch import nn
 
 from latentds.encode.condense import Unit, condense, derive_seed, work_units
 from latentds.encode.config import EncodeConfig
+from latentds.encode.distributed import DEFAULT_TIMEOUT_S, Group, assign, from_env
 from latentds.encode.embed import EmbeddingSampler
 from latentds.encode.invert import invert, invert_batches
 from latentds.encode.state import load_state, save_state
@@ -83,14 +86,15 @@ def select_images(labels: torch.Tensor, ipc: int | None, seed: int) -> torch.Ten
 class _Log:
     """Appends timestamped lines to the work dir's log file; echoes them unless quiet."""
 
-    def __init__(self, path: Path, quiet: bool):
+    def __init__(self, path: Path, quiet: bool, prefix: str = ""):
         self.path = path
         self.quiet = quiet
+        self.prefix = prefix  # "[rank R/W] " under torchrun: ranks append to the same file
 
     def __call__(self, line: str) -> None:
         stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"{stamp} {line}\n")
+            f.write(f"{stamp} {self.prefix}{line}\n")
         if not self.quiet:
             print(line, file=sys.stderr, flush=True)
 
@@ -224,14 +228,41 @@ def encode(
     progress: bool = True,
     quiet: bool = False,
     download: bool = False,
+    group: Group | None = None,
+    dist_timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> Path:
     """Encode the train split of ``source`` into the .lds file ``out``; returns its path.
 
     ``generator_path``: a generator to use instead of training one (a ``save_model`` safetensors file or a
     .lds). Reruns with the same work dir resume; a different config there raises ConfigError.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) or with an initialized process group, every
+    rank calls this with the same arguments; ``group`` defaults to :func:`distributed.from_env`. Rank 0
+    writes ``out``; the latents are the same as a single process would write.
     """
-    t_start = time.perf_counter()
     cfg.check()
+    own_group = group is None
+    group = from_env(dist_timeout_s) if group is None else group
+    try:
+        return _encode(source, out, cfg, work_dir, generator_path, root, progress, quiet, download, group)
+    finally:
+        if own_group:
+            group.close()
+
+
+def _encode(
+    source: str,
+    out: str | Path,
+    cfg: EncodeConfig,
+    work_dir: str | Path | None,
+    generator_path: str | Path | None,
+    root: str | Path | None,
+    progress: bool,
+    quiet: bool,
+    download: bool,
+    group: Group,
+) -> Path:
+    t_start = time.perf_counter()
     if cfg.condense.parametrization != "latent":
         raise ConfigError(
             "encode writes latents, so condense.parametrization must be 'latent'; the 'pixel' (DM) baseline "
@@ -240,7 +271,9 @@ def encode(
     out = Path(out)
     work_dir = Path(work_dir) if work_dir is not None else out.with_suffix(".work")
     device = resolve_device(cfg.device)
-    show = progress and not quiet
+    if device.type == "cuda" and device.index is None and group.distributed:
+        device = torch.device("cuda", group.local_rank % torch.cuda.device_count())  # one GPU per local rank
+    show = progress and not quiet and group.is_main  # one set of progress bars, rank 0's
     timing: dict[str, float] = {}
     stage_memory: dict[str, dict[str, Any]] = {}
 
@@ -250,7 +283,11 @@ def encode(
         stage_memory[name] = _peak_memory(device)
 
     t0 = time.perf_counter()
+    if not group.is_main:
+        group.barrier()  # rank 0 loads first, so that only it downloads
     data = load_source(source, "train", root=root, download=download, progress=show)
+    if group.is_main:
+        group.barrier()
     end_stage("load_source", t0)
     gen_file = Path(generator_path) if generator_path is not None else None
     loaded = None
@@ -260,7 +297,8 @@ def encode(
         loaded = _load_generator(gen_file, data, device)
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    log = _Log(work_dir / "encode.log", quiet)
+    log = _Log(work_dir / "encode.log", quiet or not group.is_main,
+               f"[rank {group.rank}/{group.world_size}] " if group.distributed else "")
     record = {
         "config": _result_config(cfg),
         "source": {"name": data.name, "fingerprint": data.fingerprint},
@@ -268,7 +306,7 @@ def encode(
     }
     _check_work_dir(work_dir, record)
     log(f"encode: {data.name}: {len(data)} images, {data.num_classes} classes, {data.image_shape}; "
-        f"device {device}; work dir {work_dir}")
+        f"device {device}; work dir {work_dir}" + (f"; {group.world_size} ranks" if group.distributed else ""))
     mean, std = data.mean_std()
 
     # --- generator
@@ -278,10 +316,14 @@ def encode(
         gan_stats: dict[str, Any] = {"file": str(gen_file), "sha256": record["generator_file_sha256"]}
         log(f"generator: loaded {gen_file} ({generator.arch_name})")
     else:
-        from latentds.encode.gan import train_gan
+        from latentds.encode.gan import GENERATOR_FILE, train_gan
 
-        log(f"generator: training {cfg.gan.arch} (width {cfg.gan.width}) for {cfg.gan.iterations} iterations")
-        generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, show, log)
+        if group.is_main:  # the others wait, then get rank 0's file and load it through the same cache check
+            log(f"generator: training {cfg.gan.arch} (width {cfg.gan.width}) for {cfg.gan.iterations} iterations")
+            generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, show, log)
+        group.sync_files([work_dir / "gan" / GENERATOR_FILE])
+        if not group.is_main:
+            generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, False, log)
     generator = _fresh_storage(generator.to(device)).eval().requires_grad_(False)
     end_stage("generator", t0)
 
@@ -290,7 +332,11 @@ def encode(
 
     t0 = time.perf_counter()
     log(f"classifier: {cfg.classifier.arch} (width {cfg.classifier.width}), {cfg.classifier.epochs} epochs")
-    feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, show, log)
+    if group.is_main:
+        feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, show, log)
+    group.share_dir(work_dir / "classifier")
+    if not group.is_main:
+        feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, False, log)
     feature_net = _fresh_storage(feature_net.to(device)).eval().requires_grad_(False)
     pool = load_snapshots(work_dir / "classifier", device) if cfg.condense.pool_prob > 0 else []
     pool = [_fresh_storage(net) for net in pool]
@@ -312,26 +358,48 @@ def encode(
     inv_path = {c: inv_dir / f"class_{c:05d}.safetensors" for c in classes_present}
     unit_path = {u.name: unit_dir / f"{u.name}.safetensors" for u in units}
 
-    _estimate(cfg, data, selected, sel_labels, units, inv_path, unit_path, generator, feature_net, pool, mean, std,
-              device, log)
+    # Who does what: the classes and units no rank has finished yet, dealt out by size (one rank: all of them).
+    class_pos = {c: torch.nonzero(sel_labels == c, as_tuple=False).flatten() for c in classes_present}
+    inv_done = group.any_rank_has([inv_path[c] for c in classes_present])
+    unit_done = group.any_rank_has([unit_path[u.name] for u in units])
+    todo_classes = [c for c, done in zip(classes_present, inv_done) if not done]
+    class_owner = dict(zip(todo_classes, assign([len(class_pos[c]) for c in todo_classes], group.world_size)))
+    todo_units = [u for u, done in zip(units, unit_done) if not done]
+    unit_owner = dict(zip([u.name for u in todo_units], assign([len(u.indices) for u in todo_units], group.world_size)))
+    mine = [u for u in todo_units if unit_owner[u.name] == group.rank]
+    if group.distributed:
+        log(f"shard: {len(todo_classes)} classes to invert and {len(todo_units)} units to condense over "
+            f"{group.world_size} ranks ({len(inv_done) - len(todo_classes)} classes and {len(units) - len(todo_units)} "
+            f"units already done); this rank: {sum(o == group.rank for o in class_owner.values())} classes, "
+            f"{len(mine)} units")
+    if group.is_main:
+        _estimate(cfg, data, selected, sel_labels, units, inv_path, unit_path, generator, feature_net, pool, mean,
+                  std, device, log, group.world_size)
 
     # --- inversion, one class at a time
     t0 = time.perf_counter()
+    for c in todo_classes:
+        if class_owner[c] != group.rank or inv_path[c].exists():
+            continue
+        idx = selected[class_pos[c]]
+        path = inv_path[c]
+        lat, st = invert(generator, data.images[idx], data.labels[idx], feature_net, cfg.invert, mean, std,
+                         derive_seed(cfg.seed, "invert", c), device, show)
+        save_state(path, {"latents": lat, "indices": idx}, {"kind": "invert", "class": c, "stats": _json_safe(st)})
+        log(f"invert class {c} ({data.classes[c]}): {len(idx)} images, recon MSE {st['initial_recon_mse']:.4f} -> "
+            f"{st['final_recon_mse']:.4f}, feature loss {st['initial_feature_loss']:.4f} -> "
+            f"{st['final_feature_loss']:.4f} ({st['seconds']:.1f} s)")
+    # Rank 0 needs every class (for the stats); the others the classes of their units.
+    needed = set(classes_present) if group.is_main else {u.cls for u in mine}
+    want = [{0} | {unit_owner[u.name] for u in todo_units if u.cls == c} for c in classes_present]
+    group.sync_files([inv_path[c] for c in classes_present], want)
     inv_latents = torch.empty(n, generator.latent_dim)
     inv_stats: dict[int, dict[str, Any]] = {}
-    for c in classes_present:
-        pos = torch.nonzero(sel_labels == c, as_tuple=False).flatten()  # positions into `selected`
-        idx = selected[pos]
+    for c in sorted(needed):
+        pos = class_pos[c]
         path = inv_path[c]
-        if not path.exists():
-            lat, st = invert(generator, data.images[idx], data.labels[idx], feature_net, cfg.invert, mean, std,
-                             derive_seed(cfg.seed, "invert", c), device, show)
-            save_state(path, {"latents": lat, "indices": idx}, {"kind": "invert", "class": c, "stats": _json_safe(st)})
-            log(f"invert class {c} ({data.classes[c]}): {len(idx)} images, recon MSE {st['initial_recon_mse']:.4f} -> "
-                f"{st['final_recon_mse']:.4f}, feature loss {st['initial_feature_loss']:.4f} -> "
-                f"{st['final_feature_loss']:.4f} ({st['seconds']:.1f} s)")
         tensors, meta = load_state(path)  # the checkpoint, not the in-memory copy: resumed runs see the same bits
-        _check_indices(path, tensors["indices"], idx)
+        _check_indices(path, tensors["indices"], selected[pos])
         inv_latents[pos] = tensors["latents"]
         inv_stats[c] = meta["stats"]
     end_stage("invert", t0)
@@ -340,9 +408,7 @@ def encode(
     t0 = time.perf_counter()
     sampler = EmbeddingSampler(pool, cfg.condense.random_width, cfg.condense.pool_prob, data.num_classes,
                                data.image_shape[0], data.image_shape[1], device)
-    final = torch.empty(n, generator.latent_dim)
-    unit_stats: list[dict[str, Any]] = []
-    for unit in units:
+    for unit in mine:
         idx = selected[unit.indices]
         path = unit_path[unit.name]
         if not path.exists():
@@ -356,6 +422,17 @@ def encode(
                 f"moved {st['moved_fraction']:.0%} ({st['seconds']:.1f} s)")
             if _after_unit is not None:
                 _after_unit(unit)
+    group.sync_files([unit_path[u.name] for u in units], [{0}] * len(units))  # rank 0 writes the file
+    if not group.is_main:
+        end_stage("condense", t0)
+        log(f"done: {len(mine)} units condensed; rank 0 writes {out}")
+        group.barrier()  # return once the file exists
+        return out
+    final = torch.empty(n, generator.latent_dim)
+    unit_stats: list[dict[str, Any]] = []
+    for unit in units:
+        idx = selected[unit.indices]
+        path = unit_path[unit.name]
         tensors, meta = load_state(path)
         _check_indices(path, tensors["indices"], idx)
         final[unit.indices] = tensors["latents"]
@@ -387,11 +464,17 @@ def encode(
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
     }
+    if group.distributed:
+        provenance["run"]["distributed"] = {
+            "world_size": group.world_size, "backend": "gloo",
+            "units_by_rank": [sum(o == r for o in unit_owner.values()) for r in range(group.world_size)],
+        }
     path = save_lds(out, generator, final, sel_labels, data.classes, image_spec(mean, std, data.image_shape),
                     provenance, _DTYPES[cfg.latent_dtype])
     log(f"wrote {path} ({n} latents, {cfg.latent_dtype}; {path.stat().st_size / 2**20:.2f} MiB) in "
         f"{_duration(time.perf_counter() - t_start)}; write {time.perf_counter() - t0:.1f} s; "
         f"peak RSS {provenance['run']['memory']['peak_rss_mib']:.0f} MiB")
+    group.barrier()
     return path
 
 
@@ -448,8 +531,12 @@ def _estimate(
     std: list[float],
     device: torch.device,
     log: _Log,
+    ranks: int = 1,
 ) -> None:
-    """Time a few iterations of each pending stage and log the estimated durations (nothing is kept)."""
+    """Time a few iterations of each pending stage and log the estimated durations (nothing is kept).
+
+    With several ranks the work divides among them (the estimate assumes all ranks are as fast as this one).
+    """
     pending_classes = [c for c, p in inv_path.items() if not p.exists()]
     pending_units = [u for u in units if not unit_path[u.name].exists()]
     total = 0.0
@@ -464,10 +551,11 @@ def _estimate(
         per_iter = (time.perf_counter() - t) / WARMUP_ITERATIONS
         batches = sum(len(invert_batches(sel_labels[sel_labels == c], cfg.invert.batch_size)) for c in pending_classes)
         # batches of the probe's size; smaller trailing batches cost about the same on a GPU, less on a CPU
-        seconds = per_iter * cfg.invert.iterations * batches
+        seconds = per_iter * cfg.invert.iterations * batches / ranks
         total += seconds
         log(f"invert: {per_iter * 1000:.0f} ms per iteration per batch of {len(idx)} -> about {_duration(seconds)} "
-            f"for {batches} batches x {cfg.invert.iterations} iterations")
+            f"for {batches} batches x {cfg.invert.iterations} iterations"
+            + (f" over {ranks} ranks" if ranks > 1 else ""))
     if pending_units and cfg.condense.iterations > 0:
         unit = pending_units[0]
         b = min(cfg.condense.batch_syn, len(unit.indices))
@@ -483,10 +571,11 @@ def _estimate(
         condense(generator, z, data.images[idx], reals, unit.cls, sampler, probe, mean, std, 0, device)
         per_batch = (time.perf_counter() - t) / WARMUP_ITERATIONS
         batches = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) for u in pending_units)
-        seconds = per_batch * cfg.condense.iterations * batches
+        seconds = per_batch * cfg.condense.iterations * batches / ranks
         total += seconds
         log(f"condense: {per_batch * 1000:.0f} ms per batch of {b} latents -> about {_duration(seconds)} for "
-            f"{len(pending_units)} units ({batches} batches per iteration in all) x {cfg.condense.iterations} iterations")
+            f"{len(pending_units)} units ({batches} batches per iteration in all) x {cfg.condense.iterations} iterations"
+            + (f" over {ranks} ranks" if ranks > 1 else ""))
     if device.type == "cpu" and cfg.ipc is None and total > SLOW_CPU_SECONDS:
         log(f"note: encoding all {len(selected)} images on the CPU would take about {_duration(total)}; pass "
             "--ipc 10 or --ipc 50 to encode a class-balanced subset, or run on a GPU")

@@ -1,0 +1,149 @@
+"""Encoding under torchrun (2 ranks, gloo, on the CPU) against a single process, and the sharding helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from latentds.encode import pipeline
+from latentds.encode.distributed import Group, assign, from_env
+from latentds.format import LdsReader
+from test_pipeline import FAST, fast_config, write_folder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# Runs the CLI in each rank. With PER_RANK_WORK each rank has its own work dir (as on machines without a
+# shared file system), so checkpoints must travel through the process group. With FAIL_RANK set, that rank
+# dies right after checkpointing its first unit, as a killed process would.
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    from latentds import cli
+    from latentds.encode import pipeline
+
+    rank = int(os.environ["RANK"])
+    argv = sys.argv[1:]
+    if os.environ.get("PER_RANK_WORK"):
+        argv += ["--work-dir", os.path.join(os.environ["PER_RANK_WORK"], f"rank{rank}")]
+    if os.environ.get("FAIL_RANK") == str(rank):
+        def die(unit):
+            print(f"rank {rank}: simulated crash after {unit.name}", flush=True)
+            os._exit(3)
+        pipeline._after_unit = die
+    sys.exit(cli.main(argv))
+""")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return write_folder(tmp_path_factory.mktemp("images") / "data")
+
+
+@pytest.fixture(scope="module")
+def reference(folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("single") / "single.lds"
+    return pipeline.encode(str(folder), out, fast_config(), progress=False, quiet=True)
+
+
+def torchrun(tmp_path: Path, argv: list[str], nproc: int = 2, **env: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "rank.py"
+    script.write_text(SCRIPT)
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **env}  # the reference runs on one thread too
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(script), *argv]
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+def encode_argv(folder: Path, out: Path) -> list[str]:
+    sets = [x for s in FAST for x in ("--set", s)]
+    return ["encode", str(folder), str(out), "--preset", "smoke", "--quiet", *sets]
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    ra, rb = LdsReader(a, verify=True), LdsReader(b, verify=True)
+    assert set(ra.tensors) == set(rb.tensors)
+    for name in ra.tensors:  # latents, labels and every generator tensor, bit for bit
+        assert torch.equal(ra.tensor(name), rb.tensor(name)), name
+
+
+def untimed(d):
+    """Stats without wall times and rates."""
+    if isinstance(d, dict):
+        return {k: untimed(v) for k, v in d.items() if not ("seconds" in k or k.endswith("per_s"))}
+    if isinstance(d, list):
+        return [untimed(v) for v in d]
+    return d
+
+
+def test_two_ranks_write_the_single_process_file(reference, folder, tmp_path):
+    out = tmp_path / "two.lds"
+    res = torchrun(tmp_path, encode_argv(folder, out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_same_tensors(reference, out)
+    m = LdsReader(out).manifest["provenance"]
+    assert m["run"]["distributed"]["world_size"] == 2
+    assert sorted(m["run"]["distributed"]["units_by_rank"]) == [3, 3]  # 6 units of 3 + 2 latents, dealt out evenly
+    # the loss records do not depend on who ran what either (timings do)
+    assert untimed(m["losses"]) == untimed(LdsReader(reference).manifest["provenance"]["losses"])
+    log = (tmp_path / "two.work" / "encode.log").read_text()
+    assert "[rank 0/2]" in log and "[rank 1/2]" in log and "this rank: " in log
+    # each unit was condensed exactly once
+    assert sum(line.count("] condense c") for line in log.splitlines()) == 6
+
+
+def test_killed_rank_resumes_without_a_shared_file_system(reference, folder, tmp_path):
+    out = tmp_path / "resumed.lds"
+    work = tmp_path / "work"
+    res = torchrun(tmp_path, encode_argv(folder, out), PER_RANK_WORK=str(work), FAIL_RANK="1")
+    assert res.returncode != 0 and "simulated crash" in res.stdout + res.stderr
+    assert not out.exists()
+    # rank 1 kept the unit it finished; rank 0 got the generator and classifier only through the group...
+    assert len(list((work / "rank1" / "units").glob("*.safetensors"))) == 1
+    assert (work / "rank1" / "gan" / "generator.safetensors").is_file()
+    assert (work / "rank1" / "classifier").is_dir()
+    # ... and the rerun skips every finished unit, wherever it lies, then rank 0 collects the rest
+    res = torchrun(tmp_path, encode_argv(folder, out), PER_RANK_WORK=str(work))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_same_tensors(reference, out)
+    log = (work / "rank0" / "encode.log").read_text().split("[rank 0/2] encode:")[-1]  # the second run
+    done = int(log.split(" units already done")[0].rsplit(" ", 1)[-1])
+    assert done >= 1
+    assert len(list((work / "rank0" / "units").glob("*.safetensors"))) == 6  # rank 0 holds all for the write
+
+
+def test_assign_deals_longest_first_and_is_deterministic():
+    costs = [5, 5, 5, 5, 2, 10]
+    owner = assign(costs, 2)
+    assert owner == assign(costs, 2)
+    loads = [sum(c for c, o in zip(costs, owner) if o == r) for r in range(2)]
+    assert sorted(loads) == [15, 17]  # 10 | 5 5 | 5 5 | 2 to the lighter rank (greedy, not optimal: 16/16 exists)
+    assert assign(costs, 1) == [0] * 6
+    assert assign([], 3) == []
+    assert sorted(assign([1] * 7, 3)) == [0, 0, 0, 1, 1, 2, 2]
+
+
+def test_single_process_group_is_a_no_op(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    g = from_env()
+    assert (g.rank, g.world_size, g.is_main, g.distributed) == (0, 1, True, False)
+    g.barrier()
+    assert g.broadcast_json({"a": 1}) == {"a": 1}
+    (tmp_path / "f").write_bytes(b"x")
+    assert g.sync_files([tmp_path / "f"]) == 0
+    with pytest.raises(RuntimeError, match="no rank has this file"):
+        g.sync_files([tmp_path / "missing"])
+    assert isinstance(g, Group)
+
+
+def test_world_size_without_a_rendezvous_is_a_clear_error(monkeypatch):
+    from latentds.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(ConfigError, match="torchrun"):
+        from_env()
