@@ -283,10 +283,10 @@ def _encode(
         stage_memory[name] = _peak_memory(device)
 
     t0 = time.perf_counter()
-    if not group.is_main:
-        group.barrier()  # rank 0 loads first, so that only it downloads
+    if group.local_rank != 0:
+        group.barrier()  # the first rank of each machine loads first, so that one process per machine downloads
     data = load_source(source, "train", root=root, download=download, progress=show)
-    if group.is_main:
+    if group.local_rank == 0:
         group.barrier()
     end_stage("load_source", t0)
     gen_file = Path(generator_path) if generator_path is not None else None
