@@ -147,3 +147,22 @@ def test_world_size_without_a_rendezvous_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(ConfigError, match="torchrun"):
         from_env()
+
+
+def test_scaling_model_counts_units_and_divides_the_work(tmp_path):
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "scaling_model.py"
+    spec = importlib.util.spec_from_file_location("scaling_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "s.json"
+    assert mod.main(["--preset", "smoke", "--ranks", "1", "2", "64", "--set", "condense.batch_syn=16",
+                     "--set", "invert.batch_size=8", "--set", "condense.batch_real=16", "--json", str(out)]) == 0
+    import json
+
+    rows = json.loads(out.read_text())["datasets"]
+    assert [r["units"] for r in rows.values()] == [40, 100, 2000]  # subsets of 1,250: 4, 1 and 2 per class
+    for r in rows.values():
+        one, two, many = (r["by_ranks"][k] for k in ("1", "2", "64"))
+        assert one == pytest.approx(r["serial_s"]) and one / 2 * (1 - 1e-9) <= two < one and many <= two
