@@ -94,6 +94,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             if total and total != m["num_samples"]:
                 text += f" (this file stands for {m['num_samples']:,} of its {total:,} images)"
         lines.append(("source", text))
+    parts = prov.get("parts") if prov.get("method") == "merge" else None
+    if isinstance(parts, list):
+        shown = ", ".join(f"{p.get('file', '?')} [{p.get('rows', ['?', '?'])[0]}:{p.get('rows', ['?', '?'])[1]}]"
+                          for p in parts[:4] if isinstance(p, dict))
+        lines.append(("merged from", f"{len(parts)} files: {shown}" + (f" (+{len(parts) - 4} more)" if len(parts) > 4 else "")))
     lines.append(("created", f"{prov.get('created', '?')} by {prov.get('tool', '?')}, torch {prov.get('torch', '?')}"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:

@@ -4,6 +4,7 @@ The use: parts of one dataset encoded separately (by class, by machine, or in se
 file. The parts must agree on everything a decoder uses: the generator (architecture, arguments and every
 stored tensor, compared by the sha256 values in their manifests), the class list, and the image spec. The
 merged file keeps the rows in argument order and records each part's file hash, row range and provenance.
+Parts that share a row (the same latent with the same label) are refused as overlapping.
 
 Latents of mixed dtypes are stored as float32, the one dtype all three widen to without loss.
 """
@@ -43,6 +44,21 @@ def _file_sha256(path: Path) -> str:
     from latentds.encode.pipeline import file_sha256
 
     return file_sha256(path)
+
+
+def _refuse_overlap(readers: list) -> None:
+    """Refuse parts that share a (latent, label) row: a file merged with a part of itself, say."""
+    seen: dict[bytes, tuple[Path, int]] = {}
+    for r in readers:
+        lat = r.array(spec.LATENTS)
+        lab = r.labels().numpy()
+        for i in range(len(lat)):
+            key = lat[i].tobytes() + int(lab[i]).to_bytes(8, "little")
+            if key in seen and seen[key][0] != r.path:
+                other, j = seen[key]
+                raise MergeError(f"row {i} of {r.path} repeats row {j} of {other} (same latent and label): the parts "
+                                 "overlap; merge files that hold different images")
+            seen.setdefault(key, (r.path, i))
 
 
 def merge(
@@ -101,6 +117,7 @@ def merge(
                 "provenance": m.get("provenance", {}),
             })
             row += r.num_samples
+        _refuse_overlap(readers)
         dtypes = {r.tensor(spec.LATENTS).dtype for r in readers}
         if latent_dtype is None:
             latent_dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,12 @@ def test_merge_round_trips_a_split_file(tiny_lds, tmp_path):
     assert prov["method"] == "merge" and [p["rows"] for p in prov["parts"]] == [[0, 10], [10, 24]]
     assert [p["provenance"]["method"] for p in prov["parts"]] == ["part 0", "part 1"]
     assert all(len(p["sha256"]) == 64 for p in prov["parts"])
-    # a merged file merges again, since its generator is the same
-    c = merge([out, a], tmp_path / "again.lds")
-    assert LdsReader(c).num_samples == 34
+    # a merged file merges again with new rows, since its generator is the same
+    with open_lds(a) as r:
+        m = r.manifest
+        new = save_lds(tmp_path / "new.lds", load_generator(r), torch.randn(5, 128), torch.zeros(5, dtype=torch.long),
+                       m["classes"], m["image"])
+    assert LdsReader(merge([out, new], tmp_path / "again.lds")).num_samples == 29
 
 
 def test_mixed_latent_dtypes_widen_to_float32(tiny_lds, tmp_path):
@@ -110,3 +114,17 @@ def test_merge_command(tiny_lds, tmp_path, capsys):
     assert "different generators" in capsys.readouterr().err
     assert main(["merge", str(a), str(tmp_path / "missing.lds"), str(tmp_path / "x.lds")]) == 2
     assert not (tmp_path / "x.lds").exists()
+
+
+def test_overlapping_parts_are_refused(tiny_lds, tmp_path):
+    a, _ = split(tiny_lds, tmp_path, 10)
+    with pytest.raises(MergeError, match="overlap"):
+        merge([a, tiny_lds], tmp_path / "m.lds")
+
+
+def test_info_names_the_parts(tiny_lds, tmp_path, capsys):
+    a, b = split(tiny_lds, tmp_path, 10)
+    merge([a, b], tmp_path / "m.lds")
+    assert main(["info", str(tmp_path / "m.lds")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^merged from +2 files: part0.lds \[0:10\], part1.lds \[10:24\]$", out, re.M), out
