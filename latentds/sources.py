@@ -40,7 +40,7 @@ from latentds.errors import (
     UnsupportedImageError,
 )
 
-__all__ = ["ImageSet", "compute_fingerprint", "default_root", "load_source", "IMAGE_EXTENSIONS"]
+__all__ = ["ImageSet", "compute_fingerprint", "default_root", "is_named", "load_source", "IMAGE_EXTENSIONS"]
 
 # torchvision's ImageFolder extensions (matched case-insensitively).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -181,6 +181,11 @@ def default_root() -> Path:
     return base / "latentds" / "datasets"
 
 
+def is_named(spec: str) -> bool:
+    """Whether ``spec`` names a dataset torchvision can download (cifar10, cifar100) rather than a path."""
+    return str(spec).lower().replace("-", "").replace("_", "") in _CIFAR
+
+
 def load_source(
     spec: str,
     split: str = "train",
@@ -202,9 +207,8 @@ def load_source(
     if kind in ("imagefolder", "npz", "h5") and rest:
         return _load_path(Path(rest).expanduser(), kind, split, image_size, progress)
 
-    key = spec.lower().replace("-", "").replace("_", "")
-    if key in _CIFAR:
-        return _load_cifar(key, split, root, download, image_size)
+    if is_named(spec):
+        return _load_cifar(spec.lower().replace("-", "").replace("_", ""), split, root, download, image_size)
 
     path = Path(spec).expanduser()
     if not path.exists():

@@ -46,7 +46,7 @@ from latentds.encode.embed import EmbeddingSampler
 from latentds.encode.invert import invert, invert_batches
 from latentds.encode.state import load_state, save_state
 from latentds.errors import ConfigError, LdsNotFoundError
-from latentds.sources import ImageSet, load_source
+from latentds.sources import ImageSet, is_named, load_source
 
 __all__ = ["encode", "resolve_device", "select_images"]
 
@@ -283,10 +283,11 @@ def _encode(
         stage_memory[name] = _peak_memory(device)
 
     t0 = time.perf_counter()
-    if group.local_rank != 0:
-        group.barrier()  # the first rank of each machine loads first, so that one process per machine downloads
+    first_loads = download and is_named(source)  # then the first rank of each machine loads (downloads) first
+    if first_loads and group.local_rank != 0:
+        group.barrier()
     data = load_source(source, "train", root=root, download=download, progress=show)
-    if group.local_rank == 0:
+    if first_loads and group.local_rank == 0:
         group.barrier()
     end_stage("load_source", t0)
     gen_file = Path(generator_path) if generator_path is not None else None
