@@ -14,7 +14,7 @@ import torch
 from latentds.encode import pipeline
 from latentds.encode.distributed import Group, assign, from_env
 from latentds.format import LdsReader
-from test_pipeline import FAST, fast_config, write_folder
+from test_pipeline import FAST, folder, reference  # noqa: F401 (fixtures: the single-process encode to match)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,17 +37,6 @@ SCRIPT = textwrap.dedent("""
         pipeline._after_unit = die
     sys.exit(cli.main(argv))
 """)
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    return write_folder(tmp_path_factory.mktemp("images") / "data")
-
-
-@pytest.fixture(scope="module")
-def reference(folder, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("single") / "single.lds"
-    return pipeline.encode(str(folder), out, fast_config(), progress=False, quiet=True)
 
 
 def torchrun(tmp_path: Path, argv: list[str], nproc: int = 2, **env: str) -> subprocess.CompletedProcess:
