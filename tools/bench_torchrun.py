@@ -50,7 +50,8 @@ def run(label: str, argv: list[str], nproc: int, threads: int, cwd: Path) -> dic
     print(f"{label:44} {wall:7.1f} s   ({', '.join(f'{k} {v:.1f}' for k, v in timing.items() if k != 'total')})",
           flush=True)
     return {"label": label, "processes": nproc, "threads_per_process": threads, "wall_s": round(wall, 2),
-            "rank0_timing_s": timing, "command": " ".join(cmd[1:] if nproc == 1 else cmd), "latents": r.latents()}
+            "rank0_timing_s": timing, "command": f"OMP_NUM_THREADS={threads} python " + " ".join(cmd[1:]),
+            "latents": r.latents()}
 
 
 def main(argv: list[str] | None = None) -> int:
