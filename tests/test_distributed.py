@@ -155,3 +155,10 @@ def test_scaling_model_counts_units_and_divides_the_work(tmp_path):
     for r in rows.values():
         one, two, many = (r["by_ranks"][k] for k in ("1", "2", "64"))
         assert one == pytest.approx(r["serial_s"]) and one / 2 * (1 - 1e-9) <= two < one and many <= two
+
+
+def test_cli_dist_timeout_default_matches_the_library():
+    from latentds.encode.commands import DIST_TIMEOUT_HOURS
+    from latentds.encode.distributed import DEFAULT_TIMEOUT_S
+
+    assert DIST_TIMEOUT_HOURS * 3600 == DEFAULT_TIMEOUT_S
