@@ -215,7 +215,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    from latentds.encode.pipeline import file_sha256 as sha256_of
+    from latentds.format import file_sha256 as sha256_of  # imported here, as all of latentds: --help needs no torch
 
     return sha256_of(path)
 

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from latentds.errors import MergeError
-from latentds.format import spec, write_lds
+from latentds.format import file_sha256, spec, write_lds
 
 __all__ = ["generator_digest", "merge"]
 
@@ -38,12 +38,6 @@ def generator_digest(manifest: dict[str, Any]) -> str:
         "tensors": {k: [v["dtype"], v["shape"], v["sha256"]] for k, v in sorted(tensors.items()) if k.startswith(p)},
     }
     return hashlib.sha256(json.dumps(ident, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    from latentds.encode.pipeline import file_sha256
-
-    return file_sha256(path)
 
 
 def _refuse_overlap(readers: list) -> None:
@@ -105,7 +99,7 @@ def merge(
             if m["image"] != m0["image"]:
                 keys = sorted(k for k in set(m["image"]) | set(m0["image"]) if m["image"].get(k) != m0["image"].get(k))
                 raise MergeError(f"{r.path} and {first.path} have different image specs (differ in: {', '.join(keys)})")
-            sha = _file_sha256(r.path)
+            sha = file_sha256(r.path)
             if sha in hashes:
                 raise MergeError(f"{r.path} is the same file as {hashes[sha]} (sha256 {sha[:12]}); given twice?")
             hashes[sha] = r.path

@@ -24,7 +24,6 @@ Work dir layout::
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import platform
@@ -46,6 +45,7 @@ from latentds.encode.embed import EmbeddingSampler
 from latentds.encode.invert import invert, invert_batches
 from latentds.encode.state import load_state, save_state
 from latentds.errors import ConfigError, LdsNotFoundError
+from latentds.format import file_sha256
 from latentds.sources import ImageSet, is_named, load_source
 
 __all__ = ["encode", "resolve_device", "select_images"]
@@ -105,15 +105,6 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _result_config(cfg: EncodeConfig) -> dict[str, Any]:
@@ -374,13 +365,13 @@ def _encode(
             f"units already done); this rank: {sum(o == group.rank for o in class_owner.values())} classes, "
             f"{len(mine)} units")
     if group.is_main:
-        _estimate(cfg, data, selected, sel_labels, units, inv_path, unit_path, generator, feature_net, pool, mean,
-                  std, device, log, group.world_size)
+        _estimate(cfg, data, selected, sel_labels, todo_classes, todo_units, generator, feature_net, pool, mean, std,
+                  device, log, group.world_size)
 
     # --- inversion, one class at a time
     t0 = time.perf_counter()
     for c in todo_classes:
-        if class_owner[c] != group.rank or inv_path[c].exists():
+        if class_owner[c] != group.rank:
             continue
         idx = selected[class_pos[c]]
         path = inv_path[c]
@@ -412,17 +403,16 @@ def _encode(
     for unit in mine:
         idx = selected[unit.indices]
         path = unit_path[unit.name]
-        if not path.exists():
-            lat, st = condense(generator, inv_latents[unit.indices], data.images[idx],
-                               data.images[data.class_indices(unit.cls)], unit.cls, sampler, cfg.condense, mean,
-                               std, unit.seed(cfg.seed), device, show)
-            save_state(path, {"latents": lat, "indices": idx},
-                       {"kind": "condense", "unit": unit.name, "stats": _json_safe(st)})
-            log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} latents, L_con {_fmt(st['first_loss'])} -> "
-                f"{_fmt(st['last_loss'])}, eval {_fmt(st['eval_loss_before'])} -> {_fmt(st['eval_loss_after'])}, "
-                f"moved {st['moved_fraction']:.0%} ({st['seconds']:.1f} s)")
-            if _after_unit is not None:
-                _after_unit(unit)
+        lat, st = condense(generator, inv_latents[unit.indices], data.images[idx],
+                           data.images[data.class_indices(unit.cls)], unit.cls, sampler, cfg.condense, mean,
+                           std, unit.seed(cfg.seed), device, show)
+        save_state(path, {"latents": lat, "indices": idx},
+                   {"kind": "condense", "unit": unit.name, "stats": _json_safe(st)})
+        log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} latents, L_con {_fmt(st['first_loss'])} -> "
+            f"{_fmt(st['last_loss'])}, eval {_fmt(st['eval_loss_before'])} -> {_fmt(st['eval_loss_after'])}, "
+            f"moved {st['moved_fraction']:.0%} ({st['seconds']:.1f} s)")
+        if _after_unit is not None:
+            _after_unit(unit)
     group.sync_files([unit_path[u.name] for u in units], [{0}] * len(units))  # rank 0 writes the file
     if not group.is_main:
         end_stage("condense", t0)
@@ -522,9 +512,8 @@ def _estimate(
     data: ImageSet,
     selected: torch.Tensor,
     sel_labels: torch.Tensor,
-    units: list[Unit],
-    inv_path: dict[int, Path],
-    unit_path: dict[str, Path],
+    pending_classes: list[int],
+    pending_units: list[Unit],
     generator: nn.Module,
     feature_net: nn.Module,
     pool: list[nn.Module],
@@ -538,8 +527,6 @@ def _estimate(
 
     With several ranks the work divides among them (the estimate assumes all ranks are as fast as this one).
     """
-    pending_classes = [c for c, p in inv_path.items() if not p.exists()]
-    pending_units = [u for u in units if not unit_path[u.name].exists()]
     total = 0.0
     if pending_classes and cfg.invert.iterations > 0:
         c = pending_classes[0]

@@ -58,6 +58,15 @@ class TensorInfo:
         return self.end - self.begin
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _is_zst(path: Path) -> bool:
     return path.name.endswith(".zst")
 
