@@ -64,7 +64,46 @@ def _file_summary(path: str) -> dict[str, Any]:
         return summary
 
 
+def cmd_system(args: argparse.Namespace) -> int:
+    """`latentds info --system`: this machine, and the execution plan latentds uses on it."""
+    import torch
+
+    from latentds.plan import cache_dir, get_plan, machine_info
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    info = machine_info(device)
+    plan = get_plan(device, args.precision, probe=not args.no_probe)
+    report = {"machine": info, "plan": plan.to_dict(), "cache_dir": str(cache_dir())}
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    hw = info.get("gpu") or info.get("cpu")
+    lines = [
+        ("device", f"{device}: {hw}" + (f", {info['threads']} threads" if "threads" in info else "")),
+        ("bf16 hardware", ("yes" if info["bf16_hardware"] else "no") + (f" ({', '.join(info['bf16_flags'])})" if info.get("bf16_flags") else "")),
+        ("torch", f"{info['torch']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "") + (f", {info['capability']}" if isinstance(info.get("capability"), str) else "")),
+        ("decode", f"{plan.precision}, {'channels_last' if plan.channels_last else 'contiguous'}, chunks of {plan.decode_chunk}"),
+        ("training", f"{plan.train_precision}, {'channels_last' if plan.train_channels_last else 'contiguous'}"
+                     + (", TF32, cuDNN autotuning" if plan.tf32 else "")),
+        ("chosen by", {"probe": "a probe just now", "cache": f"an earlier probe (cached in {cache_dir()})",
+                       "fixed": "no probe (fixed defaults)"}[plan.source]),
+    ]
+    for part in ("decode", "train"):
+        figures = plan.measured.get(part)
+        if figures:
+            lines.append((f"measured {part}", ", ".join(f"{k} {v:g}/s" for k, v in figures.items())))
+    width = max(len(k) for k, _ in lines)
+    for key, value in lines:
+        print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
 def cmd_info(args: argparse.Namespace) -> int:
+    if args.system:
+        return cmd_system(args)
+    if args.file is None:
+        raise LdsNotFoundError("latentds info: give a .lds file, or --system for this machine's execution plan")
     s = _file_summary(args.file)
     if args.json:
         json.dump(s, sys.stdout, indent=2)
@@ -230,9 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or chatter")
         return p
 
-    p = add("info", cmd_info, "show a .lds file's manifest, sizes and compression ratios")
-    p.add_argument("file")
+    p = add("info", cmd_info, "show a .lds file's manifest, sizes and compression ratios (or --system: this machine)")
+    p.add_argument("file", nargs="?")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--system", action="store_true",
+                   help="instead of a file: this machine, its bf16 hardware and the execution plan (precision, memory "
+                        "format, decode chunk) that latentds measured for it")
+    p.add_argument("--device", default=None, help="with --system: cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="with --system")
+    p.add_argument("--no-probe", action="store_true", help="with --system: show the fixed defaults, measure nothing")
 
     p = add("verify", cmd_verify, "check every checksum; exit 0 intact, 1 corrupt, 2 usage error")
     p.add_argument("file")

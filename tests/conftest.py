@@ -12,6 +12,15 @@ from latentds.models import create_model
 from latentds.sources import ImageSet
 
 CLASSES = ["cat", "dog", "ship"]
+
+
+@pytest.fixture(autouse=True)
+def _fixed_plan(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The suite runs with the fixed plan (fp32, contiguous, today's chunks), whatever machine it is on, and
+    never writes the user's plan cache; tests of the probe itself (test_plan.py) turn it back on."""
+    monkeypatch.setenv("LATENTDS_PROBE", "0")
+    monkeypatch.delenv("LATENTDS_PRECISION", raising=False)
+    monkeypatch.setenv("LATENTDS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "plans"))
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 
 
