@@ -175,3 +175,79 @@ def test_top_level_api(tiny_lds: Path) -> None:
     assert latentds.LatentDataset is LatentDataset
     with latentds.open_lds(tiny_lds) as f:
         assert f.num_samples == 24
+
+
+# --- the execution plan and tensors that can be trained on ------------------------------------------------
+def test_decoded_tensors_can_be_trained_on(tiny_lds: Path) -> None:
+    """Decoded images are ordinary tensors: a network trains on them, in-place batch transforms work."""
+    ds = LatentDataset(tiny_lds, batch_transform=lambda x: x.mul_(0.5))
+    images, labels = ds.decode(range(8))
+    assert not images.is_inference() and not labels.is_inference()
+    conv = torch.nn.Conv2d(3, 4, 3)
+    conv(images[0:1]).sum().backward()  # raised "Inference tensors cannot be saved for backward" before
+    assert conv.weight.grad is not None
+    image, _ = ds[0]
+    conv(image[None]).sum().backward()
+    # a short training run straight from decode(): the loss goes down
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 3))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05)
+    x, y = ds.decode(np.arange(len(ds)))
+    losses = []
+    for _ in range(20):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+
+def test_labels_come_back_on_the_decoding_device_and_index_tensors_work(tiny_lds: Path) -> None:
+    ds = LatentDataset(tiny_lds)
+    images, labels = ds.decode(torch.tensor([3, 4, 5]))
+    assert labels.device == images.device and labels.dtype == torch.int64 and labels.tolist() == [0, 1, 2]
+    assert isinstance(ds[4][1], int)  # torchvision targets on the CPU
+
+
+def test_the_plan_is_used_and_travels_to_workers(tiny_lds: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A probed plan (forced here: fp32, channels_last, chunks of 5) decodes the same images as the fixed
+    plan, whatever the batch composition, in the main process and in workers."""
+    from latentds import plan as plan_mod
+
+    fixed = LatentDataset(tiny_lds)
+    assert (fixed.plan.source, fixed.plan.precision, fixed.max_decode_batch) == ("fixed", "fp32", 16)
+    reference = all_images(fixed)
+    monkeypatch.setenv("LATENTDS_PROBE", "1")
+    monkeypatch.setattr(plan_mod, "_probe_decode", lambda *a, **k: ("fp32", True, 5))
+    monkeypatch.setattr(plan_mod, "_rate", lambda fn, items, sync, min_seconds=0.0: 1.0)  # skip the training probe
+    ds = LatentDataset(tiny_lds)
+    assert ds.plan.source == "probe" and ds.plan.channels_last and ds.max_decode_batch == 5
+    images, _ = ds.decode(np.arange(len(ds)))
+    assert images.is_contiguous() and torch.allclose(images, reference, atol=ATOL)
+    assert torch.allclose(ds.decode([7])[0][0], reference[7], atol=ATOL)
+    loader = DataLoader(ds, batch_size=7, num_workers=2, multiprocessing_context="fork")
+    got = torch.cat([x for x, _ in loader])
+    assert torch.allclose(got, reference, atol=ATOL)
+    assert pickle.loads(pickle.dumps(ds)).plan == ds.plan  # workers get the parent's plan, not a probe of their own
+
+
+def test_bf16_decoding_stays_within_one_8bit_level(tiny_lds: Path) -> None:
+    """The tolerance the docs state for bf16 decoding: pixels in [0, 1] within 2/255, mean within 0.5/255."""
+    ref = LatentDataset(tiny_lds, normalize=False).decode(np.arange(24))[0]
+    low_ds = LatentDataset(tiny_lds, normalize=False, precision="bf16")
+    assert low_ds.dtype == torch.bfloat16
+    low = low_ds.decode(np.arange(24))[0]
+    assert low.dtype == torch.float32
+    err = (low - ref).abs()
+    assert err.max() < 2 / 255 and err.mean() < 0.5 / 255
+    # and the same image whatever the batch, up to bf16 rounding of the batched kernels
+    assert (low_ds.decode([9])[0][0] - low[9]).abs().max() < 2 / 255
+
+
+def test_precision_argument_errors(tiny_lds: Path) -> None:
+    from latentds.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16, fp16"):
+        LatentDataset(tiny_lds, precision="int8")
+    with pytest.raises(LatentdsError, match="max_decode_batch must be >= 1"):
+        LatentDataset(tiny_lds, max_decode_batch=0)
