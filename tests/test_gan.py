@@ -80,7 +80,7 @@ def test_train_gan_returns_a_plain_eval_generator(trained):
     assert not any(parametrize.is_parametrized(m) for m in generator.modules())
     fresh = create_model(generator.arch_name, **generator.arch_args)
     fresh.load_state_dict(generator.state_dict())  # strict: same keys and shapes as spectral_norm=False
-    for key in ("d_loss", "g_loss", "train_seconds", "g_train_images_per_s", "iterations_per_s"):
+    for key in ("d_loss", "g_loss", "train_seconds", "images_per_s", "iterations_per_s"):
         assert isinstance(stats[key], float) and torch.isfinite(torch.tensor(stats[key])), key
     assert stats["iterations"] == TINY.iterations and stats["cached"] is False
 

@@ -40,11 +40,13 @@ DEFAULT_TIMEOUT_S = 24 * 3600.0
 class Group:
     """The ranks of one encode run; a single process is a group of one, where every method is a no-op."""
 
-    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, owns_group: bool = False):
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, owns_group: bool = False,
+                 pg: Any = None):
         self.rank = rank
         self.world_size = world_size
         self.local_rank = local_rank
         self._owns = owns_group  # we initialized the process group, so we destroy it
+        self.pg = pg  # the gloo group the collectives run in (None: the default group)
 
     @property
     def is_main(self) -> bool:
@@ -59,14 +61,14 @@ class Group:
 
     def barrier(self) -> None:
         if self.distributed:
-            torch.distributed.barrier()
+            torch.distributed.barrier(group=self.pg)
 
     def _all_gather(self, t: torch.Tensor) -> torch.Tensor:
         """(n,) from every rank -> (world, n)."""
         if not self.distributed:
             return t.unsqueeze(0)
         out = [torch.empty_like(t) for _ in range(self.world_size)]
-        torch.distributed.all_gather(out, t)
+        torch.distributed.all_gather(out, t, group=self.pg)
         return torch.stack(out)
 
     def present(self, paths: Sequence[Path]) -> torch.Tensor:
@@ -86,11 +88,11 @@ class Group:
 
     def _broadcast_bytes(self, data: bytes, src: int) -> bytes:
         size = torch.tensor([len(data)], dtype=torch.int64)
-        torch.distributed.broadcast(size, src)
+        torch.distributed.broadcast(size, src, group=self.pg)
         buf = torch.frombuffer(bytearray(data), dtype=torch.uint8) if self.rank == src else torch.empty(
             int(size), dtype=torch.uint8)
         if int(size):
-            torch.distributed.broadcast(buf, src)
+            torch.distributed.broadcast(buf, src, group=self.pg)
         return buf.numpy().tobytes()
 
     def sync_files(self, paths: Sequence[Path], want: Sequence[Iterable[int]] | None = None) -> int:
@@ -117,15 +119,15 @@ class Group:
             for dst in targets:  # every rank walks the same list in the same order, so sends and receives pair up
                 if self.rank == src:
                     data = path.read_bytes()
-                    torch.distributed.send(torch.tensor([len(data)], dtype=torch.int64), dst)
+                    torch.distributed.send(torch.tensor([len(data)], dtype=torch.int64), dst, group=self.pg)
                     if data:
-                        torch.distributed.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst)
+                        torch.distributed.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst, group=self.pg)
                 elif self.rank == dst:
                     size = torch.empty(1, dtype=torch.int64)
-                    torch.distributed.recv(size, src)
+                    torch.distributed.recv(size, src, group=self.pg)
                     buf = torch.empty(int(size), dtype=torch.uint8)
                     if int(size):
-                        torch.distributed.recv(buf, src)
+                        torch.distributed.recv(buf, src, group=self.pg)
                     atomic_write(path, [buf.numpy().tobytes()])
                     received += int(size)
         return received
@@ -149,12 +151,15 @@ class Group:
 def from_env(timeout_s: float = DEFAULT_TIMEOUT_S) -> Group:
     """The group torchrun (or any env:// launcher) set up, or a single-process group.
 
-    Reuses a process group the caller already initialized; otherwise initializes one with the gloo backend
-    from ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``.
+    Reuses a process group the caller already initialized (adding a gloo group beside an NCCL-only one,
+    since ranks exchange CPU tensors); otherwise initializes one with the gloo backend from
+    ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``.
     """
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
-        return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns_group=False)
+        pg = None if "gloo" in str(dist.get_backend()).lower() else dist.new_group(backend="gloo")
+        return Group(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns_group=False,
+                     pg=pg)
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
         return Group()

@@ -50,6 +50,7 @@ from latentds.encode.state import (
 from latentds.errors import ConfigError, LatentdsError, UnsupportedImageError
 from latentds.lds import image_spec
 from latentds.models import load_model, read_model_metadata, remove_spectral_norm, save_model
+from latentds.plan import Compute
 from latentds.sources import ImageSet
 
 __all__ = [
@@ -232,14 +233,18 @@ def _latents(
 
 @torch.no_grad()
 def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """Parameters: ema = decay * ema + (1 - decay) * model; buffers (BN statistics, SN vectors) copied."""
-    for pe, p in zip(ema.parameters(), model.parameters()):
-        if decay == 0.0:
-            pe.copy_(p)
-        else:
-            pe.mul_(decay).add_(p, alpha=1.0 - decay)
-    for be, b in zip(ema.buffers(), model.buffers()):
-        be.copy_(b)
+    """Parameters: ema = decay * ema + (1 - decay) * model; buffers (BN statistics, SN vectors) copied.
+
+    Multi-tensor (foreach) kernels: a handful of launches per step instead of one or two per tensor.
+    ``mul_`` then ``add_`` (not ``lerp_``) keeps the arithmetic, and so the bits, of the per-tensor loop.
+    """
+    ema_params, params = list(ema.parameters()), list(model.parameters())
+    if decay == 0.0:
+        torch._foreach_copy_(ema_params, params)
+    else:
+        torch._foreach_mul_(ema_params, decay)
+        torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
+    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
 def _final_generator(ema: nn.Module, cfg: GANConfig, num_classes: int) -> nn.Module:
@@ -300,13 +305,16 @@ def train_gan(
     log: Callable[[str], None] | None = None,
     *,
     stop_after: int | None = None,
+    compute: Compute | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train (or resume, or load the finished) GAN on ``data``; returns (EMA generator in eval mode, stats).
 
+    ``compute``: autocast dtype and memory format of G and D (default fp32, contiguous: bit-identical
+    resumes on the CPU); the EMA copy, the optimizer states and the saved generator stay fp32.
     The generator has no spectral norm and ``arch_args['spectral_norm'] is False``, ready for a .lds file.
     stats: ``d_loss``/``g_loss`` (mean over the last log window), ``iterations``, ``train_seconds`` (all
-    sessions), ``wall_time_s`` (this call), ``g_train_images_per_s`` (images per second through a G
-    training step: G forward, D forward, backward through both, Adam step), ``iterations_per_s``,
+    sessions), ``wall_time_s`` (this call), ``iterations_per_s`` and ``images_per_s`` (generated images
+    per second: batch_size x (d_steps + 1) per iteration; no device syncs are added to measure them),
     ``history`` (mean losses every ``min(LOG_EVERY, iterations // 10)`` iterations), ``cached``.
     ``stop_after`` (tests) raises :class:`TrainingInterrupted` after that many iterations of this call,
     leaving the last periodic checkpoint on disk, as a crash would.
@@ -314,6 +322,7 @@ def train_gan(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
+    compute = compute or Compute(device)
     say = log or (lambda _line: None)
     start = time.perf_counter()
     cfg_dict = asdict(cfg)
@@ -379,7 +388,8 @@ def train_gan(
 
     reals = _RealSampler(data, device)
     latent_dim = g_net.latent_dim
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    compute.prepare(g_net)
+    compute.prepare(d_net)
     policy = cfg.diffaug
 
     def d_input(fake: Tensor, real: Tensor | None) -> Tensor:
@@ -391,7 +401,7 @@ def train_gan(
     log_every = min(LOG_EVERY, max(1, cfg.iterations // 10))
     bar = tqdm(total=cfg.iterations, initial=it, desc="train-gan", unit="it", disable=not progress, leave=False)
     window = torch.zeros(2, dtype=torch.float64, device=device)  # summed (d_loss, g_loss) since the last log
-    window_n, session_its, g_seconds = 0, 0, 0.0
+    window_n, session_its = 0, 0
     session_start = time.perf_counter()
     g_net.train()
     d_net.train()
@@ -404,26 +414,24 @@ def train_gan(
             for _ in range(cfg.d_steps):
                 real, y_real = reals.sample(cfg.batch_size, gen)
                 z, y_fake = _latents(cfg.batch_size, latent_dim, k, gen, device)
-                with torch.no_grad():
-                    fake = g_net(z, y_fake)
-                out = d_net(d_input(fake, real), torch.cat([y_fake, y_real]))  # one D pass, like BigGAN
+                with torch.no_grad(), compute.autocast():
+                    fake = g_net(z, y_fake).float()
+                with compute.autocast():
+                    out = d_net(d_input(fake, real), torch.cat([y_fake, y_real])).float()  # one D pass, like BigGAN
                 d_fake, d_real = out[: cfg.batch_size], out[cfg.batch_size :]
                 d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()  # hinge
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
             # --- generator: one step
-            sync()
-            t_g = time.perf_counter()
             g_net.requires_grad_(True)
             d_net.requires_grad_(False)
             z, y_fake = _latents(cfg.batch_size, latent_dim, k, gen, device)
-            g_loss = -d_net(d_input(g_net(z, y_fake), None), y_fake).mean()
+            with compute.autocast():
+                g_loss = -d_net(d_input(g_net(z, y_fake).float(), None), y_fake).float().mean()
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
-            sync()
-            g_seconds += time.perf_counter() - t_g
             it += 1
             session_its += 1
             _update_ema(ema, g_net, 0.0 if it < cfg.ema_start else cfg.ema_decay)
@@ -466,7 +474,7 @@ def train_gan(
         "g_loss": last.get("g_loss"),
         "train_seconds": train_seconds,
         "iterations_per_s": session_its / session_seconds if session_its else None,
-        "g_train_images_per_s": session_its * cfg.batch_size / g_seconds if session_its else None,
+        "images_per_s": session_its * cfg.batch_size * (cfg.d_steps + 1) / session_seconds if session_its else None,
         "device": str(device),
         "history": history,
         "cached": False,

@@ -101,7 +101,11 @@ class BigGANGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         bw = self.bottom_width
-        h = self.linear(z).view(z.shape[0], -1, bw, bw)  # (B, ch, bw, bw)
+        # The latent layer stays out of autocast: rounding z to bf16 would hide the small steps that
+        # inversion and condensation take on it (at lr 1e-3 most elements would not move at all).
+        with torch.autocast(z.device.type, enabled=False):
+            # (the bias gives the dtype: reading a spectral-normed weight would run a power iteration)
+            h = self.linear(z.to(self.linear.bias.dtype)).view(z.shape[0], -1, bw, bw)  # (B, ch, bw, bw)
         for block in self.blocks:
             h = block(h, y)  # spatial x2 per block
         h = self.out_conv(F.relu(self.out_bn(h)))  # (B, 3, 8*bw, 8*bw)
