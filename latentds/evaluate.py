@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from latentds.augment import DEFAULT_STRATEGY, OPS, dsa, parse_strategy
 from latentds.errors import ConfigError, SourceMismatchError
+from latentds.plan import Compute, get_plan
 from latentds.sources import ImageSet
 
 __all__ = [
@@ -85,6 +86,7 @@ class EvalConfig:
     seeds: int = 3  # networks trained, with seeds seed, seed + 1, ...
     seed: int = 0
     device: str = "auto"  # "auto": cuda if available, else cpu
+    precision: str = "auto"  # training and decoding: "auto" (measured per machine, latentds.plan), "fp32", "bf16"
     eval_every: int = 0  # also test every N epochs (curves); 0 = only after the final epoch, the one reported
 
     def validate(self) -> None:
@@ -103,6 +105,8 @@ class EvalConfig:
             raise ConfigError(f"EvalConfig.model_args must be a dict of create_model() arguments, got {self.model_args!r}")
         if self.dsa:
             parse_strategy(self.dsa_strategy)
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"EvalConfig.precision must be auto, fp32 or bf16, got {self.precision!r}")
         resolve_device(self.device)
 
     @property
@@ -182,6 +186,7 @@ def training_set(
     mean_std: tuple[list[float], list[float]] | None = None,
     progress: bool = False,
     download: bool = False,
+    precision: str = "auto",
 ) -> TrainSet:
     """Build the training set named by ``spec`` (``download``: fetch cifar10/cifar100 when missing).
 
@@ -194,7 +199,8 @@ def training_set(
       train split, whole or ``ipc`` random images per class (seeded); normalized with the mean/std of the
       whole split. ``bytes`` = ``N * C * H * W`` (uint8 pixels) for a subset, the files' size for the whole.
 
-    ``device`` is where a generator decodes; the returned images are on the CPU. ``mean_std`` overrides
+    ``device`` is where a generator decodes, at ``precision`` (see :class:`~latentds.dataset.LatentDataset`);
+    the returned images are float32 on the CPU. ``mean_std`` overrides
     the normalization of generator checkpoints and image sources (a .lds carries its own).
     """
     spec = str(spec)
@@ -211,7 +217,7 @@ def training_set(
     if _is_lds(spec):
         if mean_std is not None:
             raise ConfigError(f"{spec}: a .lds is normalized with its manifest's mean/std; mean_std cannot override it")
-        return _lds_set(spec, ipc, seed, resolve_device(device), decode, progress)
+        return _lds_set(spec, ipc, seed, resolve_device(device), decode, progress, precision)
     if decode != "once":
         raise ConfigError(f"{spec}: decode='per-epoch' applies to .lds files only, not to image sources")
     return _real_set(spec, ipc, seed, root, mean_std, progress, download)
@@ -254,11 +260,13 @@ def _progress(iterable: Any, enabled: bool, **kwargs: Any) -> Any:
     return tqdm(iterable, disable=not enabled, **kwargs)
 
 
-def _lds_set(spec: str, ipc: int | None, seed: int, device: torch.device, decode: str, progress: bool) -> TrainSet:
+def _lds_set(
+    spec: str, ipc: int | None, seed: int, device: torch.device, decode: str, progress: bool, precision: str = "auto"
+) -> TrainSet:
     from latentds.dataset import LatentDataset
 
     path = Path(spec).expanduser()
-    ds = LatentDataset(path, normalize=True, device=device)
+    ds = LatentDataset(path, normalize=True, device=device, precision=precision)
     image = ds.manifest["image"]
     if ipc is not None:
         ds = ds.subset(_subset_per_class(torch.from_numpy(ds.targets), ds.classes, ipc, seed, str(path)).numpy())
@@ -480,10 +488,12 @@ class EvalResult:
 
 
 def accuracy(
-    model: nn.Module, test: ImageSet, mean: list[float], std: list[float], device: torch.device | str = "cpu"
+    model: nn.Module, test: ImageSet, mean: list[float], std: list[float], device: torch.device | str = "cpu",
+    compute: Compute | None = None,
 ) -> float:
     """Top-1 accuracy (percent) on ``test``, normalized with ``mean``/``std``, in batches of 1000, no grad."""
     device = torch.device(device)
+    compute = compute or Compute(device)
     m, s = _stats(mean, std, device)
     was_training = model.training
     model.eval()
@@ -492,7 +502,9 @@ def accuracy(
         for lo in range(0, len(test), TEST_BATCH):
             x = _normalize(test.images[lo : lo + TEST_BATCH].to(device), m, s)
             y = test.labels[lo : lo + TEST_BATCH].to(device)
-            correct += (model(x).argmax(dim=1) == y).sum()
+            with compute.autocast():
+                logits = model(x)
+            correct += (logits.argmax(dim=1) == y).sum()
     model.train(was_training)
     return 100.0 * int(correct.item()) / len(test)
 
@@ -558,12 +570,14 @@ def _train_one(
     seed: int,
     device: torch.device,
     progress: bool,
+    compute: Compute | None = None,
 ) -> tuple[float, dict[str, list[float]]]:
     """Train one fresh network; its final-epoch test accuracy and its curves. ``data``: train's tensors on device."""
+    compute = compute or Compute(device)
     init_seed, order_seed, dsa_seed = (int(v) for v in np.random.SeedSequence(seed).generate_state(3))
     order = torch.Generator().manual_seed(order_seed)
     dsa_gen = torch.Generator().manual_seed(dsa_seed)
-    model = _fresh_model(cfg, train, init_seed).to(device)
+    model = compute.prepare(_fresh_model(cfg, train, init_seed).to(device))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     x_all, y_all = data
     curve: dict[str, list[float]] = {"lr": [], "loss": [], "train_acc": [], "test_epochs": [], "test_acc": []}
@@ -579,7 +593,8 @@ def _train_one(
         for x, y in _batches(train, x_all, y_all, cfg.batch_size, order, device):
             if cfg.dsa:
                 x = augment_per_image(x, dsa_gen, cfg.dsa_strategy) if cfg.dsa_per_image else dsa(x, dsa_gen, cfg.dsa_strategy)
-            logits = model(x)
+            with compute.autocast():
+                logits = model(x).float()
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -591,7 +606,7 @@ def _train_one(
         curve["train_acc"].append(100.0 * correct.item() / len(train))
         last = epoch + 1 == cfg.epochs
         if last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0):
-            acc = accuracy(model, test, train.mean, train.std, device)
+            acc = accuracy(model, test, train.mean, train.std, device, compute)
             curve["test_epochs"].append(epoch + 1)
             curve["test_acc"].append(acc)
         post = {"loss": f"{curve['loss'][-1]:.3f}", "acc": f"{curve['train_acc'][-1]:.1f}"}
@@ -617,13 +632,16 @@ def evaluate(
     cfg.validate()
     _check_classes(train, test)
     device = resolve_device(cfg.device)
+    plan = get_plan(device, cfg.precision, decode=False)
+    plan.apply_backend_flags()
+    compute = plan.compute()
     start = time.perf_counter()
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     data = (train.images.to(device) if train.images is not None else None, train.labels.to(device))
     accs, curves, seed_s = [], [], []
     for seed in seeds:
         t0 = time.perf_counter()
-        acc, curve = _train_one(train, data, test, cfg, seed, device, progress)
+        acc, curve = _train_one(train, data, test, cfg, seed, device, progress, compute)
         seed_s.append(time.perf_counter() - t0)
         accs.append(acc)
         curves.append(curve)
@@ -634,6 +652,7 @@ def evaluate(
             )
     config = asdict(cfg)
     config["device"] = str(device)
+    config["compute"] = compute.describe()
     return EvalResult(
         accs=accs,
         acc_mean=float(np.mean(accs)),

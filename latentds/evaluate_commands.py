@@ -64,6 +64,9 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--dsa-per-batch", action="store_true", help="one DSA transform per batch instead of per image")
     p.add_argument("--eval-every", type=int, default=0, metavar="N", help="also test every N epochs, for the curve")
     p.add_argument("--device", default=_DEFAULTS.device, help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=_DEFAULTS.precision,
+                   help="training and decoding precision: auto (measured per machine; bf16 only on bf16 hardware), "
+                        "fp32 or bf16; also $LATENTDS_PRECISION (default: %(default)s)")
     p.add_argument("--root", help="where named datasets (cifar10, cifar100) live (default: the user cache dir)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="fetch cifar10/cifar100 into --root when missing (default: yes; needs a network)")
@@ -125,12 +128,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         seeds=args.seeds,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
         eval_every=args.eval_every,
     )
     cfg.validate()  # fail on a bad option before loading any data
     train = training_set(
         args.train, ipc=args.ipc, seed=args.data_seed, root=args.root, decode=args.decode, device=cfg.device,
-        progress=not quiet, download=args.download,
+        progress=not quiet, download=args.download, precision=cfg.precision,
     )
     test = load_source(args.test, "test", root=args.root, progress=not quiet, download=args.download)
     say(f"train: {train.description} ({train.bytes:,} bytes)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -99,8 +100,8 @@ def test_killed_rank_resumes_without_a_shared_file_system(reference, folder, tmp
     assert res.returncode == 0, res.stdout + res.stderr
     assert_same_tensors(reference, out)
     log = (work / "rank0" / "encode.log").read_text().split("[rank 0/2] encode:")[-1]  # the second run
-    done = int(log.split(" units already done")[0].rsplit(" ", 1)[-1])
-    assert done >= 1
+    inv_done, units_done = map(int, re.search(r"\((\d+) and (\d+) already done\)", log).groups())
+    assert units_done >= 1 and inv_done >= 1
     assert len(list((work / "rank0" / "units").glob("*.safetensors"))) == 6  # rank 0 holds all for the write
 
 
@@ -152,6 +153,8 @@ def test_scaling_model_counts_units_and_divides_the_work(tmp_path):
 
     rows = json.loads(out.read_text())["datasets"]
     assert [r["units"] for r in rows.values()] == [40, 100, 2000]  # subsets of 1,250: 4, 1 and 2 per class
+    # inversion is dealt out in units of invert.batch_size images, so it scales past the number of classes
+    assert [r["invert_units"] for r in rows.values()] == [10 * 625, 100 * 63, 1000 * 161]
     for r in rows.values():
         one, two, many = (r["by_ranks"][k] for k in ("1", "2", "64"))
         assert one == pytest.approx(r["serial_s"]) and one / 2 * (1 - 1e-9) <= two < one and many <= two

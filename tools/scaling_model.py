@@ -5,8 +5,9 @@
     python tools/scaling_model.py --preset paper --device cuda --ranks 1 8 64
     python tools/scaling_model.py --json bench/results/scaling-cpu.json
 
-What runs in parallel under torchrun is inversion (one item per class) and condensation (one item per
-(class, subset) work unit); the generator and the feature ConvNet are trained once, by rank 0, before.
+What runs in parallel under torchrun is inversion (one item per unit of ``invert.batch_size`` images of a
+class; ``units_per_pass`` of a rank's units share a forward pass) and condensation (one item per (class,
+subset) work unit); the generator and the feature ConvNet are trained once, by rank 0, before.
 This script times a few iterations of inversion and condensation on random weights and random images of the
 preset's sizes (the cost does not depend on the values), builds the items of three dataset shapes, deals them
 to N ranks exactly as the encode does (:func:`latentds.encode.distributed.assign`) and prints the busiest
@@ -31,7 +32,7 @@ from latentds.encode.condense import condense, work_units
 from latentds.encode.config import apply_overrides, load_preset
 from latentds.encode.distributed import assign
 from latentds.encode.embed import EmbeddingSampler
-from latentds.encode.invert import invert
+from latentds.encode.invert import invert, units_per_pass
 from latentds.models import create_model
 
 # (name, classes, training images per class): the CIFAR sets, and ImageNet's size at 32x32 (ImageNet32).
@@ -47,7 +48,7 @@ def per_iteration(fn, iterations: int) -> float:
 
 
 def measure(cfg, device: torch.device) -> dict[str, float]:
-    """Seconds per optimizer step: inversion of one batch, condensation of one synthetic batch."""
+    """Seconds per optimizer step: inversion of one pass (``units_per_pass`` units), condensation of one batch."""
     g = torch.Generator().manual_seed(0)
     gen = create_model(cfg.gan.arch, num_classes=10, width=cfg.gan.width).to(device).eval().requires_grad_(False)
     net = create_model(cfg.classifier.arch, num_classes=10, width=cfg.classifier.width).to(device).eval()
@@ -57,8 +58,9 @@ def measure(cfg, device: torch.device) -> dict[str, float]:
     def images(n: int) -> torch.Tensor:
         return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
 
-    b_inv = cfg.invert.batch_size
-    inv_imgs, inv_labels = images(b_inv), torch.zeros(b_inv, dtype=torch.long)
+    per_pass = units_per_pass(cfg.invert, device)
+    b_inv = cfg.invert.batch_size * per_pass
+    inv_imgs, inv_labels = images(b_inv), torch.arange(b_inv) // cfg.invert.batch_size % 10
     inv = per_iteration(lambda it: invert(gen, inv_imgs, inv_labels, net, replace(cfg.invert, iterations=it), mean, std,
                                           0, device), PROBE_ITERATIONS)
     b_syn = cfg.condense.batch_syn
@@ -68,13 +70,15 @@ def measure(cfg, device: torch.device) -> dict[str, float]:
     con = per_iteration(lambda it: condense(gen, z, pair, reals, 0, sampler,
                                             replace(cfg.condense, iterations=it, eval_nets=0), mean, std, 0, device),
                         PROBE_ITERATIONS)
-    return {"invert_batch_s": inv, "condense_batch_s": con}
+    return {"invert_pass_s": inv, "units_per_pass": per_pass, "condense_batch_s": con}
 
 
 def model(cfg, cost: dict[str, float], classes: int, per_class: int, ranks: list[int]) -> dict:
     labels = torch.arange(classes).repeat_interleave(per_class)
     units = work_units(labels, cfg.subset_size)
-    inv_items = [cfg.invert.iterations * math.ceil(per_class / cfg.invert.batch_size) * cost["invert_batch_s"]] * classes
+    # one item per inversion unit, costed as its share of a pass
+    inv_units = classes * math.ceil(per_class / cfg.invert.batch_size)
+    inv_items = [cfg.invert.iterations * cost["invert_pass_s"] / cost["units_per_pass"]] * inv_units
     con_items = [cfg.condense.iterations * math.ceil(len(u.indices) / cfg.condense.batch_syn) * cost["condense_batch_s"]
                  for u in units]
 
@@ -83,9 +87,9 @@ def model(cfg, cost: dict[str, float], classes: int, per_class: int, ranks: list
         return max(sum(c for c, o in zip(items, owner) if o == r) for r in range(n))
 
     return {
-        "classes": classes, "images": classes * per_class, "units": len(units),
+        "classes": classes, "images": classes * per_class, "units": len(units), "invert_units": inv_units,
         "unit_size": [min(len(u.indices) for u in units), max(len(u.indices) for u in units)],
-        "invert_per_class_s": inv_items[0], "condense_per_unit_s": max(con_items),
+        "invert_per_class_s": inv_items[0] * inv_units / classes, "condense_per_unit_s": max(con_items),
         "serial_s": sum(inv_items) + sum(con_items),
         "by_ranks": {n: makespan(inv_items, n) + makespan(con_items, n) for n in ranks},
     }
@@ -111,19 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     cost = measure(cfg, device)
     print(f"preset {args.preset}{' ' + ' '.join(args.set) if args.set else ''}; {device}, {torch.get_num_threads()} "
-          f"threads: inversion {cost['invert_batch_s'] * 1000:.0f} ms per step of {cfg.invert.batch_size} latents, "
+          f"threads: inversion {cost['invert_pass_s'] * 1000:.0f} ms per step of {cfg.invert.batch_size * cost['units_per_pass']} "
+          f"latents ({cost['units_per_pass']} unit{'s' if cost['units_per_pass'] > 1 else ''} per pass), "
           f"condensation {cost['condense_batch_s'] * 1000:.0f} ms per step of {cfg.condense.batch_syn} latents "
           f"({cfg.invert.iterations} and {cfg.condense.iterations} steps, subsets of {cfg.subset_size})")
     print("shared stages, once, on rank 0 (not modelled): loading the source on every rank, "
           f"GAN {cfg.gan.iterations} iterations, ConvNet {cfg.classifier.epochs} epochs")
     rows = {}
     head = "".join(f"{f'{n} rank' + ('s' if n > 1 else ''):>12}" for n in args.ranks)
-    print(f"{'dataset':38} {'units':>6} {'per class inv':>14} {'per unit cond':>14}{head}")
+    print(f"{'dataset':38} {'inv units':>9} {'cond units':>10} {'per class inv':>14} {'per unit cond':>14}{head}")
     for name, k, per_class in DATASETS:
         r = model(cfg, cost, k, per_class, args.ranks)
         rows[name] = r
         cols = "".join(f"{hours(r['by_ranks'][n]):>12}" for n in args.ranks)
-        print(f"{name:38} {r['units']:>6} {hours(r['invert_per_class_s']):>14} {hours(r['condense_per_unit_s']):>14}{cols}")
+        print(f"{name:38} {r['invert_units']:>9} {r['units']:>10} {hours(r['invert_per_class_s']):>14} "
+              f"{hours(r['condense_per_unit_s']):>14}{cols}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         record = {"command": "python tools/scaling_model.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -46,6 +46,7 @@ from latentds.encode.state import (
 )
 from latentds.errors import ConfigError
 from latentds.models import create_model, load_model, read_model_metadata, save_model
+from latentds.plan import Compute
 from latentds.sources import ImageSet
 
 __all__ = [
@@ -165,8 +166,11 @@ def train_classifier(
     test: ImageSet | None = None,
     *,
     stop_after: int | None = None,
+    compute: Compute | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train (or load the cached) classifier on ``data``; returns (model in eval mode, stats).
+
+    ``compute``: autocast dtype and memory format (default fp32, contiguous: bit-identical resumes).
 
     stats: ``train_acc`` (last epoch, on augmented batches), ``test_acc`` (when ``test`` is given),
     ``wall_time_s`` (this call), ``train_seconds`` (all sessions), ``images_per_s``, ``cached``.
@@ -198,7 +202,8 @@ def train_classifier(
         kwargs["width"] = cfg.width
     if h != 32:  # convnet3 sizes its classifier head from the image size
         kwargs["image_size"] = h
-    model = seeded_model(cfg.seed, cfg.arch, **kwargs).to(device)
+    compute = compute or Compute(device)
+    model = compute.prepare(seeded_model(cfg.seed, cfg.arch, **kwargs).to(device))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU: batch order and DSA parameters
     epoch, history, train_seconds = 0, [], 0.0
@@ -240,7 +245,8 @@ def train_classifier(
                 x = normalize(images[idx], mean, std)
                 if cfg.dsa:
                     x = dsa(x, gen, DEFAULT_STRATEGY)
-                out = model(x)
+                with compute.autocast():
+                    out = model(x).float()
                 loss = F.cross_entropy(out, labels[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -21,7 +21,8 @@ def _config(args: argparse.Namespace) -> EncodeConfig:
     """The preset, then the dedicated flags, then --set overrides (later wins)."""
     cfg = load_preset(args.preset)
     overrides = []
-    for flag, key in (("ipc", "ipc"), ("seed", "seed"), ("device", "device"), ("latent_dtype", "latent_dtype")):
+    for flag, key in (("ipc", "ipc"), ("seed", "seed"), ("device", "device"), ("latent_dtype", "latent_dtype"),
+                      ("precision", "precision")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -32,6 +33,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="paper", choices=list_presets(),
                    help="hyperparameter preset (default: paper); 'smoke' checks the pipeline in minutes on a CPU")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the preset's (auto)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="training stages: auto (default: measured per machine, bf16 only where the hardware has it), "
+                        "fp32 (bit-identical resumes on a CPU) or bf16; also $LATENTDS_PRECISION")
     p.add_argument("--work-dir", type=Path, default=None, help="checkpoints and logs (default: OUT with suffix .work)")
     p.add_argument("--root", default=None, help="where cifar10/cifar100 live (default: the user cache dir)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
@@ -57,7 +61,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     import torch
 
     from latentds.encode.gan import GENERATOR_FILE, gan_quality, sample_grid, train_gan
-    from latentds.encode.pipeline import resolve_device
+    from latentds.encode.pipeline import resolve_compute, resolve_device
     from latentds.format.writer import atomic_write
     from latentds.sources import load_source
 
@@ -65,6 +69,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     out = Path(args.out)
     work_dir = args.work_dir or out.with_suffix(".work")
     device = resolve_device(cfg.device)
+    compute = resolve_compute(device, cfg.precision)
     show = not args.quiet
 
     def log(line: str) -> None:
@@ -72,7 +77,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr, flush=True)
 
     data = load_source(args.source, "train", root=args.root, download=args.download, progress=show)
-    generator, stats = train_gan(data, cfg.gan, Path(work_dir) / "gan", device, show, log)
+    generator, stats = train_gan(data, cfg.gan, Path(work_dir) / "gan", device, show, log, compute=compute)
     # The work dir's copy carries the GAN config, data fingerprint and training stats in its metadata.
     atomic_write(out, [(Path(work_dir) / "gan" / GENERATOR_FILE).read_bytes()])
     samples = out.with_name(out.name.split(".")[0] + ".samples.png")
@@ -83,7 +88,8 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     if not args.no_quality:
         from latentds.encode.classifier import train_classifier
 
-        classifier, _ = train_classifier(data, cfg.classifier, Path(work_dir) / "classifier", device, show, log)
+        classifier, _ = train_classifier(data, cfg.classifier, Path(work_dir) / "classifier", device, show, log,
+                                         compute=compute)
         with torch.no_grad():
             quality = gan_quality(generator, classifier, data.num_classes, args.quality_per_class, cfg.seed, device)
         if show:

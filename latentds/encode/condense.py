@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from latentds.augment import DEFAULT_STRATEGY, DSAParams, SiameseAugment, apply_dsa
 from latentds.encode.embed import EmbeddingSampler, Normalizer, frozen, random_convnet
-from latentds.encode.invert import autocast, frozen_params
+from latentds.encode.invert import frozen_params
 from latentds.errors import ConfigError
+from latentds.plan import Compute
 
 __all__ = ["CondenseConfig", "Unit", "condense", "derive_seed", "dm_loss", "matching_loss", "work_units"]
 
@@ -51,7 +52,6 @@ class CondenseConfig:
     pool_prob: float = 1.0  # chance a draw comes from the pre-trained pool (paper: pool beats random by ~1.5 pt)
     parametrization: str = "latent"  # "latent" (IT-GAN) or "pixel" (DM baseline: images optimized, no G)
     pixel_init: str = "real"  # "pixel" only: start from the paired real images or from N(0, 1) noise
-    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
     eval_nets: int = 2  # fixed random nets that measure L_con (no augmentation) before/after; 0 = skip
     curve_points: int = 100  # the loss curve kept in stats is averaged down to this many points
 
@@ -166,6 +166,7 @@ def condense(
     seed: int,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    compute: Compute | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Condense one work unit of class ``label``; returns (result on the CPU, float32, stats).
 
@@ -176,6 +177,7 @@ def condense(
     """
     cfg.check()
     device = torch.device(device)
+    compute = compute or Compute(device)
     pixel = cfg.parametrization == "pixel"
     n = pair_images_uint8.shape[0]
     if not pixel:
@@ -214,7 +216,7 @@ def condense(
         lr = cfg.lr
 
         def decode(sl: slice) -> torch.Tensor:
-            with autocast(device, cfg.amp):
+            with compute.autocast():
                 return norm.generated(generator(param[sl], y_all[sl]))
 
     eval_nets = [
@@ -233,21 +235,21 @@ def condense(
     with frozen_params(generator):
         eval_before = matching_loss(decode, n, eval_real, eval_nets, cfg.batch_syn) if eval_nets else None
         for _ in range(cfg.iterations):
-            net = sampler.draw(net_gen)
+            net = compute.prepare(sampler.draw(net_gen))
             opt.zero_grad(set_to_none=True)
             con_sum = 0.0
             for sl in batches:
                 params: DSAParams = aug.next()
                 real_idx = torch.randperm(m, generator=real_gen)[: cfg.batch_real].to(device)
-                with torch.no_grad(), autocast(device, cfg.amp):
+                with torch.no_grad(), compute.autocast():
                     feat_real = net.embed(apply_dsa(norm.real(class_images[real_idx]), params))  # (b_real, F)
                 syn = decode(sl)  # (b, C, H, W) normalized
-                with autocast(device, cfg.amp):
+                with compute.autocast():
                     feat_syn = net.embed(apply_dsa(syn, params))  # (b, F)
                 l_con = dm_loss(feat_real, feat_syn)
                 loss = (1.0 - cfg.lam) * l_con
                 if cfg.lam > 0:
-                    with torch.no_grad(), autocast(device, cfg.amp):
+                    with torch.no_grad(), compute.autocast():
                         feat_pair = net.embed(apply_dsa(norm.real(pair_images[sl]), params))
                     loss = loss + cfg.lam * paired_loss(feat_pair, feat_syn)
                 loss.backward()

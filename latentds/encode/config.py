@@ -37,6 +37,7 @@ __all__ = [
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 LATENT_DTYPES = ("float32", "float16", "bfloat16")
+ENCODE_PRECISIONS = ("auto", "fp32", "bf16")
 SECTIONS = ("gan", "classifier", "invert", "condense")
 
 
@@ -53,6 +54,7 @@ class EncodeConfig:
     latent_dtype: str = "float16"  # storage dtype in the .lds; fp16 halves the file, decoded images barely change
     subset_size: int = 1250  # latents learned jointly per unit (paper: 1250 for CIFAR-10, 500 for CIFAR-100)
     device: str = "auto"  # "auto": cuda if available, else cpu
+    precision: str = "auto"  # training stages: "auto" (probed per machine, latentds.plan), "fp32" or "bf16"
 
     def check(self) -> None:
         """Raise ConfigError on values that cannot run (section dataclasses check their own on creation)."""
@@ -64,8 +66,13 @@ class EncodeConfig:
             raise ConfigError(f"subset_size must be a positive integer, got {self.subset_size!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        if self.precision not in ENCODE_PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(ENCODE_PRECISIONS)} (fp16 is for decoding only), "
+                              f"got {self.precision!r}")
         if self.invert.iterations < 0 or self.invert.batch_size < 1 or self.invert.lr <= 0:
             raise ConfigError("invert.iterations must be >= 0, invert.batch_size >= 1 and invert.lr > 0")
+        if isinstance(self.invert.units_per_pass, bool) or self.invert.units_per_pass < 0:
+            raise ConfigError(f"invert.units_per_pass must be >= 0 (0: the device's default), got {self.invert.units_per_pass!r}")
         self.condense.check()
 
 

@@ -2,10 +2,16 @@
 
     loss(z) = MSE(f(norm(G(z, y))), f(norm(x))) + lambda_pixel * MSE(G(z, y), x)      (x in [-1, 1])
 
-with f the 2048-d embedding of a ConvNet trained on the real set. Images are processed one class at a time
-in batches of ``batch_size``; each batch's latents are optimized independently (its own Adam), latent i
-paired with image i. The generator is frozen and in eval mode, so a batch's result does not depend on the
-other images in it beyond the shared optimizer schedule.
+with f the 2048-d embedding of a ConvNet trained on the real set. The images of each class are cut into
+work units of ``batch_size`` (the reference's batches of 50); each unit's latents are an optimization
+problem of their own (their own Adam, their own loss mean), latent i paired with image i, so a unit's
+result depends only on its images and its z0, not on which other units run beside it.
+
+Several units can share one forward pass (``units_per_pass``): the loss is the *sum* of the units'
+own losses and Adam is elementwise, so each unit gets exactly the updates it would get alone (up to float
+rounding of the larger batched kernels). On a GPU this replaces hundreds of small launch-bound passes by a
+few large ones; on a CPU small batches run fastest, so the default there is one unit per pass, which keeps
+the numbers bit-identical to the one-batch-at-a-time loop. The generator is frozen and in eval mode.
 """
 
 from __future__ import annotations
@@ -22,19 +28,58 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentds.encode.embed import Normalizer
+from latentds.plan import Compute
 
-__all__ = ["InvertConfig", "invert", "invert_batches"]
+__all__ = ["InvertConfig", "InvertUnit", "invert", "invert_batches", "invert_latents", "invert_units", "units_per_pass"]
+
+GPU_LATENTS_PER_PASS = 2000  # units_per_pass=0 on a GPU: as many units as make about this many latents
 
 
 @dataclass
 class InvertConfig:
     """Hyperparameters of the inversion stage (defaults: the paper's)."""
 
-    iterations: int = 5000  # Adam steps per batch of latents
+    iterations: int = 5000  # Adam steps per unit of latents
     lr: float = 0.1  # large on purpose: z starts at N(0, I) and must travel far
-    batch_size: int = 50  # latents optimized together (one class per batch)
+    batch_size: int = 50  # latents per work unit, all of one class (the reference's batch)
     lambda_pixel: float = 1.0  # weight of the pixel MSE next to the feature MSE
-    amp: bool = True  # bf16 autocast for G and f on CUDA (ignored on the CPU)
+    units_per_pass: int = 0  # units sharing a forward pass; 0: 1 on a CPU, ~2,000 latents' worth on a GPU
+
+
+def units_per_pass(cfg: InvertConfig, device: torch.device) -> int:
+    """``cfg.units_per_pass``, or the device's default when it is 0."""
+    if cfg.units_per_pass > 0:
+        return cfg.units_per_pass
+    return max(1, GPU_LATENTS_PER_PASS // cfg.batch_size) if torch.device(device).type == "cuda" else 1
+
+
+@dataclass(frozen=True)
+class InvertUnit:
+    """One inversion problem: up to ``batch_size`` images of one class, the ``batch``-th of its class."""
+
+    cls: int
+    batch: int
+    indices: torch.Tensor  # (n,) positions into the label array passed to invert_units, ascending
+    offset: int  # position of the unit's first image among its class's images (its rows of the class's z0)
+
+    @property
+    def name(self) -> str:
+        return f"c{self.cls:05d}_b{self.batch:04d}"
+
+
+def invert_units(labels: torch.Tensor, batch_size: int) -> list[InvertUnit]:
+    """Positions of ``labels`` grouped by class (ascending), cut into units of at most ``batch_size``."""
+    units = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c, as_tuple=False).flatten()
+        for b, part in enumerate(idx.split(batch_size)):
+            units.append(InvertUnit(int(c), b, part.clone(), b * batch_size))
+    return units
+
+
+def invert_batches(labels: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """The units' positions: by class (ascending), then in batches of at most ``batch_size``."""
+    return [u.indices for u in invert_units(labels, batch_size)]
 
 
 @contextlib.contextmanager
@@ -54,20 +99,90 @@ def frozen_params(module: nn.Module | None) -> Iterator[None]:
         module.train(was_training)
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; a no-op elsewhere (CPU runs stay fp32 and bit-reproducible)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def invert_latents(
+    generator: nn.Module,
+    images_uint8: torch.Tensor,
+    labels: torch.Tensor,
+    z0: torch.Tensor,
+    groups: Sequence[torch.Tensor],
+    feature_net: nn.Module,
+    cfg: InvertConfig,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str | torch.device = "cpu",
+    compute: Compute | None = None,
+    bar: Any = None,
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Invert the units ``groups`` (positions into the n images) together in one pass; latents start at z0.
 
+    images_uint8 (n, C, H, W), labels (n,), z0 (n, D). Returns the latents (n, D) float32 on the CPU and,
+    per group, the initial/final feature loss and pixel MSE (generator range) of its latents.
+    """
+    device = torch.device(device)
+    compute = compute or Compute(device)
+    n = images_uint8.shape[0]
+    if labels.shape != (n,) or z0.shape[0] != n:
+        raise ValueError(f"labels {tuple(labels.shape)} and z0 {tuple(z0.shape)} must pair 1:1 with {n} images")
+    if cfg.iterations < 0 or cfg.batch_size < 1:
+        raise ValueError(f"invert: iterations must be >= 0 and batch_size >= 1, got {cfg.iterations}, {cfg.batch_size}")
+    order = torch.cat(list(groups)) if groups else torch.empty(0, dtype=torch.long)
+    if sorted(order.tolist()) != list(range(n)):
+        raise ValueError("invert_latents: groups must cover every image exactly once")
+    sizes = [len(g) for g in groups]
+    norm = Normalizer(mean, std, device)
+    x = images_uint8[order]
+    y = labels[order].to(device)
+    with frozen_params(generator), frozen_params(feature_net), torch.no_grad(), compute.autocast():
+        target_feat = feature_net.embed(norm.real(x)).float()  # (n, F)
+    target_pix = norm.to_generator_range(x)  # (n, C, H, W) in [-1, 1]
+    z = z0[order].clone().float().to(device).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=cfg.lr)
+    # Row weights 1 / (its unit's size): the sum of the units' own means. One unit: plain means, as always.
+    unit_of_row = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)
+    weight = (1.0 / torch.tensor(sizes, dtype=torch.float32, device=device))[unit_of_row]
 
-def invert_batches(labels: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Positions of ``labels`` grouped by class (ascending), then cut into batches of at most ``batch_size``."""
-    batches = []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c, as_tuple=False).flatten()
-        batches.extend(idx.split(batch_size))
-    return batches
+    def rows() -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row feature and pixel losses, (n,) each."""
+        with compute.autocast():
+            out = generator(z, y)
+            feat = feature_net.embed(norm.generated(out)).float()
+        return (feat - target_feat).square().mean(1), (out.float() - target_pix).square().flatten(1).mean(1)
+
+    def loss() -> torch.Tensor:
+        if len(sizes) == 1:  # the one-unit formula, bit for bit as before units were packed
+            with compute.autocast():
+                out = generator(z, y)
+                feat = feature_net.embed(norm.generated(out)).float()
+            return F.mse_loss(feat, target_feat) + cfg.lambda_pixel * F.mse_loss(out.float(), target_pix)
+        f, p = rows()
+        return ((f + cfg.lambda_pixel * p) * weight).sum()
+
+    def unit_means() -> tuple[list[float], list[float]]:
+        with torch.no_grad():
+            f, p = rows()
+            per_f = torch.zeros(len(sizes), device=device).index_add_(0, unit_of_row, f)
+            per_p = torch.zeros(len(sizes), device=device).index_add_(0, unit_of_row, p)
+            counts = torch.tensor(sizes, dtype=torch.float32, device=device)
+            return (per_f / counts).tolist(), (per_p / counts).tolist()
+
+    with frozen_params(generator), frozen_params(feature_net):
+        f0, p0 = unit_means()
+        for _ in range(cfg.iterations):
+            value = loss()
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            if bar is not None:
+                bar.update(1)
+        f1, p1 = unit_means()
+    latents = torch.empty(n, z.shape[1])
+    latents[order] = z.detach().float().cpu()
+    stats = [
+        {"num_images": b, "initial_feature_loss": a0, "initial_recon_mse": b0, "final_feature_loss": a1,
+         "final_recon_mse": b1}
+        for b, a0, b0, a1, b1 in zip(sizes, f0, p0, f1, p1)
+    ]
+    return latents, stats
 
 
 def invert(
@@ -81,12 +196,13 @@ def invert(
     generator_seed: int,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    compute: Compute | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Find latents (n, latent_dim) float32 on the CPU reproducing ``images_uint8`` (n, C, H, W) under G.
 
-    ``labels`` (n,) are the images' classes. ``generator_seed`` seeds z0 ~ N(0, I) (one draw of (n, D), in
-    image order). Stats: initial/final pixel reconstruction MSE (generator range) and feature loss, averaged
-    over images, and the wall time.
+    ``labels`` (n,) are the images' classes, cut into units per class. ``generator_seed`` seeds z0 ~ N(0, I)
+    (one draw of (n, D), in image order). Units run ``units_per_pass`` at a time. Stats: initial/final
+    pixel reconstruction MSE (generator range) and feature loss, averaged over images, and the wall time.
     """
     device = torch.device(device)
     n = images_uint8.shape[0]
@@ -94,50 +210,23 @@ def invert(
         raise ValueError(f"labels must have shape ({n},) to pair with the images, got {tuple(labels.shape)}")
     if cfg.iterations < 0 or cfg.batch_size < 1:
         raise ValueError(f"invert: iterations must be >= 0 and batch_size >= 1, got {cfg.iterations}, {cfg.batch_size}")
-    latent_dim = int(generator.latent_dim)
-    gen = torch.Generator().manual_seed(int(generator_seed))
-    z0 = torch.randn(n, latent_dim, generator=gen)  # (n, D), drawn on the CPU: the same on any device
-    latents = torch.empty(n, latent_dim)
-    norm = Normalizer(mean, std, device)
+    z0 = torch.randn(n, int(generator.latent_dim), generator=torch.Generator().manual_seed(int(generator_seed)))
+    latents = torch.empty_like(z0)
+    units = invert_batches(labels, cfg.batch_size)
+    per_pass = units_per_pass(cfg, device)
     sums = {"initial_recon_mse": 0.0, "final_recon_mse": 0.0, "initial_feature_loss": 0.0, "final_feature_loss": 0.0}
-    batches = invert_batches(labels, cfg.batch_size)
     start = time.perf_counter()
-    bar = tqdm(total=len(batches) * cfg.iterations, desc="invert", unit="it", disable=not progress, leave=False)
-    with frozen_params(generator), frozen_params(feature_net):
-        for idx in batches:
-            x = images_uint8[idx]
-            y = labels[idx].to(device)
-            with torch.no_grad(), autocast(device, cfg.amp):
-                target_feat = feature_net.embed(norm.real(x)).float()  # (b, F)
-            target_pix = norm.to_generator_range(x)  # (b, C, H, W) in [-1, 1]
-            z = z0[idx].clone().to(device).requires_grad_(True)
-            opt = torch.optim.Adam([z], lr=cfg.lr)
-
-            def losses() -> tuple[torch.Tensor, torch.Tensor]:
-                with autocast(device, cfg.amp):
-                    out = generator(z, y)
-                    feat = feature_net.embed(norm.generated(out)).float()
-                feat_loss = F.mse_loss(feat, target_feat)
-                pix_loss = F.mse_loss(out.float(), target_pix)
-                return feat_loss, pix_loss
-
-            with torch.no_grad():
-                f0, p0 = losses()
-            for _ in range(cfg.iterations):
-                feat_loss, pix_loss = losses()
-                loss = feat_loss + cfg.lambda_pixel * pix_loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                bar.update(1)
-            with torch.no_grad():
-                f1, p1 = losses()
-            b = len(idx)
-            sums["initial_feature_loss"] += float(f0) * b
-            sums["initial_recon_mse"] += float(p0) * b
-            sums["final_feature_loss"] += float(f1) * b
-            sums["final_recon_mse"] += float(p1) * b
-            latents[idx] = z.detach().float().cpu()
+    passes = [units[i : i + per_pass] for i in range(0, len(units), per_pass)]
+    bar = tqdm(total=len(passes) * cfg.iterations, desc="invert", unit="it", disable=not progress, leave=False)
+    for group in passes:
+        idx = torch.cat(group)
+        local = list(torch.arange(len(idx)).split([len(g) for g in group]))
+        lat, unit_stats = invert_latents(generator, images_uint8[idx], labels[idx], z0[idx], local, feature_net, cfg,
+                                         mean, std, device, compute, bar)
+        latents[idx] = lat
+        for st in unit_stats:
+            for k in sums:
+                sums[k] += st[k] * st["num_images"]
     bar.close()
     stats: dict[str, Any] = {k: v / max(n, 1) for k, v in sums.items()}
     stats["num_images"] = n

@@ -37,21 +37,24 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from latentds.encode.condense import Unit, condense, derive_seed, work_units
 from latentds.encode.config import EncodeConfig
 from latentds.encode.distributed import DEFAULT_TIMEOUT_S, Group, assign, from_env
 from latentds.encode.embed import EmbeddingSampler
-from latentds.encode.invert import invert, invert_batches
+from latentds.encode.invert import InvertUnit, invert_latents, invert_units, units_per_pass
 from latentds.encode.state import load_state, save_state
 from latentds.errors import ConfigError, LdsNotFoundError
 from latentds.format import file_sha256
+from latentds.plan import Compute, get_plan, resolve_precision
 from latentds.sources import ImageSet, is_named, load_source
 
-__all__ = ["encode", "resolve_device", "select_images"]
+__all__ = ["encode", "resolve_compute", "resolve_device", "select_images"]
 
 # Fields that decide where or how verbosely a run goes, not what it computes: a rerun may change them.
-NON_RESULT_FIELDS = ("device", "gan.checkpoint_every", "gan.sample_every", "condense.curve_points")
+# The precision is recorded as what it resolved to (the work dir's "compute" entry), not as asked.
+NON_RESULT_FIELDS = ("device", "precision", "gan.checkpoint_every", "gan.sample_every", "condense.curve_points")
 WARMUP_ITERATIONS = 2
 SLOW_CPU_SECONDS = 3600.0  # a whole-set CPU estimate above this gets a suggestion to pass --ipc
 
@@ -69,6 +72,19 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
     return device
+
+
+def _compute_from(device: torch.device, desc: dict[str, Any]) -> Compute:
+    """The Compute a work dir's ``compute`` record describes."""
+    amp = desc.get("amp_dtype")
+    return Compute(device, getattr(torch, amp) if amp else None, bool(desc.get("channels_last")))
+
+
+def resolve_compute(device: torch.device, precision: str) -> Compute:
+    """The training-stage settings for ``device``: the plan's (probed once per machine) for "auto"."""
+    plan = get_plan(device, precision, decode=False)
+    plan.apply_backend_flags()
+    return plan.compute()
 
 
 def select_images(labels: torch.Tensor, ipc: int | None, seed: int) -> torch.Tensor:
@@ -128,14 +144,28 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_work_dir(work_dir: Path, record: dict[str, Any]) -> None:
-    """Write config.json, or refuse a work dir made by another config or other data."""
+def _check_work_dir(work_dir: Path, record: dict[str, Any], precision: str) -> dict[str, Any]:
+    """Write config.json, or refuse a work dir made by another config or other data; returns the record.
+
+    ``record["compute"]`` (device type, autocast dtype, memory format) must match too, so a run never
+    resumes on another kind of device or at another precision. Under ``precision="auto"`` a resumed run
+    adopts the work dir's compute (a new probe on the same machine may choose differently).
+    """
     path = work_dir / "config.json"
     if path.exists():
         try:
             saved = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:
             raise ConfigError(f"{path}: unreadable ({exc}); delete the work dir {work_dir} or pass another --work-dir") from exc
+        old, new = saved.get("compute"), record["compute"]
+        if old != new:
+            if old is None or old.get("device_type") != new["device_type"] or precision != "auto":
+                raise ConfigError(
+                    f"work dir {work_dir} was run with {_describe_compute(old)}, this run would use "
+                    f"{_describe_compute(new)}; mixing them would change its numbers. Rerun with the same --device "
+                    "and --precision (auto adopts the work dir's), or pass another --work-dir"
+                )
+            record = {**record, "compute": old}
         if saved != record:
             a, b = _flatten(saved), _flatten(record)
             diff = sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
@@ -148,10 +178,18 @@ def _check_work_dir(work_dir: Path, record: dict[str, Any]) -> None:
                 f"work dir {work_dir} belongs to a run with different settings ({shown}{' ...' if len(diff) > 8 else ''}); "
                 f"delete it or pass another --work-dir.{hint}"
             )
-        return
+        return record
     from latentds.format.writer import atomic_write
 
     atomic_write(path, [json.dumps(record, indent=2, sort_keys=True).encode("utf-8")])
+    return record
+
+
+def _describe_compute(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "an unrecorded device and precision (an older latentds)"
+    layout = ", channels_last" if c.get("channels_last") else ""
+    return f"{c.get('device_type')} {c.get('amp_dtype') or 'float32'}{layout}"
 
 
 def _load_generator(path: Path, data: ImageSet, device: torch.device) -> nn.Module:
@@ -264,6 +302,8 @@ def _encode(
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None and group.distributed:
         device = torch.device("cuda", group.local_rank % torch.cuda.device_count())  # one GPU per local rank
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # bare "cuda" tensors and library calls go to this rank's GPU, not cuda:0
     show = progress and not quiet and group.is_main  # one set of progress bars, rank 0's
     timing: dict[str, float] = {}
     stage_memory: dict[str, dict[str, Any]] = {}
@@ -291,14 +331,20 @@ def _encode(
     work_dir.mkdir(parents=True, exist_ok=True)
     log = _Log(work_dir / "encode.log", quiet or not group.is_main,
                f"[rank {group.rank}/{group.world_size}] " if group.distributed else "")
+    # Rank 0 chooses the precision and memory format (probed once per machine) and the others follow it.
+    compute = resolve_compute(device, cfg.precision) if group.is_main else None
+    desc = group.broadcast_json({"device_type": device.type, **compute.describe()} if compute else None)
     record = {
         "config": _result_config(cfg),
         "source": {"name": data.name, "fingerprint": data.fingerprint},
         "generator_file_sha256": file_sha256(gen_file) if gen_file is not None else None,
+        "compute": desc,
     }
-    _check_work_dir(work_dir, record)
+    record = _check_work_dir(work_dir, record, resolve_precision(cfg.precision))
+    compute = _compute_from(device, record["compute"])
     log(f"encode: {data.name}: {len(data)} images, {data.num_classes} classes, {data.image_shape}; "
-        f"device {device}; work dir {work_dir}" + (f"; {group.world_size} ranks" if group.distributed else ""))
+        f"device {device}, {_describe_compute(record['compute'])}; work dir {work_dir}"
+        + (f"; {group.world_size} ranks" if group.distributed else ""))
     mean, std = data.mean_std()
 
     # --- generator
@@ -312,11 +358,11 @@ def _encode(
 
         if group.is_main:  # the others wait, then get rank 0's file and load it through the same cache check
             log(f"generator: training {cfg.gan.arch} (width {cfg.gan.width}) for {cfg.gan.iterations} iterations")
-            generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, show, log)
+            generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, show, log, compute=compute)
         group.sync_files([work_dir / "gan" / GENERATOR_FILE])
         if not group.is_main:
-            generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, False, log)
-    generator = _fresh_storage(generator.to(device)).eval().requires_grad_(False)
+            generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, False, log, compute=compute)
+    generator = compute.prepare(_fresh_storage(generator.to(device)).eval().requires_grad_(False))
     end_stage("generator", t0)
 
     # --- feature net (inversion) and embedding pool (condensation)
@@ -325,13 +371,15 @@ def _encode(
     t0 = time.perf_counter()
     log(f"classifier: {cfg.classifier.arch} (width {cfg.classifier.width}), {cfg.classifier.epochs} epochs")
     if group.is_main:
-        feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, show, log)
+        feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, show, log,
+                                                  compute=compute)
     group.share_dir(work_dir / "classifier")
     if not group.is_main:
-        feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, False, log)
-    feature_net = _fresh_storage(feature_net.to(device)).eval().requires_grad_(False)
+        feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, False, log,
+                                                  compute=compute)
+    feature_net = compute.prepare(_fresh_storage(feature_net.to(device)).eval().requires_grad_(False))
     pool = load_snapshots(work_dir / "classifier", device) if cfg.condense.pool_prob > 0 else []
-    pool = [_fresh_storage(net) for net in pool]
+    pool = [compute.prepare(_fresh_storage(net)) for net in pool]
     end_stage("classifier", t0)
     log(f"classifier: done; embedding pool of {len(pool)} pre-trained nets"
         + ("" if pool or cfg.condense.pool_prob == 0 else " (classifier.snapshot_every is 0: random nets only)"))
@@ -343,57 +391,75 @@ def _encode(
     classes_present = torch.unique(sel_labels).tolist()
     log(f"select: {n} images ({'all' if cfg.ipc is None else f'up to {cfg.ipc} per class'})")
     units = work_units(sel_labels, cfg.subset_size)
+    inv_units = invert_units(sel_labels, cfg.invert.batch_size)  # positions into `selected`, by class then batch
 
     inv_dir, unit_dir = work_dir / "invert", work_dir / "units"
     inv_dir.mkdir(exist_ok=True)
     unit_dir.mkdir(exist_ok=True)
-    inv_path = {c: inv_dir / f"class_{c:05d}.safetensors" for c in classes_present}
+    inv_path = {u.name: inv_dir / f"{u.name}.safetensors" for u in inv_units}
     unit_path = {u.name: unit_dir / f"{u.name}.safetensors" for u in units}
 
-    # Who does what: the classes and units no rank has finished yet, dealt out by size (one rank: all of them).
-    class_pos = {c: torch.nonzero(sel_labels == c, as_tuple=False).flatten() for c in classes_present}
-    inv_done = group.any_rank_has([inv_path[c] for c in classes_present])
+    # Who does what: the items no rank has finished yet, dealt out by size (one rank: all of them).
+    inv_done = group.any_rank_has([inv_path[u.name] for u in inv_units])
     unit_done = group.any_rank_has([unit_path[u.name] for u in units])
-    todo_classes = [c for c, done in zip(classes_present, inv_done) if not done]
-    class_owner = dict(zip(todo_classes, assign([len(class_pos[c]) for c in todo_classes], group.world_size)))
+    todo_inv = [u for u, done in zip(inv_units, inv_done) if not done]
+    inv_owner = dict(zip([u.name for u in todo_inv], assign([len(u.indices) for u in todo_inv], group.world_size)))
+    my_inv = [u for u in todo_inv if inv_owner[u.name] == group.rank]
     todo_units = [u for u, done in zip(units, unit_done) if not done]
     unit_owner = dict(zip([u.name for u in todo_units], assign([len(u.indices) for u in todo_units], group.world_size)))
     mine = [u for u in todo_units if unit_owner[u.name] == group.rank]
     if group.distributed:
-        log(f"shard: {len(todo_classes)} classes to invert and {len(todo_units)} units to condense over "
-            f"{group.world_size} ranks ({len(inv_done) - len(todo_classes)} classes and {len(units) - len(todo_units)} "
-            f"units already done); this rank: {sum(o == group.rank for o in class_owner.values())} classes, "
-            f"{len(mine)} units")
-    if group.is_main:
-        _estimate(cfg, data, selected, sel_labels, todo_classes, todo_units, generator, feature_net, pool, mean, std,
-                  device, log, group.world_size)
+        log(f"shard: {len(todo_inv)} inversion units and {len(todo_units)} condensation units over "
+            f"{group.world_size} ranks ({len(inv_units) - len(todo_inv)} and {len(units) - len(todo_units)} "
+            f"already done); this rank: {len(my_inv)} and {len(mine)}")
+    per_pass = units_per_pass(cfg.invert, device)
+    class_size = {c: int((sel_labels == c).sum()) for c in classes_present}
 
-    # --- inversion, one class at a time
+    def z0_of(unit: InvertUnit) -> torch.Tensor:
+        """The unit's rows of its class's z0 ~ N(0, I), one (n_class, D) draw per class from the class's seed."""
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, "invert", unit.cls))
+        z = torch.randn(class_size[unit.cls], generator.latent_dim, generator=g)
+        return z[unit.offset : unit.offset + len(unit.indices)]
+
+    if group.is_main:
+        _estimate(cfg, data, selected, todo_inv, todo_units, per_pass, z0_of, generator, feature_net, pool, mean, std,
+                  device, compute, log, group.world_size)
+
+    # --- inversion: this rank's units, per_pass of them in each forward pass
     t0 = time.perf_counter()
-    for c in todo_classes:
-        if class_owner[c] != group.rank:
-            continue
-        idx = selected[class_pos[c]]
-        path = inv_path[c]
-        lat, st = invert(generator, data.images[idx], data.labels[idx], feature_net, cfg.invert, mean, std,
-                         derive_seed(cfg.seed, "invert", c), device, show)
-        save_state(path, {"latents": lat, "indices": idx}, {"kind": "invert", "class": c, "stats": _json_safe(st)})
-        log(f"invert class {c} ({data.classes[c]}): {len(idx)} images, recon MSE {st['initial_recon_mse']:.4f} -> "
-            f"{st['final_recon_mse']:.4f}, feature loss {st['initial_feature_loss']:.4f} -> "
-            f"{st['final_feature_loss']:.4f} ({st['seconds']:.1f} s)")
-    # Rank 0 needs every class (for the stats); the others the classes of their units.
+    passes = [my_inv[i : i + per_pass] for i in range(0, len(my_inv), per_pass)]
+    bar = tqdm(total=len(passes) * cfg.invert.iterations, desc="invert", unit="it", disable=not show, leave=False)
+    for batch in passes:
+        t_pass = time.perf_counter()
+        idx = selected[torch.cat([u.indices for u in batch])]
+        local = list(torch.arange(len(idx)).split([len(u.indices) for u in batch]))
+        z0 = torch.cat([z0_of(u) for u in batch])
+        lat, sts = invert_latents(generator, data.images[idx], data.labels[idx], z0, local, feature_net, cfg.invert,
+                                  mean, std, device, compute, bar)
+        seconds = (time.perf_counter() - t_pass) / len(batch)
+        for u, rows, st in zip(batch, local, sts):
+            save_state(inv_path[u.name], {"latents": lat[rows], "indices": idx[rows]},
+                       {"kind": "invert", "unit": u.name, "class": u.cls, "stats": _json_safe({**st, "seconds": seconds})})
+        names = batch[0].name + (f" .. {batch[-1].name}" if len(batch) > 1 else "")
+        f0, f1, p0, p1 = (sum(st[k] * st["num_images"] for st in sts) / len(idx) for k in
+                          ("initial_feature_loss", "final_feature_loss", "initial_recon_mse", "final_recon_mse"))
+        log(f"invert {names} ({data.classes[batch[0].cls]}{' ...' if len(batch) > 1 else ''}): {len(idx)} images, "
+            f"recon MSE {p0:.4f} -> {p1:.4f}, feature loss {f0:.4f} -> {f1:.4f} ({time.perf_counter() - t_pass:.1f} s)")
+    bar.close()
+    # Rank 0 needs every unit (for the stats); the others the inversion units of their condensation units' classes.
     needed = set(classes_present) if group.is_main else {u.cls for u in mine}
-    want = [{0} | {unit_owner[u.name] for u in todo_units if u.cls == c} for c in classes_present]
-    group.sync_files([inv_path[c] for c in classes_present], want)
+    want = [{0} | {unit_owner[cu.name] for cu in todo_units if cu.cls == u.cls} for u in inv_units]
+    group.sync_files([inv_path[u.name] for u in inv_units], want)
     inv_latents = torch.empty(n, generator.latent_dim)
-    inv_stats: dict[int, dict[str, Any]] = {}
-    for c in sorted(needed):
-        pos = class_pos[c]
-        path = inv_path[c]
+    inv_stats: list[dict[str, Any]] = []
+    for u in inv_units:
+        if u.cls not in needed:
+            continue
+        path = inv_path[u.name]
         tensors, meta = load_state(path)  # the checkpoint, not the in-memory copy: resumed runs see the same bits
-        _check_indices(path, tensors["indices"], selected[pos])
-        inv_latents[pos] = tensors["latents"]
-        inv_stats[c] = meta["stats"]
+        _check_indices(path, tensors["indices"], selected[u.indices])
+        inv_latents[u.indices] = tensors["latents"]
+        inv_stats.append({"class": u.cls, **meta["stats"]})
     end_stage("invert", t0)
 
     # --- condensation, one work unit at a time
@@ -405,7 +471,7 @@ def _encode(
         path = unit_path[unit.name]
         lat, st = condense(generator, inv_latents[unit.indices], data.images[idx],
                            data.images[data.class_indices(unit.cls)], unit.cls, sampler, cfg.condense, mean,
-                           std, unit.seed(cfg.seed), device, show)
+                           std, unit.seed(cfg.seed), device, show, compute)
         save_state(path, {"latents": lat, "indices": idx},
                    {"kind": "condense", "unit": unit.name, "stats": _json_safe(st)})
         log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} latents, L_con {_fmt(st['first_loss'])} -> "
@@ -453,6 +519,7 @@ def _encode(
         "memory": _peak_memory(device),
         "peak_memory_by_stage": stage_memory,  # high-water mark at the end of each stage, in stage order
         "device": str(device),
+        "compute": record["compute"],
         "torch_threads": torch.get_num_threads(),
     }
     if group.distributed:
@@ -483,12 +550,19 @@ def _check_indices(path: Path, stored: torch.Tensor, expected: torch.Tensor) -> 
                           f"{path.parent.parent} or pass another --work-dir")
 
 
-def _summarize_invert(per_class: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    total = sum(s["num_images"] for s in per_class.values()) or 1
+def _summarize_invert(units: list[dict[str, Any]]) -> dict[str, Any]:
+    """Image-weighted means of the units' losses, overall and per class, and the summed time."""
     keys = ("initial_recon_mse", "final_recon_mse", "initial_feature_loss", "final_feature_loss")
-    summary: dict[str, Any] = {k: sum(s[k] * s["num_images"] for s in per_class.values()) / total for k in keys}
-    summary["per_class"] = {str(c): {k: s[k] for k in keys} for c, s in per_class.items()}
-    summary["seconds"] = sum(s["seconds"] for s in per_class.values())
+
+    def mean(rows: list[dict[str, Any]]) -> dict[str, float]:
+        total = sum(r["num_images"] for r in rows) or 1
+        return {k: sum(r[k] * r["num_images"] for r in rows) / total for k in keys}
+
+    classes = sorted({u["class"] for u in units})
+    summary: dict[str, Any] = mean(units)
+    summary["per_class"] = {str(c): mean([u for u in units if u["class"] == c]) for c in classes}
+    summary["units"] = len(units)
+    summary["seconds"] = sum(u["seconds"] for u in units)
     return summary
 
 
@@ -511,15 +585,17 @@ def _estimate(
     cfg: EncodeConfig,
     data: ImageSet,
     selected: torch.Tensor,
-    sel_labels: torch.Tensor,
-    pending_classes: list[int],
+    pending_inv: list[InvertUnit],
     pending_units: list[Unit],
+    per_pass: int,
+    z0_of: Callable[[InvertUnit], torch.Tensor],
     generator: nn.Module,
     feature_net: nn.Module,
     pool: list[nn.Module],
     mean: list[float],
     std: list[float],
     device: torch.device,
+    compute: Compute,
     log: _Log,
     ranks: int = 1,
 ) -> None:
@@ -528,21 +604,26 @@ def _estimate(
     With several ranks the work divides among them (the estimate assumes all ranks are as fast as this one).
     """
     total = 0.0
-    if pending_classes and cfg.invert.iterations > 0:
-        c = pending_classes[0]
-        idx = selected[sel_labels == c][: cfg.invert.batch_size]
-        probe = replace(cfg.invert, iterations=WARMUP_ITERATIONS)
-        invert(generator, data.images[idx], data.labels[idx], feature_net, replace(probe, iterations=1), mean, std, 0,
-               device)  # untimed: first calls pay one-off costs (kernel selection, allocator growth)
+    if pending_inv and cfg.invert.iterations > 0:
+        batch = pending_inv[:per_pass]
+        idx = selected[torch.cat([u.indices for u in batch])]
+        local = list(torch.arange(len(idx)).split([len(u.indices) for u in batch]))
+        z0 = torch.cat([z0_of(u) for u in batch])
+
+        def run(iterations: int) -> None:
+            invert_latents(generator, data.images[idx], data.labels[idx], z0, local, feature_net,
+                           replace(cfg.invert, iterations=iterations), mean, std, device, compute)
+
+        run(1)  # untimed: first calls pay one-off costs (kernel selection, allocator growth)
         t = time.perf_counter()
-        invert(generator, data.images[idx], data.labels[idx], feature_net, probe, mean, std, 0, device)
+        run(WARMUP_ITERATIONS)
         per_iter = (time.perf_counter() - t) / WARMUP_ITERATIONS
-        batches = sum(len(invert_batches(sel_labels[sel_labels == c], cfg.invert.batch_size)) for c in pending_classes)
-        # batches of the probe's size; smaller trailing batches cost about the same on a GPU, less on a CPU
-        seconds = per_iter * cfg.invert.iterations * batches / ranks
+        passes = math.ceil(len(pending_inv) / per_pass)
+        # passes of the probe's size; smaller trailing passes cost about the same on a GPU, less on a CPU
+        seconds = per_iter * cfg.invert.iterations * math.ceil(passes / ranks)
         total += seconds
-        log(f"invert: {per_iter * 1000:.0f} ms per iteration per batch of {len(idx)} -> about {_duration(seconds)} "
-            f"for {batches} batches x {cfg.invert.iterations} iterations"
+        log(f"invert: {per_iter * 1000:.0f} ms per iteration per pass of {len(idx)} latents ({len(batch)} units) -> "
+            f"about {_duration(seconds)} for {passes} passes x {cfg.invert.iterations} iterations"
             + (f" over {ranks} ranks" if ranks > 1 else ""))
     if pending_units and cfg.condense.iterations > 0:
         unit = pending_units[0]
@@ -554,9 +635,9 @@ def _estimate(
         z = torch.randn(b, generator.latent_dim, generator=torch.Generator().manual_seed(0))
         reals = data.images[data.class_indices(unit.cls)]
         condense(generator, z, data.images[idx], reals, unit.cls, sampler, replace(probe, iterations=1), mean, std, 0,
-                 device)  # untimed warm-up
+                 device, compute=compute)  # untimed warm-up
         t = time.perf_counter()
-        condense(generator, z, data.images[idx], reals, unit.cls, sampler, probe, mean, std, 0, device)
+        condense(generator, z, data.images[idx], reals, unit.cls, sampler, probe, mean, std, 0, device, compute=compute)
         per_batch = (time.perf_counter() - t) / WARMUP_ITERATIONS
         batches = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) for u in pending_units)
         seconds = per_batch * cfg.condense.iterations * batches / ranks
