@@ -415,7 +415,8 @@ def ensure_generator(s: Settings, data: Data, log: Log) -> Path:
     log(f"generator: {s.generator} not found; training {cfg.gan.arch} width {cfg.gan.width} for "
         f"{cfg.gan.iterations} iterations (estimated {fmt_s(estimate_generator(s))}; resumable in {s.work / 'gan'})")
     t0 = time.perf_counter()
-    train_gan(data.train, cfg.gan, s.work / "gan", torch.device(resolve_device(s)), not s.quiet and sys.stderr.isatty(), log)
+    train_gan(data.train, cfg.gan, s.work / "gan", torch.device(resolve_device(s)), not s.quiet and sys.stderr.isatty(), log,
+              compute=bench_compute(s))
     s.generator.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(s.generator, (s.work / "gan" / GENERATOR_FILE).read_bytes())
     log(f"generator: wrote {s.generator} ({fmt_s(time.perf_counter() - t0)})")
@@ -431,8 +432,18 @@ def ensure_classifier(s: Settings, data: Data, log: Log) -> Path:
         cfg = encode_config(s, None)
         log(f"classifier: training {cfg.classifier.arch} width {cfg.classifier.width}, {cfg.classifier.epochs} epochs "
             f"(estimated {fmt_s(estimate_classifier(s))})")
-        train_classifier(data.train, cfg.classifier, folder, resolve_device(s), not s.quiet and sys.stderr.isatty(), log)
+        train_classifier(data.train, cfg.classifier, folder, resolve_device(s), not s.quiet and sys.stderr.isatty(), log,
+                         compute=bench_compute(s))
     return folder
+
+
+def bench_compute(s: Settings):
+    """The training stages' precision and memory format: the plan's for the encode config's precision."""
+    import torch
+
+    from latentds.encode.pipeline import resolve_compute
+
+    return resolve_compute(torch.device(resolve_device(s)), encode_config(s, None).precision)
 
 
 def resolve_device(s: Settings) -> str:
@@ -511,7 +522,7 @@ def build_encode(s: Settings, method: str, ipc: int | None, data: Data, log: Log
         donor = s.work / "encode" / f"{artifact_name('itgan', ipc)}.work" / "invert"
         if method == "inversion" and donor.is_dir():
             (work_dir / "invert").mkdir(exist_ok=True)
-            for f in donor.glob("class_*.safetensors"):
+            for f in donor.glob("c*_b*.safetensors"):  # the inversion units
                 if not (work_dir / "invert" / f.name).exists():
                     shutil.copy2(f, work_dir / "invert" / f.name)
         cfg = encode_config(s, ipc, extra)
@@ -596,6 +607,7 @@ def build_dm(s: Settings, ipc: int | None, data: Data, log: Log) -> Artifact:
         sel_labels = train.labels[selected]
         ckpt_dir = s.work / "encode" / f"{name}.work"
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+        compute = bench_compute(s)
         log(f"dm {name}: {len(selected)} images, {ccfg.iterations} iterations, SGD lr {ccfg.lr_pixel}, "
             f"{len(pool)} pool nets (pool_prob {ccfg.pool_prob})")
         result = torch.empty(len(selected), c, h, h)
@@ -606,7 +618,7 @@ def build_dm(s: Settings, ipc: int | None, data: Data, log: Log) -> Artifact:
             if not path.exists():
                 images, st = condense(None, None, train.images[idx], train.images[train.class_indices(unit.cls)],
                                       unit.cls, sampler, ccfg, mean, std, unit.seed(cfg.seed), device,
-                                      not s.quiet and sys.stderr.isatty())
+                                      not s.quiet and sys.stderr.isatty(), compute)
                 save_state(path, {"images": images, "indices": idx},
                            {"kind": "dm", "unit": unit.name, "seconds": st["seconds"], "first_loss": st["first_loss"],
                             "last_loss": st["last_loss"], "eval_loss_before": st["eval_loss_before"],
