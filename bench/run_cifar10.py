@@ -207,6 +207,11 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def portable(text: str) -> str:
+    """Paths in recorded commands made relative to the repository (``../shared/...``), not this machine's."""
+    return text.replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../")
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write bytes via the library's atomic writer (temp file + fsync + rename)."""
     from latentds.format import atomic_write
@@ -815,7 +820,7 @@ def write_markdown(s: Settings, records: list[dict[str, Any]], planned: list[Cel
                  f"`{s.stem}.json` reruns one cell.")
     kind = "GPU" if resolve_device(s).startswith("cuda") else "CPU"
     title = "# Benchmark harness check (tiny synthetic problem)\n\n" if s.tiny else f"# CIFAR-10 benchmark ({kind})\n\n"
-    write_atomic(path, (title + "\n".join(lines + notes) + "\n").encode("utf-8"))
+    write_atomic(path, portable(title + "\n".join(lines + notes) + "\n").encode("utf-8"))
 
 
 def write_plot(s: Settings, records: list[dict[str, Any]], path: Path, log: Log) -> None:
@@ -1060,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         rec = run_cell(s, cell, artifacts[name], data, log)
         records = load_records(results_json) + [rec]  # reread: another process may have appended meanwhile
-        write_atomic(results_json, (json.dumps(records, indent=1) + "\n").encode("utf-8"))
+        write_atomic(results_json, (portable(json.dumps(records, indent=1)) + "\n").encode("utf-8"))
         done[record_key(rec)] = rec
         write_outputs(s, records, planned, log)
         log(f"cell done:  {cell.method} ipc {fmt_ipc(cell.ipc)} {cell.arch}: {rec['acc_mean']:.2f} ± {rec['acc_std']:.2f} % "

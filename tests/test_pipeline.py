@@ -39,6 +39,17 @@ def write_folder(root: Path, per_class: int = PER_CLASS, seed: int = 0) -> Path:
     return root
 
 
+def crash_after(units: int, seen: list[str]):
+    """An ``_after_unit`` hook that records unit names and simulates a kill after ``units`` of them."""
+
+    def hook(unit) -> None:
+        seen.append(unit.name)
+        if len(seen) == units:
+            raise KeyboardInterrupt("simulated kill")
+
+    return hook
+
+
 def fast_config(*extra: str) -> EncodeConfig:
     return apply_overrides(load_preset("smoke"), FAST + list(extra))
 
@@ -155,13 +166,7 @@ def test_resume_after_interruption_gives_identical_latents(reference, folder, tm
     out = tmp_path / "resumed.lds"
     cfg = fast_config()
     seen = []
-
-    def crash(unit):
-        seen.append(unit.name)
-        if len(seen) == 2:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(pipeline, "_after_unit", crash)
+    monkeypatch.setattr(pipeline, "_after_unit", crash_after(2, seen))
     with pytest.raises(KeyboardInterrupt):
         pipeline.encode(str(folder), out, cfg, progress=False, quiet=True)
     assert not out.exists()
@@ -267,14 +272,7 @@ def test_bf16_run_resumes_bit_identically_and_records_its_precision(folder, tmp_
     compute = LdsReader(ref).manifest["provenance"]["run"]["compute"]
     assert compute == {"device_type": "cpu", "amp_dtype": "bfloat16", "channels_last": False}
     out = tmp_path / "resumed.lds"
-    seen = []
-
-    def crash(unit):
-        seen.append(unit.name)
-        if len(seen) == 3:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(pipeline, "_after_unit", crash)
+    monkeypatch.setattr(pipeline, "_after_unit", crash_after(3, []))
     with pytest.raises(KeyboardInterrupt):
         pipeline.encode(str(folder), out, cfg, progress=False, quiet=True)
     monkeypatch.setattr(pipeline, "_after_unit", None)

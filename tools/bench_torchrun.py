@@ -30,6 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cifar10-jpeg"
 
 
+
+def portable(text: str) -> str:
+    """Paths in recorded commands made relative to the repository (``../shared/...``), not this machine's."""
+    return text.replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../")
+
 def run(label: str, argv: list[str], nproc: int, threads: int, cwd: Path) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     if nproc == 1:
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             record = {"command": "python tools/bench_torchrun.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                       "cpu_count": cores, "torch": torch.__version__, "results": results}
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(record, indent=1) + "\n")
+            args.json.write_text(portable(json.dumps(record, indent=1)) + "\n")
             print(f"wrote {args.json}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -229,7 +229,7 @@ def condense(
     batches = [slice(lo, min(lo + cfg.batch_syn, n)) for lo in range(0, n, cfg.batch_syn)]  # last batch included
     # Latents: Adam (the paper). Pixels: DM's SGD with momentum 0.5; Adam at DM's lr 1.0 wrecks the images.
     opt = torch.optim.SGD([param], lr=lr, momentum=0.5) if pixel else torch.optim.Adam([param], lr=lr)
-    curve: list[float] = []
+    curve: list = []  # per-iteration mean L_con, as 0-d tensors until the loop ends
     start = time.perf_counter()
     bar = tqdm(total=cfg.iterations, desc=f"condense class {label}", unit="it", disable=not progress, leave=False)
     with frozen_params(generator):
@@ -237,7 +237,7 @@ def condense(
         for _ in range(cfg.iterations):
             net = compute.prepare(sampler.draw(net_gen))
             opt.zero_grad(set_to_none=True)
-            con_sum = 0.0
+            con_sum = torch.zeros((), dtype=torch.float64, device=device)  # no host sync per batch
             for sl in batches:
                 params: DSAParams = aug.next()
                 real_idx = torch.randperm(m, generator=real_gen)[: cfg.batch_real].to(device)
@@ -253,12 +253,13 @@ def condense(
                         feat_pair = net.embed(apply_dsa(norm.real(pair_images[sl]), params))
                     loss = loss + cfg.lam * paired_loss(feat_pair, feat_syn)
                 loss.backward()
-                con_sum += float(l_con.detach())
+                con_sum += l_con.detach().double()
             opt.step()
-            curve.append(con_sum / len(batches))
+            curve.append(con_sum / len(batches))  # tensors: read back once, after the loop
             bar.update(1)
         eval_after = matching_loss(decode, n, eval_real, eval_nets, cfg.batch_syn) if eval_nets else None
     bar.close()
+    curve = torch.stack(curve).tolist() if curve else []
 
     result = param.detach().float().cpu()
     moved = (result.flatten(1) != init.detach().cpu().flatten(1)).any(1)

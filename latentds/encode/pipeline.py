@@ -622,7 +622,7 @@ def _estimate(
         # passes of the probe's size; smaller trailing passes cost about the same on a GPU, less on a CPU
         seconds = per_iter * cfg.invert.iterations * math.ceil(passes / ranks)
         total += seconds
-        log(f"invert: {per_iter * 1000:.0f} ms per iteration per pass of {len(idx)} latents ({len(batch)} units) -> "
+        log(f"invert: {per_iter * 1000:.0f} ms per iteration per pass of {len(idx)} latents ({len(batch)} unit{'s' if len(batch) > 1 else ''}) -> "
             f"about {_duration(seconds)} for {passes} passes x {cfg.invert.iterations} iterations"
             + (f" over {ranks} ranks" if ranks > 1 else ""))
     if pending_units and cfg.condense.iterations > 0:
