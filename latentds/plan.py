@@ -242,8 +242,12 @@ def _read_cache(path: Path, key: dict[str, Any]) -> Plan | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("key") != key:
             return None
-        return replace(Plan(**data["plan"]), source="cache")
-    except (OSError, ValueError, TypeError, KeyError):
+        plan = replace(Plan(**data["plan"]), source="cache")
+        ok = (plan.precision in DTYPES and plan.train_precision in ("fp32", "bf16") and type(plan.decode_chunk) is int
+              and plan.decode_chunk >= 1 and all(isinstance(getattr(plan, f), bool) for f in
+                                                 ("channels_last", "train_channels_last", "tf32", "cudnn_benchmark")))
+        return plan if ok else None  # an edited or damaged entry: probe again
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None  # missing or unreadable: probe again
 
 

@@ -91,6 +91,10 @@ def test_unreadable_or_foreign_cache_entries_are_probed_again(probing, monkeypat
     entry.write_text("{not json")
     assert get_plan("cpu", "fp32", workload="tiny", generator=tiny_generator).source == "probe"
     data = json.loads(entry.read_text())
+    data["plan"]["decode_chunk"] = "lots"  # a damaged entry is not trusted
+    entry.write_text(json.dumps(data))
+    assert get_plan("cpu", "fp32", workload="tiny", generator=tiny_generator).source == "probe"
+    data = json.loads(entry.read_text())
     data["key"]["torch"] = "0.0"  # written by another torch: not this machine's answer
     entry.write_text(json.dumps(data))
     assert get_plan("cpu", "fp32", workload="tiny", generator=tiny_generator).source == "probe"
