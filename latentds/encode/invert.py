@@ -141,19 +141,22 @@ def invert_latents(
     unit_of_row = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)
     weight = (1.0 / torch.tensor(sizes, dtype=torch.float32, device=device))[unit_of_row]
 
-    def rows() -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row feature and pixel losses, (n,) each."""
+    def forward() -> tuple[torch.Tensor, torch.Tensor]:
+        """G(z, y) (n, C, H, W) and its embedding (n, F), both float32."""
         with compute.autocast():
             out = generator(z, y)
             feat = feature_net.embed(norm.generated(out)).float()
-        return (feat - target_feat).square().mean(1), (out.float() - target_pix).square().flatten(1).mean(1)
+        return out.float(), feat
+
+    def rows() -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row feature and pixel losses, (n,) each."""
+        out, feat = forward()
+        return (feat - target_feat).square().mean(1), (out - target_pix).square().flatten(1).mean(1)
 
     def loss() -> torch.Tensor:
         if len(sizes) == 1:  # the one-unit formula, bit for bit as before units were packed
-            with compute.autocast():
-                out = generator(z, y)
-                feat = feature_net.embed(norm.generated(out)).float()
-            return F.mse_loss(feat, target_feat) + cfg.lambda_pixel * F.mse_loss(out.float(), target_pix)
+            out, feat = forward()
+            return F.mse_loss(feat, target_feat) + cfg.lambda_pixel * F.mse_loss(out, target_pix)
         f, p = rows()
         return ((f + cfg.lambda_pixel * p) * weight).sum()
 

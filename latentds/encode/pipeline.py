@@ -24,6 +24,7 @@ Work dir layout::
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import platform
@@ -415,11 +416,15 @@ def _encode(
     per_pass = units_per_pass(cfg.invert, device)
     class_size = {c: int((sel_labels == c).sum()) for c in classes_present}
 
+    @functools.lru_cache(maxsize=1)  # units come by class: draw each class's z0 once, not once per unit
+    def class_z0(c: int) -> torch.Tensor:
+        """The class's z0 ~ N(0, I): one (n_class, D) draw from the class's seed."""
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, "invert", c))
+        return torch.randn(class_size[c], generator.latent_dim, generator=g)
+
     def z0_of(unit: InvertUnit) -> torch.Tensor:
-        """The unit's rows of its class's z0 ~ N(0, I), one (n_class, D) draw per class from the class's seed."""
-        g = torch.Generator().manual_seed(derive_seed(cfg.seed, "invert", unit.cls))
-        z = torch.randn(class_size[unit.cls], generator.latent_dim, generator=g)
-        return z[unit.offset : unit.offset + len(unit.indices)]
+        """The unit's rows of its class's z0."""
+        return class_z0(unit.cls)[unit.offset : unit.offset + len(unit.indices)]
 
     if group.is_main:
         _estimate(cfg, data, selected, todo_inv, todo_units, per_pass, z0_of, generator, feature_net, pool, mean, std,
