@@ -101,7 +101,19 @@ def test_image_folder_splits_and_jpeg_match_pil(split_folder):
     assert torch.equal(train.images, torch.from_numpy(expected).permute(0, 3, 1, 2))
 
 
-def test_image_folder_grayscale_and_palette_become_rgb(tmp_path):
+def test_image_folder_grayscale_stays_one_channel(tmp_path):
+    gray = np.random.default_rng(3).integers(0, 256, (4, SIZE, SIZE), dtype=np.uint8)
+    for i, name in enumerate(("a", "a", "b", "b")):
+        (tmp_path / name).mkdir(exist_ok=True)
+        Image.fromarray(gray[i], "L").save(tmp_path / name / f"{i}.png")
+    Image.fromarray(gray[3], "L").convert("LA").save(tmp_path / "b" / "9.png")  # grey + alpha: alpha dropped
+    Image.fromarray(gray[0], "L").save(tmp_path / "a" / "8.bmp")  # PIL path
+    s = _load(tmp_path)
+    assert s.image_shape == (1, SIZE, SIZE) and len(s) == 6
+    assert torch.equal(s.images[:, 0], torch.from_numpy(gray[[0, 1, 0, 2, 3, 3]]))
+
+
+def test_image_folder_mixed_grayscale_and_palette_become_rgb(tmp_path):
     gray = np.random.default_rng(3).integers(0, 256, (SIZE, SIZE), dtype=np.uint8)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -173,8 +185,8 @@ def test_npz_grayscale_and_default_class_names(tmp_path):
     for name in ("g.npz", "g1.npz"):
         s = _load(tmp_path / name)
         assert s.classes == ["0", "1"]
-        assert s.images.shape == (4, 3, SIZE, SIZE)
-        assert torch.equal(s.images, torch.from_numpy(gray)[:, None].expand(4, 3, SIZE, SIZE))
+        assert s.images.shape == (4, 1, SIZE, SIZE)  # grayscale stays one channel
+        assert torch.equal(s.images, torch.from_numpy(gray)[:, None])
 
 
 def test_npz_test_split(tmp_path):
@@ -366,14 +378,30 @@ def test_unreadable_container_files(tmp_path):
             _load(tmp_path / name)
 
 
-def test_wrong_image_size(png_folder, tmp_path):
-    root, _ = png_folder
-    with pytest.raises(UnsupportedImageError, match=r"is 8x8 .*but 32x32 is required.*resize") as info:
-        load_source(str(root), image_size=32, progress=False)
-    assert str(root) in str(info.value)
+def test_native_size_by_default_and_mixed_sizes_refused(png_folder, tmp_path):
+    root, pixels = png_folder
+    assert load_source(str(root), progress=False).image_shape == (3, SIZE, SIZE)  # native: no image_size needed
+    Image.fromarray(np.zeros((SIZE, 2 * SIZE, 3), np.uint8)).save(root / "cat" / "wide.png")
+    with pytest.raises(UnsupportedImageError, match=r"wide.png: image is 16x8 \(WxH\) but .* is 8x8.*--image-size"):
+        load_source(str(root), progress=False)
+    s = load_source(str(root), image_size=4, progress=False)  # resizing makes them agree
+    assert s.image_shape == (3, 4, 4) and len(s) == 7
     np.savez(tmp_path / "big.npz", images=np.zeros((2, 16, 12, 3), np.uint8), labels=np.array([0, 1]))
-    with pytest.raises(UnsupportedImageError, match=r"12x16 \(WxH\) but 8x8 is required.*resize"):
-        _load(tmp_path / "big.npz")
+    assert load_source(str(tmp_path / "big.npz")).image_shape == (3, 16, 12)
+
+
+def test_image_size_resizes_with_antialiasing(tmp_path):
+    from torchvision.transforms.v2 import functional as TF
+
+    x = np.random.default_rng(5).integers(0, 256, (3, 20, 20, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", images=x, labels=np.array([0, 1, 1]))
+    s = load_source(str(tmp_path / "a.npz"), image_size=8)
+    ref = TF.resize(torch.from_numpy(x).permute(0, 3, 1, 2), [8, 8], antialias=True)
+    assert s.image_shape == (3, 8, 8)
+    assert (s.images.int() - ref.int()).abs().max() <= 1  # torchvision's uint8 kernel rounds its own way
+    assert (s.images.float() - ref.float()).abs().mean() < 0.25  # ~10 % of pixels one level apart
+    up = load_source(str(tmp_path / "a.npz"), image_size=40)
+    assert up.image_shape == (3, 40, 40)
 
 
 @pytest.mark.parametrize(
@@ -462,8 +490,8 @@ def test_cifar10_root_is_parent_or_folder_or_spec(fake_cifar10):
                                  for f in [f"data_batch_{i}" for i in range(1, 6)] + ["batches.meta"])
     test = load_source("cifar10", root=str(parent), split="test", image_size=32)
     assert len(test) == 10 and test.labels.tolist() == list(range(10))
-    with pytest.raises(UnsupportedImageError, match="32x32"):
-        load_source("cifar10", root=str(parent), image_size=64)
+    big = load_source("cifar10", root=str(parent), split="test", image_size=64)  # resized on request
+    assert big.image_shape == (3, 64, 64) and big.fingerprint != test.fingerprint
 
 
 # --- the real CIFAR-10 JPEG copy ---------------------------------------------------------------------------

@@ -11,17 +11,24 @@ from latentds.models import biggan, convnet, resnet  # noqa: F401
 from latentds.models.biggan import BigGANDiscriminator, BigGANGenerator
 from latentds.models.convnet import VGG, ConvNet
 from latentds.models.registry import (
+    GeneratorContract,
+    accepts_argument,
     count_parameters,
     create_model,
+    generator_contract,
+    input_args,
     is_model,
     list_models,
     register_model,
+    unregister_model,
 )
 from latentds.models.resnet import CifarMobileNetV2, CifarResNet
 from latentds.models.spectral import apply_spectral_norm, remove_spectral_norm
 
 __all__ = [
+    "GeneratorContract",
     "VGG",
+    "accepts_argument",
     "BigGANDiscriminator",
     "BigGANGenerator",
     "CifarMobileNetV2",
@@ -30,10 +37,13 @@ __all__ = [
     "apply_spectral_norm",
     "count_parameters",
     "create_model",
+    "generator_contract",
+    "input_args",
     "is_model",
     "list_models",
     "register_model",
     "remove_spectral_norm",
+    "unregister_model",
 ]
 
 from latentds.models.checkpoint import load_model, read_model_metadata, save_model  # noqa: E402

@@ -1,26 +1,42 @@
-"""BigGAN for 32x32 images (the DiffAugment-BigGAN-CIFAR configuration): generator and discriminator.
+"""BigGAN generator and discriminator for square images of any size and channel count.
 
-Generator: G_ch 64, dim_z 128, bottom width 4, no attention, no shared embedding, no hierarchical z;
-class conditioning through conditional batch norm with one gain and one bias embedding per BN layer.
-Discriminator: four residual blocks with a projection head. Both use N(0, 0.02) init; spectral
-normalization on convs and linears is for GAN training and is removed before a generator is saved.
+At 32x32 this is the DiffAugment-BigGAN-CIFAR configuration IT-GAN uses: G_ch 64, dim_z 128, bottom width 4,
+three up-blocks of constant width 4*G_ch, no attention, no shared embedding, no hierarchical z; class
+conditioning through conditional batch norm with one gain and one bias embedding per BN layer. The
+discriminator has four residual blocks (two down-sampling, 32 -> 8) and a projection head. Both use
+N(0, 0.02) init; spectral normalization is for GAN training and is removed before a generator is saved.
+
+Other sizes (``biggan(image_size=...)``) follow BigGAN's rule that a resolution is a bottom width times a
+power of two, one up-block per doubling: 64 = 4 * 2**4 (one more up-block, as BigGAN's 64x64 setting),
+28 = 7 * 2**2 (bottom width 7 and two up-blocks, the usual MNIST-size GAN layout), 16 = 4 * 2**2. We keep the
+CIFAR configuration's constant block width at every size (BigGAN's own 64x64 G halves the width per block
+from 16*G_ch, which is far too large for the CPU budgets latentds targets). The discriminator halves the
+resolution until it is at most 8 px (32 -> 8 as in the CIFAR configuration; 64 -> 8 with three down-blocks;
+28 -> 7), then adds two blocks at that resolution, so its receptive field grows with the image.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentds.models.registry import check_choice, check_int, register_model
+from latentds.errors import ConfigError
+from latentds.models.registry import GeneratorContract, check_choice, check_int, register_model
 from latentds.models.spectral import apply_spectral_norm
 
 __all__ = [
     "BigGANDiscriminator",
     "BigGANGenerator",
     "ConditionalBatchNorm2d",
+    "GeneratorLayout",
+    "biggan",
     "biggan32",
     "biggan32_disc",
+    "biggan_disc",
+    "generator_layout",
     "biggan32_disc_tiny",
     "biggan32_tiny",
 ]
@@ -75,7 +91,7 @@ class GBlock(nn.Module):
 
 
 class BigGANGenerator(nn.Module):
-    """Class-conditional generator: (z (B, latent_dim), y (B,)) -> images (B, 3, 8*bw, 8*bw) in [-1, 1]."""
+    """Class-conditional generator: (z (B, latent_dim), y (B,)) -> images (B, C, bw*2**n, bw*2**n) in [-1, 1]."""
 
     def __init__(
         self,
@@ -84,17 +100,20 @@ class BigGANGenerator(nn.Module):
         width: int = 64,
         bottom_width: int = 4,
         spectral_norm: bool = False,
+        num_blocks: int = 3,
+        channels: int = 3,
     ):
         super().__init__()
         ch = 4 * width  # 256 at width 64
         self.num_classes = num_classes
         self.latent_dim = latent_dim
         self.bottom_width = bottom_width
-        self.image_size = 8 * bottom_width
+        self.image_size = bottom_width * 2**num_blocks
+        self.contract = GeneratorContract(latent_dim, num_classes, (channels, self.image_size, self.image_size))
         self.linear = nn.Linear(latent_dim, ch * bottom_width * bottom_width)
-        self.blocks = nn.ModuleList(GBlock(ch, ch, num_classes) for _ in range(3))
+        self.blocks = nn.ModuleList(GBlock(ch, ch, num_classes) for _ in range(num_blocks))
         self.out_bn = nn.BatchNorm2d(ch, eps=BN_EPS)
-        self.out_conv = nn.Conv2d(ch, 3, 3, padding=1)
+        self.out_conv = nn.Conv2d(ch, channels, 3, padding=1)
         _init_n02(self)
         if spectral_norm:
             apply_spectral_norm(self)  # convs and linears, not the CBN embeddings
@@ -108,7 +127,7 @@ class BigGANGenerator(nn.Module):
             h = self.linear(z.to(self.linear.bias.dtype)).view(z.shape[0], -1, bw, bw)  # (B, ch, bw, bw)
         for block in self.blocks:
             h = block(h, y)  # spatial x2 per block
-        h = self.out_conv(F.relu(self.out_bn(h)))  # (B, 3, 8*bw, 8*bw)
+        h = self.out_conv(F.relu(self.out_bn(h)))  # (B, C, S, S)
         return torch.tanh(h)
 
 
@@ -147,19 +166,19 @@ class DBlock(nn.Module):
 
 
 class BigGANDiscriminator(nn.Module):
-    """Projection discriminator: (x (B, 3, H, W), y (B,)) -> logits (B,)."""
+    """Projection discriminator: (x (B, C, S, S), y (B,)) -> logits (B,)."""
 
-    def __init__(self, num_classes: int = 10, width: int = 64, spectral_norm: bool = True):
+    def __init__(
+        self, num_classes: int = 10, width: int = 64, spectral_norm: bool = True, channels: int = 3, image_size: int = 32
+    ):
         super().__init__()
         ch = 4 * width
         self.num_classes = num_classes
+        self.image_shape = (channels, image_size, image_size)
+        downs = _discriminator_downsamples(image_size)  # 2 at 32 (32 -> 16 -> 8), 3 at 64, 2 at 28 (-> 7)
+        layout = [True] * downs + [False, False]
         self.blocks = nn.ModuleList(
-            [
-                DBlock(3, ch, preactivation=False, downsample=True),  # 32 -> 16
-                DBlock(ch, ch, preactivation=True, downsample=True),  # 16 -> 8
-                DBlock(ch, ch, preactivation=True, downsample=False),
-                DBlock(ch, ch, preactivation=True, downsample=False),
-            ]
+            DBlock(channels if i == 0 else ch, ch, preactivation=i > 0, downsample=down) for i, down in enumerate(layout)
         )
         self.linear = nn.Linear(ch, 1)
         self.embed = nn.Embedding(num_classes, ch)
@@ -177,9 +196,57 @@ class BigGANDiscriminator(nn.Module):
         return out + (self.embed(y) * h).sum(dim=1)
 
 
+# --- layouts by image size ----------------------------------------------------------------------------
+MIN_BOTTOM_WIDTH = 4  # BigGAN starts every configuration from a 4x4 map; smaller would make 2x2 / 1x1 starts
+MAX_IMAGE_SIZE = 1024  # BigGAN's largest configuration; also bounds what a file may ask us to build
+
+
+@dataclass(frozen=True)
+class GeneratorLayout:
+    """Where a square image of ``image_size`` px starts: ``bottom_width`` * 2**``num_blocks`` = ``image_size``."""
+
+    bottom_width: int
+    num_blocks: int
+
+
+def generator_layout(image_size: int) -> GeneratorLayout:
+    """The most up-blocks that keep an integer bottom width >= 4: 32 -> 4x2**3, 64 -> 4x2**4, 28 -> 7x2**2."""
+    blocks = 0
+    while image_size % 2 ** (blocks + 1) == 0 and image_size // 2 ** (blocks + 1) >= MIN_BOTTOM_WIDTH:
+        blocks += 1
+    if blocks == 0:
+        raise ConfigError(
+            f"BigGAN cannot make {image_size}x{image_size} images: the size must be an even number >= 8 "
+            "(a bottom width >= 4 times a power of two, e.g. 28, 32, 48, 64); pass --image-size to resize the data"
+        )
+    return GeneratorLayout(image_size // 2**blocks, blocks)
+
+
+def _discriminator_downsamples(image_size: int) -> int:
+    downs = 0
+    while image_size > 8 and image_size % 2 == 0:
+        image_size //= 2
+        downs += 1
+    return downs
+
+
 # --- registered factories ------------------------------------------------------------------------------
+def _check_image_size(name: str, image_size: int) -> int:
+    check_int(name, "image_size", image_size, minimum=8)
+    if image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"model {name!r}: image_size must be <= {MAX_IMAGE_SIZE}, got {image_size}")
+    return image_size
+
+
 def _generator(
-    name: str, num_classes: int, latent_dim: int, width: int, bottom_width: int, spectral_norm: bool
+    name: str,
+    num_classes: int,
+    latent_dim: int,
+    width: int,
+    bottom_width: int,
+    spectral_norm: bool,
+    num_blocks: int = 3,
+    channels: int = 3,
 ) -> BigGANGenerator:
     return BigGANGenerator(
         num_classes=check_int(name, "num_classes", num_classes),
@@ -187,15 +254,44 @@ def _generator(
         width=check_int(name, "width", width),
         bottom_width=check_int(name, "bottom_width", bottom_width),
         spectral_norm=check_choice(name, "spectral_norm", spectral_norm, (False, True)),
+        num_blocks=num_blocks,
+        channels=check_int(name, "channels", channels),
     )
 
 
-def _discriminator(name: str, num_classes: int, width: int, spectral_norm: bool) -> BigGANDiscriminator:
+def _discriminator(
+    name: str, num_classes: int, width: int, spectral_norm: bool, channels: int = 3, image_size: int = 32
+) -> BigGANDiscriminator:
     return BigGANDiscriminator(
         num_classes=check_int(name, "num_classes", num_classes),
         width=check_int(name, "width", width),
         spectral_norm=check_choice(name, "spectral_norm", spectral_norm, (False, True)),
+        channels=check_int(name, "channels", channels),
+        image_size=_check_image_size(name, image_size),
     )
+
+
+@register_model
+def biggan(
+    num_classes: int = 10,
+    latent_dim: int = 128,
+    width: int = 64,
+    image_size: int = 32,
+    channels: int = 3,
+    spectral_norm: bool = False,
+) -> BigGANGenerator:
+    """BigGAN generator for ``channels`` x ``image_size`` x ``image_size`` images (layout: generator_layout)."""
+    name = "biggan"
+    layout = generator_layout(_check_image_size(name, image_size))
+    return _generator(name, num_classes, latent_dim, width, layout.bottom_width, spectral_norm, layout.num_blocks, channels)
+
+
+@register_model
+def biggan_disc(
+    num_classes: int = 10, width: int = 64, image_size: int = 32, channels: int = 3, spectral_norm: bool = True
+) -> BigGANDiscriminator:
+    """BigGAN projection discriminator for ``channels`` x ``image_size`` x ``image_size`` images."""
+    return _discriminator("biggan_disc", num_classes, width, spectral_norm, channels, image_size)
 
 
 @register_model
@@ -206,7 +302,7 @@ def biggan32(
     bottom_width: int = 4,
     spectral_norm: bool = False,
 ) -> BigGANGenerator:
-    """BigGAN 32x32 generator as used by IT-GAN (4,304,387 parameters for 10 classes)."""
+    """BigGAN 32x32 RGB generator as used by IT-GAN (4,304,387 parameters for 10 classes); = biggan(image_size=32)."""
     return _generator("biggan32", num_classes, latent_dim, width, bottom_width, spectral_norm)
 
 

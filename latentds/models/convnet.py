@@ -6,13 +6,15 @@ Each exposes ``embed(x) -> (B, feat_dim)`` and ``forward(x) = classifier(embed(x
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
 from latentds.errors import ConfigError
 from latentds.models.registry import check_choice, check_int, register_model
 
-__all__ = ["ConvNet", "VGG", "convnet3", "vgg11_cifar"]
+__all__ = ["ConvNet", "VGG", "convnet3", "convnet_depth", "vgg11_cifar"]
 
 NORMS = ("instancenorm", "batchnorm", "none")
 
@@ -49,8 +51,8 @@ class ConvNet(nn.Module):
             ]
             in_ch = width
         self.features = nn.Sequential(*layers)
-        side = image_size // 2**depth
-        self.feat_dim = width * side * side  # 2048 for width 128, depth 3, 32x32
+        side = image_size // 2**depth  # AvgPool2d floors: 28 -> 14 -> 7 -> 3
+        self.feat_dim = width * side * side  # 2048 for width 128, depth 3, 32x32; 1152 at 28x28
         self.classifier = nn.Linear(self.feat_dim, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,7 +94,15 @@ class VGG(nn.Module):
         return self.classifier(self.embed(x))
 
 
-@register_model
+def convnet_depth(image_size: int) -> int:
+    """ConvNet depth by resolution, as the dataset-condensation code uses it: 3 at 28 and 32 px, 4 at 64, 5 at 128."""
+    depth = max(1, round(math.log2(max(image_size, 2))) - 2)
+    while depth > 1 and image_size < 2**depth:
+        depth -= 1
+    return depth
+
+
+@register_model(inputs=lambda shape: {"channels": shape[0], "image_size": shape[1], "depth": convnet_depth(shape[1])})
 def convnet3(
     num_classes: int = 10,
     channels: int = 3,
@@ -101,13 +111,17 @@ def convnet3(
     image_size: int = 32,
     norm: str = "instancenorm",
 ) -> ConvNet:
-    """ConvNet-3 of the dataset-condensation literature (320,010 parameters at the defaults)."""
+    """ConvNet-3 of the dataset-condensation literature (320,010 parameters at the defaults).
+
+    ``depth`` blocks halve the image each (flooring, like the reference's AvgPool2d); the pipeline picks the
+    depth by resolution (:func:`convnet_depth`, 4 at 64x64 as DC/DM's ConvNetD4), any channel count.
+    """
     name = "convnet3"
     check_int(name, "depth", depth)
     check_int(name, "image_size", image_size)
-    if image_size % 2**depth != 0:
+    if image_size < 2**depth:
         raise ConfigError(
-            f"model {name!r}: image_size {image_size} must be divisible by 2**depth = {2**depth}"
+            f"model {name!r}: image_size {image_size} is too small for depth {depth} (needs >= 2**depth = {2**depth})"
         )
     return ConvNet(
         num_classes=check_int(name, "num_classes", num_classes),

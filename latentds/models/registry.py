@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from torch import nn
@@ -16,27 +17,105 @@ from torch import nn
 from latentds.errors import ConfigError, UnknownModelError
 
 __all__ = [
+    "GeneratorContract",
+    "accepts_argument",
     "check_choice",
     "check_int",
     "count_parameters",
     "create_model",
+    "generator_contract",
+    "input_args",
     "is_model",
     "list_models",
     "register_model",
+    "unregister_model",
 ]
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
+
+@dataclass(frozen=True)
+class GeneratorContract:
+    """What a generator consumes and produces; every registered generator carries one as ``model.contract``.
+
+    ``model(z, y)`` maps ``z`` (B, latent_dim) and class indices ``y`` (B,) in [0, num_classes) to images
+    (B, *image_shape) with values in ``output_range``. Everything downstream (training, inversion,
+    condensation, the .lds image spec, decoding, export) reads the shape from here, never assumes one.
+    """
+
+    latent_dim: int
+    num_classes: int
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    output_range: tuple[float, float] = (-1.0, 1.0)
+
+    def describe(self) -> str:
+        c, h, w = self.image_shape
+        lo, hi = self.output_range
+        return f"z {self.latent_dim} + {self.num_classes} classes -> {c}x{h}x{w} in [{lo:g}, {hi:g}]"
+
+
+def generator_contract(model: nn.Module) -> GeneratorContract:
+    """The contract of a generator built by :func:`create_model`; ConfigError if the model declares none."""
+    contract = getattr(model, "contract", None)
+    if not isinstance(contract, GeneratorContract):
+        name = getattr(model, "arch_name", type(model).__name__)
+        raise ConfigError(
+            f"model {name!r} is not a generator: it declares no GeneratorContract (a generator sets "
+            "self.contract = GeneratorContract(latent_dim, num_classes, (C, H, W)))"
+        )
+    return contract
+
+
+def accepts_argument(name: str, arg: str) -> bool:
+    """Whether the registered factory ``name`` takes the argument ``arg`` (e.g. ``image_size``, ``channels``)."""
+    if name not in _REGISTRY:
+        raise UnknownModelError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    params = inspect.signature(_REGISTRY[name]).parameters
+    return arg in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+InputArgs = Callable[[tuple[int, int, int]], dict[str, Any]]
+
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_INPUT_ARGS: dict[str, InputArgs] = {}
 
 
-def register_model(fn: F) -> F:
-    """Register a model factory under its function name (decorator)."""
-    name = fn.__name__
-    if name in _REGISTRY and _REGISTRY[name] is not fn:
-        raise ValueError(f"a model named {name!r} is already registered")
-    _REGISTRY[name] = fn
-    return fn
+def register_model(fn: F | None = None, *, inputs: InputArgs | None = None) -> Any:
+    """Register a model factory under its function name (decorator, with or without arguments).
+
+    ``inputs``: maps an image shape (C, H, W) to the factory arguments that fit it (e.g. ConvNet's depth by
+    resolution); by default the ``channels`` and ``image_size`` arguments the factory takes.
+    """
+
+    def register(f: F) -> F:
+        name = f.__name__
+        if name in _REGISTRY and _REGISTRY[name] is not f:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _REGISTRY[name] = f
+        if inputs is not None:
+            _INPUT_ARGS[name] = inputs
+        return f
+
+    return register(fn) if fn is not None else register
+
+
+def unregister_model(name: str) -> None:
+    """Remove ``name`` from the registry (for plugins and tests that register temporary models)."""
+    _REGISTRY.pop(name, None)
+    _INPUT_ARGS.pop(name, None)
+
+
+def input_args(name: str, image_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The arguments of model ``name`` that make it consume (or, for a generator, produce) ``image_shape``."""
+    c, h, w = (int(v) for v in image_shape)
+    if name in _INPUT_ARGS:
+        return dict(_INPUT_ARGS[name]((c, h, w)))
+    args: dict[str, Any] = {}
+    if accepts_argument(name, "channels"):
+        args["channels"] = c
+    if accepts_argument(name, "image_size"):
+        args["image_size"] = h
+    return args
 
 
 def list_models() -> list[str]:
