@@ -32,10 +32,15 @@ class Spec:
     kind: str  # "generator" (z, y) | "discriminator" (x, y) | "classifier" (x)
     kwargs: dict[str, Any] = field(default_factory=dict)
     batch: int = 3
+    image_shape: tuple[int, int, int] = (3, 32, 32)  # (C, H, W) made or consumed
 
 
 # Conditional models use 3 classes and batch 3 so the labels cover every class (every embedding row is used).
 SPECS: dict[str, Spec] = {
+    "biggan": Spec("generator", dict(num_classes=3, latent_dim=16, width=4, image_size=28, channels=1),
+                   image_shape=(1, 28, 28)),
+    "biggan_disc": Spec("discriminator", dict(num_classes=3, width=4, image_size=64, channels=2),
+                        image_shape=(2, 64, 64)),
     "biggan32": Spec("generator", dict(num_classes=3, latent_dim=16, width=4)),
     "biggan32_tiny": Spec("generator", dict(num_classes=3, latent_dim=16)),
     "biggan32_disc": Spec("discriminator", dict(num_classes=3, width=4)),
@@ -61,13 +66,13 @@ def make_inputs(model: nn.Module, spec: Spec) -> tuple[torch.Tensor, ...]:
         return torch.randn(b, model.latent_dim, generator=g), y
     if spec.kind == "discriminator":
         y = torch.arange(b) % model.num_classes
-        return torch.rand(b, 3, 32, 32, generator=g) * 2 - 1, y
+        return torch.rand(b, *spec.image_shape, generator=g) * 2 - 1, y
     return (torch.randn(b, spec.kwargs.get("channels", 3), 32, 32, generator=g),)
 
 
 def expected_shape(spec: Spec) -> tuple[int, ...]:
     if spec.kind == "generator":
-        return (spec.batch, 3, 32, 32)
+        return (spec.batch, *spec.image_shape)
     if spec.kind == "discriminator":
         return (spec.batch,)
     return (spec.batch, spec.kwargs.get("num_classes", 10))
@@ -280,7 +285,9 @@ def test_bad_keyword_raises_config_error_naming_model_and_argument() -> None:
         ("biggan32", {"spectral_norm": "yes"}, "spectral_norm must be one of"),
         ("biggan32_disc", {"spectral_norm": 1}, "spectral_norm must be one of"),
         ("convnet3", {"norm": "layernorm"}, "norm must be one of"),
-        ("convnet3", {"image_size": 28}, "divisible by 2\\*\\*depth"),
+        ("convnet3", {"image_size": 4}, "too small for depth 3"),
+        ("biggan", {"image_size": 9}, "cannot make 9x9"),
+        ("biggan", {"image_size": 2**20}, "image_size must be <= 1024"),
         ("resnet18_cifar", {"channels": 0}, "channels must be >= 1"),
         ("convnet3", {"width": torch.tensor(8)}, "JSON-serializable"),
     ],
@@ -315,3 +322,53 @@ def _factory(name: str):
     from latentds.models.registry import _REGISTRY
 
     return _REGISTRY[name]
+
+
+# --- the generator contract and shapes by resolution --------------------------------------------------
+@pytest.mark.parametrize(("size", "channels", "bottom", "blocks", "d_blocks"),
+                         [(28, 1, 7, 2, 4), (32, 3, 4, 3, 4), (64, 3, 4, 4, 5), (16, 1, 4, 2, 3), (48, 2, 6, 3, 5)])
+def test_biggan_layout_by_size(size: int, channels: int, bottom: int, blocks: int, d_blocks: int) -> None:
+    from latentds.models import generator_contract
+
+    g = create_model("biggan", num_classes=2, latent_dim=8, width=2, image_size=size, channels=channels)
+    d = create_model("biggan_disc", num_classes=2, width=2, image_size=size, channels=channels)
+    assert (g.bottom_width, len(g.blocks), len(d.blocks)) == (bottom, blocks, d_blocks)
+    contract = generator_contract(g)
+    assert contract.image_shape == (channels, size, size) and contract.latent_dim == 8 and contract.num_classes == 2
+    x = g(torch.randn(2, 8), torch.tensor([0, 1]))
+    assert tuple(x.shape[1:]) == contract.image_shape and x.abs().max() <= contract.output_range[1]
+    assert d(x, torch.tensor([0, 1])).shape == (2,)
+
+
+def test_biggan_at_32_is_biggan32() -> None:
+    """The generic factory at 32x32 RGB builds the same modules in the same order: same init, same keys."""
+    torch.manual_seed(3)
+    a = create_model("biggan32", width=4)
+    torch.manual_seed(3)
+    b = create_model("biggan", width=4, image_size=32, channels=3)
+    assert list(a.state_dict()) == list(b.state_dict())
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_every_generator_declares_a_contract() -> None:
+    from latentds.models import generator_contract
+
+    for name, spec in SPECS.items():
+        if spec.kind == "generator":
+            model = create_model(name, **spec.kwargs)
+            assert generator_contract(model).image_shape == spec.image_shape
+    with pytest.raises(ConfigError, match="not a generator"):
+        generator_contract(create_model("convnet3", width=4))
+
+
+@pytest.mark.parametrize(("shape", "depth", "feat"), [((1, 28, 28), 3, 1152), ((3, 32, 32), 3, 2048),
+                                                      ((3, 64, 64), 4, 2048), ((2, 16, 16), 2, 2048)])
+def test_convnet_by_resolution(shape: tuple[int, int, int], depth: int, feat: int) -> None:
+    from latentds.models import input_args
+
+    args = input_args("convnet3", shape)
+    assert args == {"channels": shape[0], "image_size": shape[1], "depth": depth}
+    net = create_model("convnet3", num_classes=4, **args)
+    assert net.feat_dim == feat  # width 128
+    assert net(torch.randn(2, *shape)).shape == (2, 4)
+    assert input_args("resnet18_cifar", shape) == {"channels": shape[0]}
