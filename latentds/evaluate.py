@@ -52,10 +52,10 @@ from latentds.sources import ImageSet
 
 __all__ = [
     "DECODE_MODES",
-    "accuracy",
     "EvalConfig",
     "EvalResult",
     "TrainSet",
+    "accuracy",
     "augment_per_image",
     "evaluate",
     "resolve_device",
@@ -187,6 +187,7 @@ def training_set(
     progress: bool = False,
     download: bool = False,
     precision: str = "auto",
+    image_size: int | None = None,
 ) -> TrainSet:
     """Build the training set named by ``spec`` (``download``: fetch cifar10/cifar100 when missing).
 
@@ -198,6 +199,7 @@ def training_set(
     - anything else: :func:`latentds.sources.load_source` (``cifar10``, an image folder, an .npz/.h5), the
       train split, whole or ``ipc`` random images per class (seeded); normalized with the mean/std of the
       whole split. ``bytes`` = ``N * C * H * W`` (uint8 pixels) for a subset, the files' size for the whole.
+      ``image_size`` resizes them (see load_source); decoded sets keep their generator's size.
 
     ``device`` is where a generator decodes, at ``precision`` (see :class:`~latentds.dataset.LatentDataset`);
     the returned images are float32 on the CPU. ``mean_std`` overrides
@@ -220,7 +222,7 @@ def training_set(
         return _lds_set(spec, ipc, seed, resolve_device(device), decode, progress, precision)
     if decode != "once":
         raise ConfigError(f"{spec}: decode='per-epoch' applies to .lds files only, not to image sources")
-    return _real_set(spec, ipc, seed, root, mean_std, progress, download)
+    return _real_set(spec, ipc, seed, root, mean_std, progress, download, image_size)
 
 
 def _is_lds(spec: str) -> bool:
@@ -302,7 +304,7 @@ def _load_gan(path: Path, device: torch.device) -> tuple[nn.Module, list[str], t
 
     from latentds.format import spec as lds_spec
     from latentds.lds import load_generator, open_lds
-    from latentds.models import load_model, read_model_metadata
+    from latentds.models import generator_contract, load_model, read_model_metadata
 
     if _is_lds(str(path)):
         with open_lds(path) as reader:
@@ -314,11 +316,12 @@ def _load_gan(path: Path, device: torch.device) -> tuple[nn.Module, list[str], t
         return generator, classes, (float(lo), float(hi)), image, int(nbytes)
     generator = load_model(path, device)
     meta = read_model_metadata(path)
-    num_classes = int(generator.arch_args.get("num_classes", getattr(generator, "num_classes", 0)))
+    contract = generator_contract(generator)
     # Optional metadata an encoder may store with a generator checkpoint: class names and the image section.
-    classes = json.loads(meta["latentds.classes"]) if "latentds.classes" in meta else [str(i) for i in range(num_classes)]
+    classes = (json.loads(meta["latentds.classes"]) if "latentds.classes" in meta
+               else [str(i) for i in range(contract.num_classes)])
     image = json.loads(meta["latentds.image"]) if "latentds.image" in meta else None
-    lo, hi = image["generator_range"] if image and "generator_range" in image else (-1.0, 1.0)  # tanh output
+    lo, hi = contract.output_range
     return generator, classes, (float(lo), float(hi)), image, path.stat().st_size
 
 
@@ -333,8 +336,10 @@ def _gan_set(
 ) -> TrainSet:
     if ipc is None:
         raise ConfigError(f"{spec}: GAN samples need ipc, the number of images to draw per class")
+    from latentds.models import generator_contract
+
     generator, classes, (lo, hi), image, gen_bytes = _load_gan(path, device)
-    latent_dim = int(getattr(generator, "latent_dim", generator.arch_args.get("latent_dim", 0)))
+    latent_dim = generator_contract(generator).latent_dim
     labels = torch.arange(len(classes)).repeat_interleave(ipc)  # (N,) grouped by class
     z = torch.randn(labels.numel(), latent_dim, generator=torch.Generator().manual_seed(int(seed)))
     out = []
@@ -375,10 +380,11 @@ def _real_set(
     mean_std: tuple[list[float], list[float]] | None,
     progress: bool,
     download: bool,
+    image_size: int | None = None,
 ) -> TrainSet:
     from latentds.sources import load_source
 
-    src = load_source(spec, "train", root=root, progress=progress, download=download)
+    src = load_source(spec, "train", root=root, progress=progress, download=download, image_size=image_size)
     mean, std = mean_std if mean_std is not None else src.mean_std()  # of the whole split, not the subset
     c, h, w = src.image_shape
     if ipc is not None:
@@ -524,18 +530,18 @@ def _check_classes(train: TrainSet, test: ImageSet) -> None:
         )
     if tuple(train.image_shape) != tuple(test.image_shape):
         raise SourceMismatchError(
-            f"training images are {train.image_shape} but test images ({test.name}) are {test.image_shape}"
+            f"training images are {'x'.join(map(str, train.image_shape))} (C x H x W) but test images ({test.name}) "
+            f"are {'x'.join(map(str, test.image_shape))}; resize real images with --image-size (image_size=) to "
+            "match, or evaluate against test data of the training images' shape"
         )
 
 
 def _fresh_model(cfg: EvalConfig, train: TrainSet, seed: int) -> nn.Module:
     """A newly initialized ``cfg.arch``, its init drawn from ``seed`` (the global RNG is restored afterwards)."""
-    from latentds.models import create_model
+    from latentds.models import create_model, input_args
 
-    c, h, _ = train.image_shape
-    args: dict[str, Any] = {"num_classes": train.num_classes, "channels": c, **cfg.model_args}
-    if h != 32 and cfg.arch.startswith("convnet"):  # ConvNet's linear layer depends on the image side
-        args.setdefault("image_size", h)
+    # channels, size and (for ConvNets) depth by resolution; the user's model_args win
+    args: dict[str, Any] = {"num_classes": train.num_classes, **input_args(cfg.arch, train.image_shape), **cfg.model_args}
     # The registry's factories use PyTorch's default init, which draws from the global CPU RNG.
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(int(seed))

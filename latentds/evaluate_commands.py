@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from latentds.evaluate import DECODE_MODES, EvalConfig, EvalResult, evaluate, training_set
+from latentds.evaluate import (
+    DECODE_MODES,
+    EvalConfig,
+    EvalResult,
+    evaluate,
+    training_set,
+)
 
 __all__ = ["cmd_eval", "curve_summary", "register", "result_json"]
 
@@ -50,7 +57,11 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="a .lds/.lds.zst file; gan:FILE (plain GAN samples of a .lds's or checkpoint's generator, needs --ipc); "
         "or real images: cifar10, an image folder, an .npz/.h5 (with --ipc: a random subset per class)",
     )
-    p.add_argument("--test", required=True, metavar="SOURCE", help="the real test set (its test split): cifar10, a folder, an .npz")
+    p.add_argument("--test", required=True, metavar="SOURCE",
+                   help="the real test set: its test split (cifar10, DIR/test/, an .npz's test arrays), or the whole "
+                        "of a source without splits (DIR/<class>/, an .npz with images/labels)")
+    p.add_argument("--image-size", type=_positive_int, default=None, metavar="N",
+                   help="resize real images (TRAIN and --test) to NxN, antialiased, e.g. to match a .lds")
     p.add_argument("--arch", default=_DEFAULTS.arch, help=f"evaluation network (default {_DEFAULTS.arch}; see `latentds models`)")
     p.add_argument("--model-args", type=_json_object, default={}, metavar="JSON", help="extra architecture arguments, e.g. '{\"width\": 64}'")
     p.add_argument("--epochs", type=_positive_int, default=_DEFAULTS.epochs)
@@ -113,7 +124,7 @@ def result_json(args: argparse.Namespace, result: EvalResult) -> dict[str, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from latentds.sources import load_source
+    from latentds.sources import load_test_source
 
     quiet = bool(getattr(args, "quiet", False))
     say: Callable[[str], None] = (lambda _: None) if quiet else print
@@ -134,9 +145,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg.validate()  # fail on a bad option before loading any data
     train = training_set(
         args.train, ipc=args.ipc, seed=args.data_seed, root=args.root, decode=args.decode, device=cfg.device,
-        progress=not quiet, download=args.download, precision=cfg.precision,
+        progress=not quiet, download=args.download, precision=cfg.precision, image_size=args.image_size,
     )
-    test = load_source(args.test, "test", root=args.root, progress=not quiet, download=args.download)
+    test = load_test_source(args.test, root=args.root, progress=not quiet, download=args.download,
+                            image_size=args.image_size)
     say(f"train: {train.description} ({train.bytes:,} bytes)")
     say(f"test:  {test.name}: {len(test):,} images")
     result = evaluate(train, test, cfg, progress=not quiet, log=say)

@@ -6,28 +6,47 @@ rebuild (a registered architecture whose parameter and buffer names and shapes m
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from latentds.errors import GeneratorKeysError, UnknownArchitectureError, UnknownModelError
+from latentds.errors import (
+    ConfigError,
+    GeneratorKeysError,
+    UnknownArchitectureError,
+    UnknownModelError,
+)
 from latentds.format import LdsReader, spec, write_lds
-from latentds.models import create_model, list_models
+from latentds.models import (
+    GeneratorContract,
+    create_model,
+    generator_contract,
+    list_models,
+)
 
 
 def image_spec(
-    mean: Sequence[float], std: Sequence[float], shape: Sequence[int] = (3, 32, 32)
+    mean: Sequence[float],
+    std: Sequence[float],
+    shape: Sequence[int] = (3, 32, 32),
+    output_range: Sequence[float] = (-1.0, 1.0),
 ) -> dict[str, Any]:
-    """The manifest's `image` section: C x H x W, generator output range and the normalization to apply."""
+    """The manifest's `image` section: C x H x W, generator output range and the normalization to apply.
+
+    ``shape`` and ``output_range`` come from the generator's contract (:class:`GeneratorContract`).
+    """
     c, h, w = (int(v) for v in shape)
+    lo, hi = (float(v) for v in output_range)
     return {
         "channels": c,
         "height": h,
         "width": w,
-        "generator_range": [-1.0, 1.0],
+        "generator_range": [lo, hi],
         "mean": [float(v) for v in mean],
         "std": [float(v) for v in std],
     }
@@ -48,6 +67,9 @@ def save_lds(
     arch, args = getattr(generator, "arch_name", None), getattr(generator, "arch_args", None)
     if arch is None or args is None:
         raise TypeError("the generator must come from latentds.models.create_model (it has no arch_name/arch_args)")
+    problems = _contract_problems(generator_contract(generator), len(classes), int(latents.shape[-1]), image)
+    if problems:
+        raise ConfigError(f"cannot write {path}: the generator {arch!r} does not fit the data: {'; '.join(problems)}")
     state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
     return write_lds(
         path,
@@ -63,6 +85,25 @@ def save_lds(
         generator_dtype=generator_dtype,
         generator_info={"param_count": sum(p.numel() for p in generator.parameters())},
     )
+
+
+def _contract_problems(
+    contract: GeneratorContract, num_classes: int, latent_dim: int, image: Mapping[str, Any]
+) -> list[str]:
+    """How a generator's contract disagrees with a file's classes, latents and image section (empty: it fits)."""
+    problems = []
+    if contract.num_classes != num_classes:
+        problems.append(f"it is conditioned on {contract.num_classes} classes, the file has {num_classes}")
+    if contract.latent_dim != latent_dim:
+        problems.append(f"it takes latents of size {contract.latent_dim}, the file stores {latent_dim}")
+    shape = (image.get("channels"), image.get("height"), image.get("width"))
+    if tuple(contract.image_shape) != shape:
+        made, said = ("x".join(map(str, s)) for s in (contract.image_shape, shape))
+        problems.append(f"it makes {made} images (C x H x W), the image section says {said}")
+    if [float(v) for v in contract.output_range] != [float(v) for v in image.get("generator_range", ())]:
+        problems.append(f"its output range is {list(contract.output_range)}, the image section says "
+                        f"{image.get('generator_range')}")
+    return problems
 
 
 def _build_on_meta(reader: LdsReader) -> nn.Module:
@@ -83,6 +124,20 @@ def check_generator(reader: LdsReader, model: nn.Module | None = None) -> None:
     ``model``: the architecture already built on the meta device, if the caller has it.
     """
     model = _build_on_meta(reader) if model is None else model
+    try:
+        contract = generator_contract(model)
+    except ConfigError:
+        raise GeneratorKeysError(
+            f"{reader.path}: the stored generator {reader.manifest['generator']['arch']!r} is not a generator "
+            "(its architecture declares no GeneratorContract)"
+        ) from None
+    m = reader.manifest
+    problems = _contract_problems(contract, len(m["classes"]), int(m["latent_dim"]), m["image"])
+    if problems:
+        raise GeneratorKeysError(
+            f"{reader.path}: the stored generator {m['generator']['arch']!r} {json.dumps(m['generator']['args'])} "
+            f"cannot decode this file: {'; '.join(problems)}"
+        )
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     p = spec.GENERATOR_PREFIX
     stored = {name[len(p) :]: info.shape for name, info in reader.tensors.items() if name.startswith(p)}

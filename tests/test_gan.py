@@ -107,7 +107,7 @@ def test_training_changes_the_generator(data, trained):
     from latentds.encode.gan import _final_generator
 
     init = seeded_model(TINY.seed, TINY.arch, width=TINY.width, num_classes=3, spectral_norm=True)
-    assert not same_state(_final_generator(init, TINY, 3), generator)
+    assert not same_state(_final_generator(init, TINY, 3, data.image_shape), generator)
 
 
 def test_samples_and_checkpoint_written(trained):

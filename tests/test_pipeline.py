@@ -67,11 +67,28 @@ def reference(folder, tmp_path_factory) -> Path:
 
 
 # --- config ------------------------------------------------------------------------------------------------
+def test_default_preset_by_device():
+    from latentds.encode.config import default_preset
+
+    assert default_preset("cuda") == "paper" and default_preset("cuda:1") == "paper"
+    assert default_preset("cpu") == "cpu"  # never the paper's GPU-days schedule on a CPU
+
+
+def test_image_size_field():
+    cfg = apply_overrides(load_preset("smoke"), ["image_size=28"])
+    assert cfg.image_size == 28
+    for bad in ("image_size=4", "image_size=true", "image_size=2.5"):
+        with pytest.raises(ConfigError, match="image_size"):
+            apply_overrides(cfg, [bad])
+
+
 def test_presets_load_and_differ():
     assert {"smoke", "paper", "cpu"} <= set(list_presets())
     smoke, paper, cpu = load_preset("smoke"), load_preset("paper"), load_preset("cpu")
-    assert smoke.gan.arch == "biggan32_tiny" and smoke.ipc == 30
-    assert paper.gan.arch == "biggan32" and paper.gan.width == 64 and paper.gan.iterations == 250_000
+    assert smoke.gan.arch == "biggan" and smoke.gan.width == 4 and smoke.ipc == 30
+    assert all(p.gan.arch == "biggan" and p.gan.disc_arch == "biggan_disc" for p in (smoke, paper, cpu))  # any size
+    assert smoke.image_size is None  # native size
+    assert paper.gan.width == 64 and paper.gan.iterations == 250_000
     assert paper.invert.iterations == 5000 and paper.invert.lr == 0.1 and paper.invert.batch_size == 50
     assert paper.condense.iterations == 5000 and paper.condense.lr == 0.001 and paper.condense.batch_real == 500
     assert paper.subset_size == 1250 and paper.ipc is None and paper.condense.lam == 0.0

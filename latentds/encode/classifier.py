@@ -21,17 +21,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentds.augment import DEFAULT_STRATEGY, dsa
-from latentds.encode.common import check_int, config_diff, describe_diff, from_dict, seeded_model
+from latentds.encode.common import (
+    check_int,
+    config_diff,
+    describe_diff,
+    from_dict,
+    seeded_model,
+)
 from latentds.encode.state import (
     CheckpointError,
     TrainingInterrupted,
@@ -45,7 +51,12 @@ from latentds.encode.state import (
     set_rng_state,
 )
 from latentds.errors import ConfigError
-from latentds.models import create_model, load_model, read_model_metadata, save_model
+from latentds.models import (
+    input_args,
+    load_model,
+    read_model_metadata,
+    save_model,
+)
 from latentds.plan import Compute
 from latentds.sources import ImageSet
 
@@ -196,12 +207,10 @@ def train_classifier(
         say(f"classifier: using cached {final}")
         return model, stats
 
-    _, _, h, w = data.images.shape
-    kwargs: dict[str, Any] = {"num_classes": data.num_classes}
+    # channels, size and (for ConvNets) depth by resolution: input_args
+    kwargs: dict[str, Any] = {"num_classes": data.num_classes, **input_args(cfg.arch, data.image_shape)}
     if cfg.width is not None:
         kwargs["width"] = cfg.width
-    if h != 32:  # convnet3 sizes its classifier head from the image size
-        kwargs["image_size"] = h
     compute = compute or Compute(device)
     model = compute.prepare(seeded_model(cfg.seed, cfg.arch, **kwargs).to(device))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)

@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from latentds.encode.config import LATENT_DTYPES, EncodeConfig, apply_overrides, list_presets, load_preset
+from latentds.encode.config import (
+    LATENT_DTYPES,
+    EncodeConfig,
+    apply_overrides,
+    default_preset,
+    list_presets,
+    load_preset,
+)
 
 __all__ = ["cmd_encode", "cmd_train_gan", "register"]
 
@@ -18,11 +25,19 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 
 
 def _config(args: argparse.Namespace) -> EncodeConfig:
-    """The preset, then the dedicated flags, then --set overrides (later wins)."""
-    cfg = load_preset(args.preset)
+    """The preset (by device when none is named), then the dedicated flags, then --set overrides (later wins)."""
+    preset = args.preset
+    if preset is None:
+        from latentds.encode.pipeline import resolve_device
+
+        preset = default_preset(str(resolve_device(args.device or "auto")))
+        if not args.quiet and os.environ.get("RANK", "0") == "0":
+            print(f"no --preset given: using '{preset}' for this {'GPU' if preset == 'paper' else 'CPU-only machine'} "
+                  f"(see --preset; 'smoke' checks the pipeline in minutes)", file=sys.stderr)
+    cfg = load_preset(preset)
     overrides = []
     for flag, key in (("ipc", "ipc"), ("seed", "seed"), ("device", "device"), ("latent_dtype", "latent_dtype"),
-                      ("precision", "precision")):
+                      ("precision", "precision"), ("image_size", "image_size")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
@@ -30,8 +45,11 @@ def _config(args: argparse.Namespace) -> EncodeConfig:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="paper", choices=list_presets(),
-                   help="hyperparameter preset (default: paper); 'smoke' checks the pipeline in minutes on a CPU")
+    p.add_argument("--preset", default=None, choices=list_presets(),
+                   help="hyperparameter preset (default: 'paper' on a GPU, 'cpu' otherwise); 'smoke' checks the "
+                        "pipeline in minutes on a CPU")
+    p.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="resize the images to NxN (antialiased) before anything else (default: keep their size)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the preset's (auto)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                    help="training stages: auto (default: measured per machine, bf16 only where the hardware has it), "
@@ -76,7 +94,8 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         if show:
             print(line, file=sys.stderr, flush=True)
 
-    data = load_source(args.source, "train", root=args.root, download=args.download, progress=show)
+    data = load_source(args.source, "train", root=args.root, download=args.download, image_size=cfg.image_size,
+                       progress=show)
     generator, stats = train_gan(data, cfg.gan, Path(work_dir) / "gan", device, show, log, compute=compute)
     # The work dir's copy carries the GAN config, data fingerprint and training stats in its metadata.
     atomic_write(out, [(Path(work_dir) / "gan" / GENERATOR_FILE).read_bytes()])

@@ -25,12 +25,13 @@ from latentds.encode.invert import InvertConfig
 from latentds.errors import ConfigError
 
 __all__ = [
-    "EncodeConfig",
     "LATENT_DTYPES",
     "PRESET_DIR",
+    "EncodeConfig",
     "apply_overrides",
     "asdict",
     "config_from_dict",
+    "default_preset",
     "list_presets",
     "load_preset",
 ]
@@ -50,6 +51,7 @@ class EncodeConfig:
     invert: InvertConfig = field(default_factory=InvertConfig)
     condense: CondenseConfig = field(default_factory=CondenseConfig)
     ipc: int | None = None  # latents (images) per class; None: one per training image (the paper)
+    image_size: int | None = None  # resize the data to image_size x image_size (antialiased); None: native size
     seed: int = 0  # image selection, z0 and every work unit's seed derive from this
     latent_dtype: str = "float16"  # storage dtype in the .lds; fp16 halves the file, decoded images barely change
     subset_size: int = 1250  # latents learned jointly per unit (paper: 1250 for CIFAR-10, 500 for CIFAR-100)
@@ -60,6 +62,9 @@ class EncodeConfig:
         """Raise ConfigError on values that cannot run (section dataclasses check their own on creation)."""
         if self.ipc is not None and (isinstance(self.ipc, bool) or not isinstance(self.ipc, int) or self.ipc < 1):
             raise ConfigError(f"ipc must be a positive integer or null (all images), got {self.ipc!r}")
+        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
+                                            or not 8 <= self.image_size <= 1024):
+            raise ConfigError(f"image_size must be an integer in 8..1024 or null (native size), got {self.image_size!r}")
         if self.latent_dtype not in LATENT_DTYPES:
             raise ConfigError(f"latent_dtype must be one of {LATENT_DTYPES}, got {self.latent_dtype!r}")
         if isinstance(self.subset_size, bool) or not isinstance(self.subset_size, int) or self.subset_size < 1:
@@ -196,6 +201,12 @@ def config_from_dict(data: dict[str, Any], base: EncodeConfig | None = None) -> 
 def list_presets() -> list[str]:
     """Names of the shipped presets."""
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def default_preset(device: str) -> str:
+    """The preset a run without ``--preset`` gets: ``paper`` on a GPU, ``cpu`` elsewhere (the paper's 250,000 GAN
+    iterations would take weeks on a CPU)."""
+    return "paper" if str(device).startswith("cuda") else "cpu"
 
 
 def load_preset(name: str) -> EncodeConfig:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from latentds.models import ConvNet, create_model
+from latentds.models import ConvNet, create_model, input_args
 
 __all__ = ["EmbeddingSampler", "Normalizer", "frozen", "random_convnet"]
 
@@ -42,16 +42,17 @@ def random_convnet(
     device: str | torch.device = "cpu",
     channels: int = 3,
     image_size: int = 32,
-    depth: int = 3,
+    depth: int | None = None,
 ) -> ConvNet:
-    """A ConvNet-3 with PyTorch-default initialization drawn from ``generator`` (a CPU generator).
+    """A ConvNet (depth by resolution unless given) with PyTorch-default init drawn from ``generator`` (CPU).
 
     Built on the meta device first, so construction consumes no global random numbers.
     """
     with torch.device("meta"):
-        net = create_model(
-            "convnet3", num_classes=num_classes, channels=channels, width=width, depth=depth, image_size=image_size
-        )
+        args = input_args("convnet3", (channels, image_size, image_size))
+        if depth is not None:
+            args["depth"] = depth
+        net = create_model("convnet3", num_classes=num_classes, width=width, **args)
     net = net.to_empty(device="cpu")  # init on the CPU: the same numbers on any device
     with torch.no_grad():
         _reset_like_pytorch(net, generator)

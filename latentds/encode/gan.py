@@ -23,17 +23,23 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentds.encode.classifier import normalize
-from latentds.encode.common import check_int, config_diff, describe_diff, from_dict, seeded_model
+from latentds.encode.common import (
+    check_int,
+    config_diff,
+    describe_diff,
+    from_dict,
+    seeded_model,
+)
 from latentds.encode.diffaug import diff_augment, parse_policy, random_flip
 from latentds.encode.state import (
     CheckpointError,
@@ -49,7 +55,14 @@ from latentds.encode.state import (
 )
 from latentds.errors import ConfigError, LatentdsError, UnsupportedImageError
 from latentds.lds import image_spec
-from latentds.models import load_model, read_model_metadata, remove_spectral_norm, save_model
+from latentds.models import (
+    generator_contract,
+    input_args,
+    load_model,
+    read_model_metadata,
+    remove_spectral_norm,
+    save_model,
+)
 from latentds.plan import Compute
 from latentds.sources import ImageSet
 
@@ -81,9 +94,9 @@ class TrainingDivergedError(LatentdsError):
 class GANConfig:
     """How the generator is trained; the defaults are the DiffAugment-BigGAN-CIFAR recipe of the paper."""
 
-    arch: str = "biggan32"
+    arch: str = "biggan"  # any registered generator; it gets the data's channels and image_size (input_args)
     width: int = 64  # G_ch: 64 -> 256 channels, 4.3 M parameters
-    disc_arch: str = "biggan32_disc"
+    disc_arch: str = "biggan_disc"
     disc_width: int = 64  # D_ch: 64 -> 256 channels, 4.2 M parameters
     iterations: int = 250_000  # G steps (about a day on 2 GPUs in the reference runs)
     batch_size: int = 50  # per D step and per G step
@@ -135,7 +148,7 @@ def generate(
 
 def _class_grid_inputs(generator: nn.Module, num_classes: int, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(num_classes * per_class, generator.latent_dim, generator=g)
+    z = torch.randn(num_classes * per_class, generator_contract(generator).latent_dim, generator=g)
     y = torch.arange(num_classes).repeat_interleave(per_class)  # class c fills row c of the grid
     return z, y
 
@@ -190,7 +203,7 @@ def gan_quality(
     generator.eval().to(device)
     classifier.eval().to(device)
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(num_classes * n_per_class, generator.latent_dim, generator=g)
+    z = torch.randn(num_classes * n_per_class, generator_contract(generator).latent_dim, generator=g)
     y = torch.arange(num_classes).repeat_interleave(n_per_class)
     correct = torch.zeros(num_classes, dtype=torch.int64)
     for i in range(0, z.shape[0], 500):
@@ -247,17 +260,18 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
-def _final_generator(ema: nn.Module, cfg: GANConfig, num_classes: int) -> nn.Module:
+def _final_generator(ema: nn.Module, cfg: GANConfig, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
     """The EMA generator with spectral norm folded into the weights, rebuilt with spectral_norm=False.
 
     The stored SN vectors and BN statistics belong to the live G, not to the averaged weights, so
     sigma is re-estimated by power iteration and BN statistics are recomputed ("standing stats").
     """
-    sn = seeded_model(0, cfg.arch, width=cfg.width, num_classes=num_classes, spectral_norm=True)
+    args = {**input_args(cfg.arch, image_shape), "width": cfg.width, "num_classes": num_classes}
+    sn = seeded_model(0, cfg.arch, **args, spectral_norm=True)
     sn.load_state_dict(ema.state_dict())
     _converge_spectral_norm(sn)
     remove_spectral_norm(sn.eval())  # eval: use the converged SN vectors, no further power iteration
-    plain = seeded_model(0, cfg.arch, width=cfg.width, num_classes=num_classes, spectral_norm=False)
+    plain = seeded_model(0, cfg.arch, **args, spectral_norm=False)
     plain.load_state_dict(sn.state_dict())
     standing_stats(plain, num_classes, seed=cfg.seed)
     return plain.eval()
@@ -289,7 +303,7 @@ def standing_stats(
     g = torch.Generator().manual_seed(seed)
     generator.train()
     for _ in range(batches):
-        z, y = _latents(batch_size, generator.latent_dim, num_classes, g, device)
+        z, y = _latents(batch_size, generator_contract(generator).latent_dim, num_classes, g, device)
         generator(z, y)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
@@ -345,16 +359,22 @@ def train_gan(
                                   "so it cannot be continued; use another work dir")
 
     # Build G, D and the EMA copy (seeded init; the global RNG is left alone).
-    g_net = seeded_model(cfg.seed, cfg.arch, width=cfg.width, num_classes=k, spectral_norm=True).to(device)
-    d_net = seeded_model(cfg.seed + 1, cfg.disc_arch, width=cfg.disc_width, num_classes=k, spectral_norm=True).to(device)
-    ema = seeded_model(cfg.seed, cfg.arch, width=cfg.width, num_classes=k, spectral_norm=True).to(device)
+    # The factories get the data's shape (channels, image_size) where they take it: the generator contract.
+    g_args = {**input_args(cfg.arch, data.image_shape), "width": cfg.width, "num_classes": k, "spectral_norm": True}
+    d_args = {**input_args(cfg.disc_arch, data.image_shape), "width": cfg.disc_width, "num_classes": k,
+              "spectral_norm": True}
+    g_net = seeded_model(cfg.seed, cfg.arch, **g_args).to(device)
+    made = generator_contract(g_net).image_shape
+    if made != data.image_shape:
+        raise UnsupportedImageError(
+            f"{data.name}: images are {'x'.join(map(str, data.image_shape))} (C x H x W) but {cfg.arch} makes "
+            f"{'x'.join(map(str, made))}; use gan.arch=biggan (any size and channel count) or resize the data "
+            "with --image-size"
+        )
+    d_net = seeded_model(cfg.seed + 1, cfg.disc_arch, **d_args).to(device)
+    ema = seeded_model(cfg.seed, cfg.arch, **g_args).to(device)
     ema.load_state_dict(g_net.state_dict())
     ema.eval().requires_grad_(False)
-    size = g_net.image_size
-    if data.image_shape != (3, size, size):
-        raise UnsupportedImageError(
-            f"{data.name}: images are {data.image_shape} (C, H, W) but {cfg.arch} makes (3, {size}, {size})"
-        )
     opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr_d, betas=cfg.betas)
     gen = torch.Generator().manual_seed(cfg.seed)  # CPU: real batches, z, y, augmentation
@@ -387,7 +407,7 @@ def train_gan(
                                    "train_seconds": train_seconds})
 
     reals = _RealSampler(data, device)
-    latent_dim = g_net.latent_dim
+    latent_dim = generator_contract(g_net).latent_dim
     compute.prepare(g_net)
     compute.prepare(d_net)
     policy = cfg.diffaug
@@ -466,7 +486,7 @@ def train_gan(
         bar.close()
 
     session_seconds = time.perf_counter() - session_start
-    generator = _final_generator(ema, cfg, k).to(device)
+    generator = _final_generator(ema, cfg, k, data.image_shape).to(device)
     last = history[-1] if history else {}
     stats: dict[str, Any] = {
         "iterations": it,

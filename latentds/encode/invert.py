@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentds.encode.embed import Normalizer
+from latentds.models import generator_contract
 from latentds.plan import Compute
 
 __all__ = ["InvertConfig", "InvertUnit", "invert", "invert_batches", "invert_latents", "invert_units", "units_per_pass"]
@@ -213,7 +214,7 @@ def invert(
         raise ValueError(f"labels must have shape ({n},) to pair with the images, got {tuple(labels.shape)}")
     if cfg.iterations < 0 or cfg.batch_size < 1:
         raise ValueError(f"invert: iterations must be >= 0 and batch_size >= 1, got {cfg.iterations}, {cfg.batch_size}")
-    z0 = torch.randn(n, int(generator.latent_dim), generator=torch.Generator().manual_seed(int(generator_seed)))
+    z0 = torch.randn(n, generator_contract(generator).latent_dim, generator=torch.Generator().manual_seed(int(generator_seed)))
     latents = torch.empty_like(z0)
     units = invert_batches(labels, cfg.batch_size)
     per_pass = units_per_pass(cfg, device)

@@ -44,10 +44,16 @@ from latentds.encode.condense import Unit, condense, derive_seed, work_units
 from latentds.encode.config import EncodeConfig
 from latentds.encode.distributed import DEFAULT_TIMEOUT_S, Group, assign, from_env
 from latentds.encode.embed import EmbeddingSampler
-from latentds.encode.invert import InvertUnit, invert_latents, invert_units, units_per_pass
+from latentds.encode.invert import (
+    InvertUnit,
+    invert_latents,
+    invert_units,
+    units_per_pass,
+)
 from latentds.encode.state import load_state, save_state
 from latentds.errors import ConfigError, LdsNotFoundError
 from latentds.format import file_sha256
+from latentds.models import generator_contract
 from latentds.plan import Compute, get_plan, resolve_precision
 from latentds.sources import ImageSet, is_named, load_source
 
@@ -197,17 +203,16 @@ def _load_generator(path: Path, data: ImageSet, device: torch.device) -> nn.Modu
     from latentds.models import load_model
 
     generator = load_model(path, device)
-    num_classes = getattr(generator, "num_classes", None)
-    latent_dim = getattr(generator, "latent_dim", None)
-    image_size = getattr(generator, "image_size", None)
-    _, h, w = data.image_shape
+    try:
+        contract = generator_contract(generator)
+    except ConfigError as e:
+        raise ConfigError(f"generator {path} does not fit {data.name}: {e}") from None
     problems = []
-    if num_classes != data.num_classes:
-        problems.append(f"it has {num_classes} classes, the data {data.num_classes}")
-    if latent_dim is None:
-        problems.append("it has no latent_dim (not a latent generator)")
-    if image_size != h or h != w:
-        problems.append(f"it makes {image_size}x{image_size} images, the data has {w}x{h}")
+    if contract.num_classes != data.num_classes:
+        problems.append(f"it has {contract.num_classes} classes, the data {data.num_classes}")
+    if contract.image_shape != data.image_shape:
+        made, have = ("x".join(map(str, s)) for s in (contract.image_shape, data.image_shape))
+        problems.append(f"it makes {made} images (C x H x W), the data has {have}")
     if problems:
         raise ConfigError(f"generator {path} does not fit {data.name}: {'; '.join(problems)}")
     return generator
@@ -318,7 +323,7 @@ def _encode(
     first_loads = download and is_named(source)  # then the first rank of each machine loads (downloads) first
     if first_loads and group.local_rank != 0:
         group.barrier()
-    data = load_source(source, "train", root=root, download=download, progress=show)
+    data = load_source(source, "train", root=root, download=download, image_size=cfg.image_size, progress=show)
     if first_loads and group.local_rank == 0:
         group.barrier()
     end_stage("load_source", t0)
@@ -420,7 +425,7 @@ def _encode(
     def class_z0(c: int) -> torch.Tensor:
         """The class's z0 ~ N(0, I): one (n_class, D) draw from the class's seed."""
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "invert", c))
-        return torch.randn(class_size[c], generator.latent_dim, generator=g)
+        return torch.randn(class_size[c], generator_contract(generator).latent_dim, generator=g)
 
     def z0_of(unit: InvertUnit) -> torch.Tensor:
         """The unit's rows of its class's z0."""
@@ -455,7 +460,7 @@ def _encode(
     needed = set(classes_present) if group.is_main else {u.cls for u in mine}
     want = [{0} | {unit_owner[cu.name] for cu in todo_units if cu.cls == u.cls} for u in inv_units]
     group.sync_files([inv_path[u.name] for u in inv_units], want)
-    inv_latents = torch.empty(n, generator.latent_dim)
+    inv_latents = torch.empty(n, generator_contract(generator).latent_dim)
     inv_stats: list[dict[str, Any]] = []
     for u in inv_units:
         if u.cls not in needed:
@@ -490,7 +495,7 @@ def _encode(
         log(f"done: {len(mine)} units condensed; rank 0 writes {out}")
         group.barrier()  # return once the file exists
         return out
-    final = torch.empty(n, generator.latent_dim)
+    final = torch.empty(n, generator_contract(generator).latent_dim)
     unit_stats: list[dict[str, Any]] = []
     for unit in units:
         idx = selected[unit.indices]
@@ -532,7 +537,7 @@ def _encode(
             "world_size": group.world_size, "backend": "gloo",
             "units_by_rank": [sum(o == r for o in unit_owner.values()) for r in range(group.world_size)],
         }
-    path = save_lds(out, generator, final, sel_labels, data.classes, image_spec(mean, std, data.image_shape),
+    path = save_lds(out, generator, final, sel_labels, data.classes, image_spec(mean, std, data.image_shape, generator_contract(generator).output_range),
                     provenance, _DTYPES[cfg.latent_dtype])
     log(f"wrote {path} ({n} latents, {cfg.latent_dtype}; {path.stat().st_size / 2**20:.2f} MiB) in "
         f"{_duration(time.perf_counter() - t_start)}; write {time.perf_counter() - t0:.1f} s; "
@@ -637,7 +642,7 @@ def _estimate(
         probe = replace(cfg.condense, iterations=WARMUP_ITERATIONS, eval_nets=0)
         sampler = EmbeddingSampler(pool, probe.random_width, probe.pool_prob, data.num_classes, data.image_shape[0],
                                    data.image_shape[1], device)
-        z = torch.randn(b, generator.latent_dim, generator=torch.Generator().manual_seed(0))
+        z = torch.randn(b, generator_contract(generator).latent_dim, generator=torch.Generator().manual_seed(0))
         reals = data.images[data.class_indices(unit.cls)]
         condense(generator, z, data.images[idx], reals, unit.cls, sampler, replace(probe, iterations=1), mean, std, 0,
                  device, compute=compute)  # untimed warm-up

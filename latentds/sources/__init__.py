@@ -30,6 +30,7 @@ from latentds.sources.cifar import CIFAR, cifar_in_dir, default_root, load_cifar
 from latentds.sources.folder import IMAGE_EXTENSIONS, load_image_folder
 from latentds.sources.imageset import (
     CHANNELS,
+    WHOLE,
     ImageSet,
     compute_fingerprint,
     resize_images,
@@ -45,6 +46,7 @@ __all__ = [
     "default_root",
     "is_named",
     "load_source",
+    "load_test_source",
     "resize_images",
 ]
 
@@ -114,6 +116,26 @@ def load_source(
             + _ACCEPTED_FORMS
         )
     return _load_path(path, None, split, image_size, progress)
+
+
+def load_test_source(
+    spec: str,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+    progress: bool = True,
+) -> ImageSet:
+    """Test images: the ``test`` split of ``spec``, or the whole of a source that has no splits (a class-root
+    folder ``DIR/<class>/``, an .npz/.h5 with ``images``/``labels``), as a user naming test data means it."""
+    try:
+        return load_source(spec, "test", root, download, image_size, progress)
+    except SourceNotFoundError as exc:
+        if is_named(spec):
+            raise
+        try:
+            return load_source(spec, WHOLE, root, download, image_size, progress)
+        except SourceNotFoundError:
+            raise exc from None
 
 
 def _load_path(path: Path, kind: str | None, split: str, image_size: int | None, progress: bool) -> ImageSet:

@@ -14,13 +14,15 @@ from latentds.errors import (
     SourceNotFoundError,
     UnreadableImageError,
 )
-from latentds.sources.imageset import ImageSet, to_nchw_uint8
+from latentds.sources.imageset import WHOLE, ImageSet, to_nchw_uint8
 
 __all__ = ["load_h5", "load_npz"]
 
 
 def _array_keys(split: str) -> list[tuple[str, str]]:
     """Candidate (images, labels) names for ``split``, most specific first."""
+    if split == WHOLE:  # a file without splits: only the generic names
+        return [("images", "labels")]
     keys = [(f"{split}/images", f"{split}/labels"), (f"{split}_images", f"{split}_labels")]
     if split == "train":
         keys += [("images", "labels"), ("x_train", "y_train")]

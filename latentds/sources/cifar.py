@@ -46,7 +46,7 @@ def load_cifar(
     import torchvision.datasets as tvd
 
     cls_name, folder, pretty = CIFAR[key]
-    if split not in ("train", "test"):
+    if split not in ("train", "test"):  # (also WHOLE: CIFAR always has splits)
         raise SourceNotFoundError(f"{pretty} has splits 'train' and 'test', not {split!r}")
     root_path = Path(root).expanduser().absolute() if root is not None else default_root()
     if root_path.name == folder:  # pointed straight at the extracted folder

@@ -21,7 +21,7 @@ from latentds.errors import (
     UnreadableImageError,
     UnsupportedImageError,
 )
-from latentds.sources.imageset import ImageSet, resize_images
+from latentds.sources.imageset import WHOLE, ImageSet, resize_images
 
 __all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
 
@@ -39,7 +39,12 @@ _READ_WORKERS = 4
 def load_image_folder(path: Path, split: str, image_size: int | None, progress: bool) -> ImageSet:
     """The ``split`` of an image folder; every image at ``image_size`` (resized) or all at one native size."""
     split_dir = path / split
-    if split_dir.is_dir():
+    if split == WHOLE:
+        found = [s for s in ("train", "test", "val") if (path / s).is_dir()]
+        if found:
+            raise SourceNotFoundError(f"{path} has split folders ({', '.join(found)}/); name the split to use")
+        folder = path
+    elif split_dir.is_dir():
         folder = split_dir
     elif split == "train":
         if (path / "test").is_dir() or (path / "val").is_dir():

@@ -14,6 +14,7 @@ from latentds.errors import EmptyClassError, SourceMismatchError, UnsupportedIma
 
 __all__ = ["CHANNELS", "ImageSet", "compute_fingerprint", "resize_images", "to_nchw_uint8"]
 
+WHOLE = "whole"  # the split name for a source without splits: DIR/<class>/..., an .npz's images/labels
 CHANNELS = (1, 3)  # grayscale or RGB; alpha is dropped and palettes are expanded when files are decoded
 _RESIZE_CHUNK = 1024  # images per interpolation call: bounds the float copy
 
