@@ -220,7 +220,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def file_sha256(path: Path) -> str:
-    from latentds.format import file_sha256 as sha256_of  # imported here, as all of latentds: --help needs no torch
+    from latentds.format import (
+        file_sha256 as sha256_of,  # imported here, as all of latentds: --help needs no torch
+    )
 
     return sha256_of(path)
 
@@ -387,9 +389,8 @@ def generator_info(path: Path) -> dict[str, Any]:
     """What the records say about the generator: file, hash, architecture and its GAN training config."""
     from safetensors import safe_open
 
+    from latentds.checkpoint import META_ARCH, META_ARGS, read_model_metadata
     from latentds.encode.gan import META_CONFIG, META_STATS
-    from latentds.models import read_model_metadata
-    from latentds.models.checkpoint import META_ARCH, META_ARGS
 
     meta = read_model_metadata(path)
     with safe_open(str(path), "pt") as f:
@@ -654,8 +655,8 @@ def build_dm(s: Settings, ipc: int | None, data: Data, log: Log) -> Artifact:
 
 def classifier_seconds(folder: Path) -> float:
     """Training seconds (all sessions) of the shared classifier, from its file's metadata."""
+    from latentds.checkpoint import read_model_metadata
     from latentds.encode.classifier import CLASSIFIER_FILE, META_STATS
-    from latentds.models import read_model_metadata
 
     stats = json.loads(read_model_metadata(folder / CLASSIFIER_FILE).get(META_STATS, "{}"))
     return float(stats.get("train_seconds") or 0.0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from latentds.errors import LatentdsError, LdsError  # noqa: E402
+from latentds.errors import LatentdsError, LdsError
 
-__all__ = ["LatentDataset", "LatentdsError", "LdsError", "open_lds", "__version__"]
+__all__ = ["LatentDataset", "LatentdsError", "LdsError", "__version__", "open_lds"]
 
 
 def __getattr__(name: str):  # lazy: `import latentds` stays cheap for the CLI and format-only users

@@ -10,8 +10,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from latentds import __version__
 from latentds.errors import LatentdsError, LdsNotFoundError, SourceNotFoundError

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -185,7 +186,7 @@ class LatentDataset(Dataset):
     # --- subsets without decoding ---------------------------------------------------------------------
     def subset(
         self, indices: Sequence[int] | np.ndarray | None = None, classes: Sequence[int | str] | None = None
-    ) -> "LatentDataset":
+    ) -> LatentDataset:
         """A dataset over some positions of this one and/or some classes (by index or name). Decodes nothing."""
         pos = np.arange(len(self)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if classes is not None:

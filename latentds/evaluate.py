@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentds.augment import DEFAULT_STRATEGY, OPS, dsa, parse_strategy
+from latentds.common import by_class, normalize, resolve_device
 from latentds.errors import ConfigError, SourceMismatchError
 from latentds.plan import Compute, get_plan
 from latentds.sources import ImageSet
@@ -113,19 +114,6 @@ class EvalConfig:
     def decay_epoch(self) -> int:
         """First (0-based) epoch trained at the dropped lr."""
         return int(math.floor(self.epochs * float(self.lr_decay_at)))
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda if available, else cpu; anything else as ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
-    return dev
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -233,8 +221,9 @@ def _subset_per_class(labels: Tensor, classes: list[str], ipc: int, seed: int, w
     """Indices of ``ipc`` random samples of every class (seeded), grouped by class."""
     g = torch.Generator().manual_seed(int(seed))
     picked = []
+    members = by_class(labels)
     for c, name in enumerate(classes):
-        idx = torch.nonzero(labels == c, as_tuple=False).flatten()
+        idx = members.get(c, labels.new_empty(0))
         if idx.numel() < ipc:
             raise ConfigError(
                 f"{where}: class {name!r} has {idx.numel()} samples, fewer than ipc={ipc}; "
@@ -242,11 +231,6 @@ def _subset_per_class(labels: Tensor, classes: list[str], ipc: int, seed: int, w
             )
         picked.append(idx[torch.randperm(idx.numel(), generator=g)[:ipc]])
     return torch.cat(picked)
-
-
-def _normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """uint8 (B, C, H, W) -> float32 normalized; ``mean``/``std`` are (1, C, 1, 1) on images' device."""
-    return images.float().div_(255.0).sub_(mean).div_(std)
 
 
 def _stats(mean: list[float], std: list[float], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -302,9 +286,10 @@ def _load_gan(path: Path, device: torch.device) -> tuple[nn.Module, list[str], t
     """(generator, classes, generator_range, image section or None, generator bytes) from a .lds or checkpoint."""
     import json
 
+    from latentds.checkpoint import load_model, read_model_metadata
     from latentds.format import spec as lds_spec
     from latentds.lds import load_generator, open_lds
-    from latentds.models import generator_contract, load_model, read_model_metadata
+    from latentds.models import generator_contract
 
     if _is_lds(str(path)):
         with open_lds(path) as reader:
@@ -397,7 +382,7 @@ def _real_set(
         nbytes = src.source_bytes if src.source_bytes else len(src) * c * h * w
         what = "whole training split"
     m, s = _stats(mean, std)
-    images = torch.cat([_normalize(p, m, s) for p in pixels.split(4096)])  # (N, C, H, W) float32
+    images = torch.cat([normalize(p, m, s) for p in pixels.split(4096)])  # (N, C, H, W) float32
     return TrainSet(
         images=images,
         labels=labels.clone(),
@@ -506,7 +491,7 @@ def accuracy(
     correct = torch.zeros((), dtype=torch.int64, device=device)
     with torch.no_grad():
         for lo in range(0, len(test), TEST_BATCH):
-            x = _normalize(test.images[lo : lo + TEST_BATCH].to(device), m, s)
+            x = normalize(test.images[lo : lo + TEST_BATCH].to(device), m, s)
             y = test.labels[lo : lo + TEST_BATCH].to(device)
             with compute.autocast():
                 logits = model(x)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from latentds.common import freeze
 from latentds.errors import (
     ConfigError,
     GeneratorKeysError,
@@ -178,5 +179,4 @@ def load_generator(
     # Keep floating tensors in the model's dtype unless asked otherwise (files may store fp16 weights).
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
-    model.eval().requires_grad_(False)
-    return model
+    return freeze(model)

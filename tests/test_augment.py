@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentds.augment import DEFAULT_STRATEGY, OPS, DSAParams, SiameseAugment, apply_dsa, dsa, parse_strategy
+from latentds.augment import (
+    DEFAULT_STRATEGY,
+    OPS,
+    DSAParams,
+    SiameseAugment,
+    apply_dsa,
+    dsa,
+    parse_strategy,
+)
 from latentds.errors import ConfigError
 
 # One non-identity parameter set per op, so every op can be forced.

@@ -153,7 +153,8 @@ def test_epochs_fallback_and_overrides() -> None:
 
 def test_existing_artifact_is_checked_before_reuse(tiny_run: dict, tmp_path: Path) -> None:
     """An .lds found in --work is used only if its encode config and generator are the benchmark's."""
-    from latentds.models import create_model, save_model
+    from latentds.checkpoint import save_model
+    from latentds.models import create_model
 
     bench = _module()
     s = bench.settings_from_args(bench.build_parser().parse_args(list(tiny_run["args"])), list(tiny_run["args"]))

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import latentds.encode.classifier as classifier_mod
+from latentds.checkpoint import read_model_metadata
 from latentds.encode.classifier import (
     CKPT_FILE,
     CLASSIFIER_FILE,
@@ -23,11 +24,8 @@ from latentds.encode.classifier import (
 )
 from latentds.encode.state import TrainingInterrupted, load_state
 from latentds.errors import ConfigError
-from latentds.models import read_model_metadata
 from latentds.sources import ImageSet
 from tests.conftest import blobs
-
-
 
 TINY = ClassifierConfig(width=16, epochs=4, batch_size=16, snapshot_every=2)
 

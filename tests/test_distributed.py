@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_pipeline import FAST, folder, reference  # noqa: F401 (fixtures: the single-process encode to match)
 
-from latentds.encode import pipeline
 from latentds.encode.distributed import Group, assign, from_env
 from latentds.format import LdsReader
-from test_pipeline import FAST, folder, reference  # noqa: F401 (fixtures: the single-process encode to match)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

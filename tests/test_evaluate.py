@@ -13,12 +13,20 @@ from PIL import Image
 
 import latentds.evaluate as ev
 from latentds.augment import OPS, DSAParams, apply_dsa
+from latentds.checkpoint import save_model
 from latentds.dataset import LatentDataset
 from latentds.errors import ConfigError, SourceMismatchError
-from latentds.evaluate import EvalConfig, TrainSet, accuracy, augment_per_image, evaluate, training_set
+from latentds.evaluate import (
+    EvalConfig,
+    TrainSet,
+    accuracy,
+    augment_per_image,
+    evaluate,
+    training_set,
+)
 from latentds.format import spec as lds_spec
 from latentds.lds import open_lds
-from latentds.models import create_model, save_model
+from latentds.models import create_model
 from latentds.sources import ImageSet
 from tests.conftest import CLASSES, MEAN, STD, make_lds
 

@@ -16,6 +16,7 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils import parametrize
 
+from latentds.checkpoint import load_model, read_model_metadata
 from latentds.encode.diffaug import diff_augment, parse_policy, random_flip
 from latentds.encode.gan import (
     CKPT_FILE,
@@ -39,11 +40,9 @@ from latentds.encode.state import (
     set_rng_state,
 )
 from latentds.errors import ConfigError
-from latentds.models import create_model, load_model, read_model_metadata
+from latentds.models import create_model
 from latentds.sources import ImageSet
 from tests.conftest import blobs
-
-
 
 # EMA from iteration 2 with a short memory, so the EMA update itself is exercised (and resumed).
 TINY = GANConfig(
@@ -121,7 +120,7 @@ def test_samples_and_checkpoint_written(trained):
 
 def test_finished_run_is_returned_without_training(data, trained, monkeypatch):
     generator, _, work = trained
-    import latentds.encode.gan as gan
+    from latentds.encode import gan
 
     monkeypatch.setattr(gan, "_RealSampler", None)  # training would fail at once
     again, stats = train_gan(data, TINY, work, progress=False)

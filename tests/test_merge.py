@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CLASSES, make_lds
+
 from latentds.cli import main
 from latentds.errors import MergeError
 from latentds.format import LdsReader
@@ -127,4 +127,4 @@ def test_info_names_the_parts(tiny_lds, tmp_path, capsys):
     merge([a, b], tmp_path / "m.lds")
     assert main(["info", str(tmp_path / "m.lds")]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^merged from +2 files: part0.lds \[0:10\], part1.lds \[10:24\]$", out, re.M), out
+    assert re.search(r"^merged from +2 files: part0.lds \[0:10\], part1.lds \[10:24\]$", out, re.MULTILINE), out

@@ -20,9 +20,9 @@ from latentds.models import (
     is_model,
     list_models,
     register_model,
+    registry,
     remove_spectral_norm,
 )
-from latentds.models import registry
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,18 @@ import torch
 from PIL import Image
 
 from latentds.encode import pipeline
-from latentds.encode.config import EncodeConfig, apply_overrides, list_presets, load_preset
-from latentds.errors import ConfigError, EmptyClassError, LdsNotFoundError, SourceNotFoundError
+from latentds.encode.config import (
+    EncodeConfig,
+    apply_overrides,
+    list_presets,
+    load_preset,
+)
+from latentds.errors import (
+    ConfigError,
+    EmptyClassError,
+    LdsNotFoundError,
+    SourceNotFoundError,
+)
 from latentds.format import LdsReader
 
 CLASSES = ["cat", "dog", "ship"]
@@ -228,7 +238,8 @@ def test_bad_inputs_raise_source_errors(tmp_path):
 
 
 def test_generator_file_must_fit_the_data(reference, folder, tmp_path):
-    from latentds.models import create_model, save_model
+    from latentds.checkpoint import save_model
+    from latentds.models import create_model
 
     wrong = save_model(tmp_path / "g5.safetensors", create_model("biggan32_tiny", num_classes=5, width=4))
     with pytest.raises(ConfigError, match="5 classes"):
@@ -268,7 +279,7 @@ def test_train_gan_command(folder, tmp_path, capsys):
         + [a for item in FAST if item.startswith(("gan.", "classifier.")) for a in ("--set", item)]
     )
     assert args.func(args) == 0
-    from latentds.models import load_model
+    from latentds.checkpoint import load_model
 
     assert load_model(out).num_classes == 3
     assert (tmp_path / "g.samples.png").is_file()

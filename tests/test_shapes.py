@@ -19,7 +19,12 @@ from latentds.encode.config import apply_overrides, load_preset
 from latentds.evaluate import EvalConfig, evaluate, training_set
 from latentds.export import export
 from latentds.format import LdsReader
-from latentds.models import GeneratorContract, apply_spectral_norm, register_model, unregister_model
+from latentds.models import (
+    GeneratorContract,
+    apply_spectral_norm,
+    register_model,
+    unregister_model,
+)
 from latentds.models.registry import check_int
 from latentds.sources import load_source, load_test_source
 from tests.fakedata import create_image_folder, create_npz

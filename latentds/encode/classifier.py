@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentds.augment import DEFAULT_STRATEGY, dsa
+from latentds.checkpoint import load_model, read_model_metadata, save_model
+from latentds.common import normalize
 from latentds.encode.common import (
     check_int,
     config_diff,
@@ -51,12 +53,7 @@ from latentds.encode.state import (
     set_rng_state,
 )
 from latentds.errors import ConfigError
-from latentds.models import (
-    input_args,
-    load_model,
-    read_model_metadata,
-    save_model,
-)
+from latentds.models import input_args
 from latentds.plan import Compute
 from latentds.sources import ImageSet
 
@@ -115,15 +112,6 @@ class ClassifierConfig:
     @property
     def decay_epoch(self) -> int:
         return self.epochs // 2 if self.lr_decay_epoch is None else self.lr_decay_epoch
-
-
-# --- small helpers shared with the other encode modules -----------------------------------------------
-def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """(B, C, H, W) uint8 (0..255) or float (0..1) images -> float32 normalized with per-channel mean/std."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - m) / s
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentds.augment import DEFAULT_STRATEGY, DSAParams, SiameseAugment, apply_dsa
+from latentds.common import by_class
 from latentds.encode.embed import EmbeddingSampler, Normalizer, frozen, random_convnet
 from latentds.encode.invert import frozen_params
 from latentds.errors import ConfigError
@@ -101,8 +102,7 @@ def work_units(labels: torch.Tensor, subset_size: int) -> list[Unit]:
     if subset_size < 1:
         raise ConfigError(f"subset_size must be >= 1, got {subset_size}")
     units = []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c, as_tuple=False).flatten()
+    for c, idx in by_class(labels).items():
         parts = math.ceil(len(idx) / subset_size)
         for s, chunk in enumerate(torch.tensor_split(idx, parts)):
             units.append(Unit(int(c), s, chunk.clone()))

@@ -32,7 +32,7 @@ import torch
 
 from latentds.errors import ConfigError
 
-__all__ = ["Group", "assign", "from_env", "DEFAULT_TIMEOUT_S"]
+__all__ = ["DEFAULT_TIMEOUT_S", "Group", "assign", "from_env"]
 
 DEFAULT_TIMEOUT_S = 24 * 3600.0
 

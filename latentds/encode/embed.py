@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from latentds.common import freeze
 from latentds.models import ConvNet, create_model, input_args
 
 __all__ = ["EmbeddingSampler", "Normalizer", "frozen", "random_convnet"]
@@ -59,13 +60,7 @@ def random_convnet(
     return net.to(device)
 
 
-def frozen(net: nn.Module) -> nn.Module:
-    """``net`` in eval mode with gradients off for its parameters (returned for chaining)."""
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net
-
+frozen = freeze  # the name the encode stages use
 
 class EmbeddingSampler:
     """Draws the embedding network of one condensation step: random, or one of a pool of pre-trained nets.

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentds.encode.classifier import normalize
+from latentds.checkpoint import load_model, read_model_metadata, save_model
+from latentds.common import normalize
 from latentds.encode.common import (
     check_int,
     config_diff,
@@ -55,14 +56,7 @@ from latentds.encode.state import (
 )
 from latentds.errors import ConfigError, LatentdsError, UnsupportedImageError
 from latentds.lds import image_spec
-from latentds.models import (
-    generator_contract,
-    input_args,
-    load_model,
-    read_model_metadata,
-    remove_spectral_norm,
-    save_model,
-)
+from latentds.models import generator_contract, input_args, remove_spectral_norm
 from latentds.plan import Compute
 from latentds.sources import ImageSet
 

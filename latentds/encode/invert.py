@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from latentds.common import by_class
 from latentds.encode.embed import Normalizer
 from latentds.models import generator_contract
 from latentds.plan import Compute
@@ -71,8 +72,7 @@ class InvertUnit:
 def invert_units(labels: torch.Tensor, batch_size: int) -> list[InvertUnit]:
     """Positions of ``labels`` grouped by class (ascending), cut into units of at most ``batch_size``."""
     units = []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c, as_tuple=False).flatten()
+    for c, idx in by_class(labels).items():
         for b, part in enumerate(idx.split(batch_size)):
             units.append(InvertUnit(int(c), b, part.clone(), b * batch_size))
     return units

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from latentds.common import by_class, freeze, resolve_device
 from latentds.encode.condense import Unit, condense, derive_seed, work_units
 from latentds.encode.config import EncodeConfig
 from latentds.encode.distributed import DEFAULT_TIMEOUT_S, Group, assign, from_env
@@ -71,16 +72,6 @@ _after_unit: Callable[[Unit], None] | None = None
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda if available, else cpu; anything else as given (cuda asked for but absent -> ConfigError)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
-    return device
-
-
 def _compute_from(device: torch.device, desc: dict[str, Any]) -> Compute:
     """The Compute a work dir's ``compute`` record describes."""
     amp = desc.get("amp_dtype")
@@ -97,8 +88,7 @@ def resolve_compute(device: torch.device, precision: str) -> Compute:
 def select_images(labels: torch.Tensor, ipc: int | None, seed: int) -> torch.Tensor:
     """Positions of the images to encode: ``ipc`` per class drawn at random (all if None), by class then index."""
     chosen = []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c, as_tuple=False).flatten()
+    for c, idx in by_class(labels).items():
         if ipc is not None and ipc < len(idx):
             g = torch.Generator().manual_seed(derive_seed(seed, "select", c))
             idx = torch.sort(idx[torch.randperm(len(idx), generator=g)[:ipc]]).values
@@ -200,7 +190,7 @@ def _describe_compute(c: dict[str, Any] | None) -> str:
 
 
 def _load_generator(path: Path, data: ImageSet, device: torch.device) -> nn.Module:
-    from latentds.models import load_model
+    from latentds.checkpoint import load_model
 
     generator = load_model(path, device)
     try:
@@ -368,7 +358,7 @@ def _encode(
         group.sync_files([work_dir / "gan" / GENERATOR_FILE])
         if not group.is_main:
             generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, False, log, compute=compute)
-    generator = compute.prepare(_fresh_storage(generator.to(device)).eval().requires_grad_(False))
+    generator = compute.prepare(freeze(_fresh_storage(generator.to(device))))
     end_stage("generator", t0)
 
     # --- feature net (inversion) and embedding pool (condensation)
@@ -383,7 +373,7 @@ def _encode(
     if not group.is_main:
         feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, False, log,
                                                   compute=compute)
-    feature_net = compute.prepare(_fresh_storage(feature_net.to(device)).eval().requires_grad_(False))
+    feature_net = compute.prepare(freeze(_fresh_storage(feature_net.to(device))))
     pool = load_snapshots(work_dir / "classifier", device) if cfg.condense.pool_prob > 0 else []
     pool = [compute.prepare(_fresh_storage(net)) for net in pool]
     end_stage("classifier", t0)

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -61,7 +62,9 @@ class TrainingInterrupted(Exception):
 # --- the file -------------------------------------------------------------------------------------------
 def save_state(path: str | os.PathLike, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> Path:
     """Write ``tensors`` (any device; saved as CPU copies) and JSON ``meta`` to ``path`` atomically."""
-    from latentds.format.writer import atomic_write  # the format layer owns atomic writes
+    from latentds.format.writer import (
+        atomic_write,  # the format layer owns atomic writes
+    )
 
     try:
         meta_json = json.dumps(meta, sort_keys=True)

@@ -7,8 +7,8 @@ Latents barely compress (Gaussian floats), so this is a transport wrapper, not t
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import zstandard
 

@@ -14,9 +14,10 @@ import json
 import mmap
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,6 @@ from latentds.errors import (
     HeaderTooLargeError,
     LabelRangeError,
     LdsNotFoundError,
-    ManifestError,
     NotLdsError,
     TensorLayoutError,
     TensorMismatchError,
@@ -362,7 +362,7 @@ class LdsReader:
                 pass
             self._mmap = None
 
-    def __enter__(self) -> "LdsReader":
+    def __enter__(self) -> LdsReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,5 +1,7 @@
 """Architectures and their registry: generators, discriminators, embedding and evaluation networks.
 
+Models know nothing of files: saving and loading them is :mod:`latentds.checkpoint` (and :mod:`latentds.lds`).
+
     model = create_model("biggan32", num_classes=10)
     model.arch_name, model.arch_args  # enough, with the weights, to rebuild it
 """
@@ -26,14 +28,14 @@ from latentds.models.resnet import CifarMobileNetV2, CifarResNet
 from latentds.models.spectral import apply_spectral_norm, remove_spectral_norm
 
 __all__ = [
-    "GeneratorContract",
     "VGG",
-    "accepts_argument",
     "BigGANDiscriminator",
     "BigGANGenerator",
     "CifarMobileNetV2",
     "CifarResNet",
     "ConvNet",
+    "GeneratorContract",
+    "accepts_argument",
     "apply_spectral_norm",
     "count_parameters",
     "create_model",
@@ -45,7 +47,3 @@ __all__ = [
     "remove_spectral_norm",
     "unregister_model",
 ]
-
-from latentds.models.checkpoint import load_model, read_model_metadata, save_model  # noqa: E402
-
-__all__ += ["load_model", "read_model_metadata", "save_model"]

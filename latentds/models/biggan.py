@@ -24,7 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentds.errors import ConfigError
-from latentds.models.registry import GeneratorContract, check_choice, check_int, register_model
+from latentds.models.registry import (
+    GeneratorContract,
+    check_choice,
+    check_int,
+    register_model,
+)
 from latentds.models.spectral import apply_spectral_norm
 
 __all__ = [
@@ -35,10 +40,10 @@ __all__ = [
     "biggan",
     "biggan32",
     "biggan32_disc",
-    "biggan_disc",
-    "generator_layout",
     "biggan32_disc_tiny",
     "biggan32_tiny",
+    "biggan_disc",
+    "generator_layout",
 ]
 
 BN_EPS = 1e-5

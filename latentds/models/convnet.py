@@ -14,7 +14,7 @@ from torch import nn
 from latentds.errors import ConfigError
 from latentds.models.registry import check_choice, check_int, register_model
 
-__all__ = ["ConvNet", "VGG", "convnet3", "convnet_depth", "vgg11_cifar"]
+__all__ = ["VGG", "ConvNet", "convnet3", "convnet_depth", "vgg11_cifar"]
 
 NORMS = ("instancenorm", "batchnorm", "none")
 

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from latentds.errors import ConfigError, LdsNotFoundError, ManifestError, UnknownModelError
-from latentds.models.registry import create_model, list_models
+from latentds.errors import (
+    ConfigError,
+    LdsNotFoundError,
+    ManifestError,
+    UnknownModelError,
+)
+from latentds.models import create_model, list_models
 
 META_ARCH = "latentds.arch"
 META_ARGS = "latentds.arch_args"
@@ -28,7 +33,9 @@ META_ARGS = "latentds.arch_args"
 
 def save_model(path: str | os.PathLike, model: nn.Module, extra: Mapping[str, str] | None = None) -> Path:
     """Save a registry-built model (weights as safetensors, architecture in metadata), atomically."""
-    from latentds.format.writer import atomic_write  # the format layer owns atomic writes
+    from latentds.format.writer import (
+        atomic_write,  # the format layer owns atomic writes
+    )
 
     arch, args = getattr(model, "arch_name", None), getattr(model, "arch_args", None)
     if arch is None or args is None:

@@ -1,0 +1,44 @@
+"""One home for the low-level helpers every layer uses: devices, uint8 -> normalized float, per-class
+selection, freezing a model. Nothing here knows about files, models or encoding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from latentds.errors import ConfigError
+
+__all__ = ["by_class", "freeze", "normalize", "resolve_device"]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda if available, else cpu; anything else as ``torch.device`` (ConfigError if unusable)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
+    return dev
+
+
+def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[float] | Tensor) -> Tensor:
+    """(B, C, H, W) uint8 (0..255) or float (0..1) images -> float32 ``(x - mean) / std`` per channel."""
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x.sub_(m).div_(s) if x is not images else (x - m) / s
+
+
+def by_class(labels: Tensor) -> dict[int, Tensor]:
+    """{class: int64 positions of its samples, ascending} for the classes present, in ascending class order."""
+    return {int(c): torch.nonzero(labels == c, as_tuple=False).flatten() for c in torch.unique(labels).tolist()}
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """``module`` in eval mode with gradients off for its parameters (returned for chaining)."""
+    return module.eval().requires_grad_(False)
