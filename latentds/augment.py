@@ -35,7 +35,16 @@ from torch import Tensor
 
 from latentds.errors import ConfigError
 
-__all__ = ["DEFAULT_STRATEGY", "OPS", "DSAParams", "SiameseAugment", "apply_dsa", "dsa", "parse_strategy"]
+__all__ = [
+    "DEFAULT_STRATEGY",
+    "OPS",
+    "DSAParams",
+    "SiameseAugment",
+    "apply_dsa",
+    "augment_per_image",
+    "dsa",
+    "parse_strategy",
+]
 
 DEFAULT_STRATEGY = "color_crop_cutout_flip_scale_rotate"
 
@@ -265,3 +274,64 @@ class SiameseAugment:
         """Draw one set of params (for the first batch's image size) and apply it to every batch."""
         params = self.next((batches[0].shape[-2], batches[0].shape[-1]))
         return tuple(apply_dsa(b, params) for b in batches)
+
+
+# --- per-image numbers, as the reference evaluation applies DSA ------------------------------------------
+def augment_per_image(x: Tensor, generator: torch.Generator, strategy: str = DEFAULT_STRATEGY) -> Tensor:
+    """DSA as the reference evaluation applies it: one op per batch, its random numbers per image.
+
+    The numbers are drawn by :mod:`latentds.augment`'s samplers (same ranges), in image order.
+    """
+    tokens = parse_strategy(strategy)
+    if not tokens:
+        return x
+    op = tokens[int(torch.randint(len(tokens), (), generator=generator))]
+    size = (int(x.shape[-2]), int(x.shape[-1]))
+    sampler = OPS[op][0]
+    values = [sampler(generator, size) for _ in range(x.shape[0])]
+    return _apply_per_image(x, op, values)
+
+
+def _apply_per_image(x: Tensor, op: str, values: list[dict[str, float]]) -> Tensor:
+    """Apply ``op`` to each image of ``x`` (B, C, H, W) with its own numbers; equals apply_dsa image by image."""
+    b, _, h, w = x.shape
+
+    def col(key: str) -> Tensor:  # (B,) on x's device
+        return torch.tensor([v[key] for v in values], dtype=torch.float32, device=x.device)
+
+    if op == "color":
+        x = x + col("brightness").view(b, 1, 1, 1)
+        m = x.mean(dim=1, keepdim=True)
+        x = (x - m) * col("saturation").view(b, 1, 1, 1) + m
+        m = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - m) * col("contrast").view(b, 1, 1, 1) + m
+    if op == "crop":  # out[i, j] = x[i - dy, j - dx], zero outside
+        dx, dy = col("dx").round().long(), col("dy").round().long()
+        pad = int(max(dx.abs().max().item(), dy.abs().max().item()))
+        padded = F.pad(x, (pad, pad, pad, pad)).permute(0, 2, 3, 1)  # (B, H + 2p, W + 2p, C)
+        rows = torch.arange(h, device=x.device).view(1, h) - dy.view(b, 1) + pad  # (B, H)
+        cols = torch.arange(w, device=x.device).view(1, w) - dx.view(b, 1) + pad  # (B, W)
+        batch = torch.arange(b, device=x.device).view(b, 1, 1)
+        return padded[batch, rows.view(b, h, 1), cols.view(b, 1, w)].permute(0, 3, 1, 2).contiguous()
+    if op == "cutout":
+        top, left = col("top").round(), col("left").round()
+        bottom, right = top + col("height").round(), left + col("width").round()
+        r = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h)
+        c = torch.arange(w, device=x.device, dtype=torch.float32).view(1, w)
+        in_rows = (r >= top.view(b, 1)) & (r < bottom.view(b, 1))  # (B, H)
+        in_cols = (c >= left.view(b, 1)) & (c < right.view(b, 1))  # (B, W)
+        keep = ~(in_rows.view(b, h, 1) & in_cols.view(b, 1, w))
+        return x * keep.view(b, 1, h, w).to(x.dtype)
+    if op == "flip":
+        return torch.where((col("flip") >= 0.5).view(b, 1, 1, 1), x.flip(-1), x)
+    if op in ("scale", "rotate"):
+        if op == "scale":
+            sx, sy, zero = col("sx"), col("sy"), torch.zeros(b, device=x.device)
+            theta = torch.stack([torch.stack([sx, zero, zero], 1), torch.stack([zero, sy, zero], 1)], 1)
+        else:
+            a, zero = torch.deg2rad(col("degrees")), torch.zeros(b, device=x.device)
+            cos, sin = torch.cos(a), torch.sin(a)
+            theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=True)  # (B, H, W, 2)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    raise ConfigError(f"unknown DSA op {op!r}; valid ops are {', '.join(OPS)}")

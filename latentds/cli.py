@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("models", cmd_models, "list registered architectures")
 
     from latentds.encode.commands import register as register_encode
-    from latentds.evaluate_commands import register as register_eval
+    from latentds.evaluate.commands import register as register_eval
 
     register_encode(add)
     register_eval(add)

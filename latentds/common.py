@@ -4,13 +4,14 @@ selection, freezing a model. Nothing here knows about files, models or encoding.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from latentds.errors import ConfigError
 
-__all__ = ["by_class", "freeze", "normalize", "resolve_device"]
+__all__ = ["by_class", "freeze", "normalize", "progress_bar", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -42,3 +43,10 @@ def by_class(labels: Tensor) -> dict[int, Tensor]:
 def freeze(module: nn.Module) -> nn.Module:
     """``module`` in eval mode with gradients off for its parameters (returned for chaining)."""
     return module.eval().requires_grad_(False)
+
+
+def progress_bar(iterable: Any = None, enabled: bool = True, **kwargs: Any) -> Any:
+    """A tqdm bar over ``iterable`` (hidden when not ``enabled``); tqdm is imported only when used."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=not enabled, **kwargs)

@@ -135,3 +135,16 @@ def test_info_piped_into_head_exits_quietly(tiny_lds: Path) -> None:
 def test_info_says_larger_when_the_generator_dominates(tiny_lds: Path, capsys: pytest.CaptureFixture) -> None:
     _, out, _ = run(capsys, "info", str(tiny_lds))  # 24 images with their generator: bigger than their pixels
     assert "x larger (the generator dominates" in out
+
+
+def test_parser_is_built_without_torch():
+    """`latentds --help` / `encode --help` must not pay torch's import (seconds and ~800 MB)."""
+    code = (
+        "import sys\nfrom latentds.cli import main\n"
+        "for argv in (['--help'], ['encode', '--help'], ['eval', '--help'], ['--version']):\n"
+        "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'torchvision', 'PIL'))\n"
+        "print('HEAVY', heavy, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "HEAVY []" in out.stderr, out.stderr[-500:]

@@ -11,19 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-import latentds.evaluate as ev
-from latentds.augment import OPS, DSAParams, apply_dsa
+import latentds.evaluate.protocol as ev
+from latentds.augment import (
+    OPS,
+    DSAParams,
+    _apply_per_image,
+    apply_dsa,
+    augment_per_image,
+)
 from latentds.checkpoint import save_model
 from latentds.dataset import LatentDataset
 from latentds.errors import ConfigError, SourceMismatchError
-from latentds.evaluate import (
-    EvalConfig,
-    TrainSet,
-    accuracy,
-    augment_per_image,
-    evaluate,
-    training_set,
-)
+from latentds.evaluate import EvalConfig, TrainSet, accuracy, evaluate, training_set
 from latentds.format import spec as lds_spec
 from latentds.lds import open_lds
 from latentds.models import create_model
@@ -175,7 +174,7 @@ def test_per_image_dsa_equals_apply_dsa_image_by_image(op):
     g = torch.Generator().manual_seed(1)
     values = [OPS[op][0](g, (32, 32)) for _ in range(8)]
     ref = torch.cat([apply_dsa(x[i : i + 1], DSAParams(op, v)) for i, v in enumerate(values)])
-    torch.testing.assert_close(ev._apply_per_image(x, op, values), ref, atol=1e-4, rtol=0)
+    torch.testing.assert_close(_apply_per_image(x, op, values), ref, atol=1e-4, rtol=0)
 
 
 def test_per_image_dsa_varies_within_a_batch_and_is_seeded():
@@ -318,3 +317,10 @@ def test_eval_command_prints_and_writes_json(tmp_path, capsys):
 def test_eval_command_rejects_bad_numbers():
     with pytest.raises(SystemExit):
         _parser().parse_args(["eval", "x", "--test", "y", "--epochs", "0"])
+
+
+def test_config_default_strategy_is_augments():
+    from latentds import augment
+    from latentds.evaluate import config
+
+    assert config.DEFAULT_STRATEGY == augment.DEFAULT_STRATEGY  # a copy: the config module stays torch-free

@@ -182,7 +182,8 @@ def stage_rates(device: torch.device, compute: Compute, quick: bool) -> dict[str
     from latentds.encode.embed import EmbeddingSampler, random_convnet
     from latentds.encode.gan import GANConfig, train_gan
     from latentds.encode.invert import InvertConfig, invert_latents
-    from latentds.evaluate import EvalConfig, TrainSet, _train_one
+    from latentds.evaluate import EvalConfig, TrainSet
+    from latentds.evaluate.protocol import _train_one
 
     data = synthetic_set()
     mean, std = data.mean_std()

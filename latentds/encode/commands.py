@@ -7,15 +7,17 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from latentds.encode.config import (
+from latentds.encode.presets import (
+    ENCODE_PRECISIONS,
     LATENT_DTYPES,
-    EncodeConfig,
-    apply_overrides,
     default_preset,
     list_presets,
-    load_preset,
 )
+
+if TYPE_CHECKING:  # the parser is built without torch; the commands import the rest when they run
+    from latentds.encode.config import EncodeConfig
 
 __all__ = ["cmd_encode", "cmd_train_gan", "register"]
 
@@ -26,6 +28,8 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 
 def _config(args: argparse.Namespace) -> EncodeConfig:
     """The preset (by device when none is named), then the dedicated flags, then --set overrides (later wins)."""
+    from latentds.encode.config import apply_overrides, load_preset
+
     preset = args.preset
     if preset is None:
         from latentds.encode.pipeline import resolve_device
@@ -51,7 +55,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, metavar="N",
                    help="resize the images to NxN (antialiased) before anything else (default: keep their size)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the preset's (auto)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+    p.add_argument("--precision", choices=ENCODE_PRECISIONS, default=None,
                    help="training stages: auto (default: measured per machine, bf16 only where the hardware has it), "
                         "fp32 (bit-identical resumes on a CPU) or bf16; also $LATENTDS_PRECISION")
     p.add_argument("--work-dir", type=Path, default=None, help="checkpoints and logs (default: OUT with suffix .work)")

@@ -15,13 +15,19 @@ import json
 import types
 import typing
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Union
 
 from latentds.encode.classifier import ClassifierConfig
 from latentds.encode.condense import CondenseConfig
 from latentds.encode.gan import GANConfig
 from latentds.encode.invert import InvertConfig
+from latentds.encode.presets import (
+    ENCODE_PRECISIONS,
+    LATENT_DTYPES,
+    PRESET_DIR,
+    default_preset,
+    list_presets,
+)
 from latentds.errors import ConfigError
 
 __all__ = [
@@ -36,9 +42,6 @@ __all__ = [
     "load_preset",
 ]
 
-PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
-LATENT_DTYPES = ("float32", "float16", "bfloat16")
-ENCODE_PRECISIONS = ("auto", "fp32", "bf16")
 SECTIONS = ("gan", "classifier", "invert", "condense")
 
 
@@ -198,17 +201,6 @@ def config_from_dict(data: dict[str, Any], base: EncodeConfig | None = None) -> 
 
 
 # --- presets and overrides -------------------------------------------------------------------------------
-def list_presets() -> list[str]:
-    """Names of the shipped presets."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
-
-
-def default_preset(device: str) -> str:
-    """The preset a run without ``--preset`` gets: ``paper`` on a GPU, ``cpu`` elsewhere (the paper's 250,000 GAN
-    iterations would take weeks on a CPU)."""
-    return "paper" if str(device).startswith("cuda") else "cpu"
-
-
 def load_preset(name: str) -> EncodeConfig:
     """The preset ``name`` (``latentds/presets/<name>.json``) on top of the paper's defaults."""
     path = PRESET_DIR / f"{name}.json"

@@ -11,17 +11,12 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from latentds.evaluate.config import DECODE_MODES, EvalConfig
 
-from latentds.evaluate import (
-    DECODE_MODES,
-    EvalConfig,
-    EvalResult,
-    evaluate,
-    training_set,
-)
+if TYPE_CHECKING:  # the parser is built without torch; the command imports the rest when it runs
+    from latentds.evaluate.protocol import EvalResult
 
 __all__ = ["cmd_eval", "curve_summary", "register", "result_json"]
 
@@ -87,6 +82,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
 
 def curve_summary(result: EvalResult, points: int = 5) -> str:
     """One line: mean test accuracy at up to ``points`` checkpoints, else mean train loss at evenly spaced epochs."""
+    import numpy as np
+
     curves = result.curves
     tested = curves[0]["test_epochs"]
     if len(tested) > 1:
@@ -124,6 +121,8 @@ def result_json(args: argparse.Namespace, result: EvalResult) -> dict[str, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from latentds.evaluate.protocol import evaluate
+    from latentds.evaluate.trainsets import training_set
     from latentds.sources import load_test_source
 
     quiet = bool(getattr(args, "quiet", False))
