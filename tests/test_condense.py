@@ -201,3 +201,29 @@ def test_condense_config_checks():
                  0, EmbeddingSampler(None, 8, 0.0, 3), CondenseConfig(iterations=1, **TINY), MEAN, STD, seed=0)
     assert math.isfinite(CondenseConfig().lr)
     assert isinstance(make_generator(), nn.Module)
+
+
+def test_matching_loss_is_a_strategy(setup, monkeypatch):
+    """A second objective is one function + one MATCHING_LOSSES entry; condense calls it with each batch."""
+    import latentds.encode.condense as cd
+
+    seen = []
+
+    def mean_pixels(net, real, syn, label):
+        seen.append((tuple(real.shape[1:]), tuple(syn.shape[1:]), label))
+        return cd.Match((real.float().mean(0) - syn.float().mean(0)).square().sum(), None)
+
+    monkeypatch.setitem(cd.MATCHING_LOSSES, "pixels", mean_pixels)
+    with pytest.raises(ConfigError, match="condense.loss must be one of"):
+        CondenseConfig(loss="nope").check()
+    assert CondenseConfig().loss == "dm" and cd.MATCHING_LOSSES["dm"] is cd.distribution_matching
+    _, real, _ = setup
+    sampler = EmbeddingSampler(None, 8, 0.0, NUM_CLASSES)
+    cfg = CondenseConfig(iterations=3, batch_syn=5, parametrization="pixel", pixel_init="noise", lr_pixel=0.1,
+                         batch_real=10, random_width=8, eval_nets=0, loss="pixels")
+    out, stats = condense(None, None, real[:5], real, 2, sampler, cfg, MEAN, STD, seed=0)
+    assert seen == [((3, 32, 32), (3, 32, 32), 2)] * 3  # one call per batch and iteration, with the class
+    assert len(stats["loss_curve"]) == 3 and all(v > 0 for v in stats["loss_curve"])  # the strategy's loss
+    with pytest.raises(ConfigError, match="embedding"):  # the paired regularizer needs the embeddings
+        condense(None, None, real[:5], real, 2, sampler, CondenseConfig(**{**cfg.__dict__, "lam": 0.5}), MEAN, STD,
+                 seed=0)

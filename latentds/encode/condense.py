@@ -32,7 +32,19 @@ from latentds.encode.invert import frozen_params
 from latentds.errors import ConfigError
 from latentds.plan import Compute
 
-__all__ = ["CondenseConfig", "Unit", "condense", "derive_seed", "dm_loss", "matching_loss", "work_units"]
+__all__ = [
+    "MATCHING_LOSSES",
+    "CondenseConfig",
+    "Match",
+    "MatchingLoss",
+    "Unit",
+    "condense",
+    "derive_seed",
+    "distribution_matching",
+    "dm_loss",
+    "matching_loss",
+    "work_units",
+]
 
 PARAMETRIZATIONS = ("latent", "pixel")
 PIXEL_INITS = ("real", "noise")
@@ -55,9 +67,12 @@ class CondenseConfig:
     pixel_init: str = "real"  # "pixel" only: start from the paired real images or from N(0, 1) noise
     eval_nets: int = 2  # fixed random nets that measure L_con (no augmentation) before/after; 0 = skip
     curve_points: int = 100  # the loss curve kept in stats is averaged down to this many points
+    loss: str = "dm"  # the matching loss, a name in MATCHING_LOSSES ("dm": distribution matching, the paper's)
 
     def check(self) -> None:
         """Raise ConfigError on values the stage cannot run with."""
+        if self.loss not in MATCHING_LOSSES:
+            raise ConfigError(f"condense.loss must be one of {sorted(MATCHING_LOSSES)}, got {self.loss!r}")
         if self.parametrization not in PARAMETRIZATIONS:
             raise ConfigError(f"condense.parametrization must be one of {PARAMETRIZATIONS}, got {self.parametrization!r}")
         if self.pixel_init not in PIXEL_INITS:
@@ -113,6 +128,33 @@ def work_units(labels: torch.Tensor, subset_size: int) -> list[Unit]:
 def dm_loss(feat_real: torch.Tensor, feat_syn: torch.Tensor) -> torch.Tensor:
     """Distribution matching: squared distance of the mean embeddings, (B1, F) and (B2, F) -> scalar."""
     return (feat_real.float().mean(0) - feat_syn.float().mean(0)).square().sum()
+
+
+@dataclass
+class Match:
+    """What a matching loss returns: the loss, and the synthetic embeddings (B, F) the paired regularizer
+    compares with the paired real images (None if the loss has no embedding; then ``lam`` must be 0)."""
+
+    loss: torch.Tensor
+    syn_features: torch.Tensor | None
+
+
+# A matching loss: (net, real (B1, C, H, W), synthetic (B2, C, H, W), class) -> Match. Both batches arrive
+# normalized and augmented with the same DSA transform, inside the compute's autocast. A new condensation
+# objective (e.g. gradient matching, which would backpropagate a classification loss through ``net``) is one
+# function and one entry here; CondenseConfig.loss picks it.
+MatchingLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], Match]
+
+
+def distribution_matching(net: nn.Module, real: torch.Tensor, syn: torch.Tensor, label: int) -> Match:
+    """DM (Zhao & Bilen 2023), the loss IT-GAN condenses with: match the mean embeddings of real and synthetic."""
+    with torch.no_grad():
+        feat_real = net.embed(real)  # (B1, F)
+    feat_syn = net.embed(syn)  # (B2, F)
+    return Match(dm_loss(feat_real, feat_syn), feat_syn)
+
+
+MATCHING_LOSSES: dict[str, MatchingLoss] = {"dm": distribution_matching}
 
 
 def paired_loss(feat_pair: torch.Tensor, feat_syn: torch.Tensor) -> torch.Tensor:
@@ -178,6 +220,7 @@ def condense(
     cfg.check()
     device = torch.device(device)
     compute = compute or Compute(device)
+    match_fn = MATCHING_LOSSES[cfg.loss]
     pixel = cfg.parametrization == "pixel"
     n = pair_images_uint8.shape[0]
     if not pixel:
@@ -242,16 +285,19 @@ def condense(
                 params: DSAParams = aug.next()
                 real_idx = torch.randperm(m, generator=real_gen)[: cfg.batch_real].to(device)
                 with torch.no_grad(), compute.autocast():
-                    feat_real = net.embed(apply_dsa(norm.real(class_images[real_idx]), params))  # (b_real, F)
+                    real = apply_dsa(norm.real(class_images[real_idx]), params)  # (b_real, C, H, W)
                 syn = decode(sl)  # (b, C, H, W) normalized
                 with compute.autocast():
-                    feat_syn = net.embed(apply_dsa(syn, params))  # (b, F)
-                l_con = dm_loss(feat_real, feat_syn)
+                    match = match_fn(net, real, apply_dsa(syn, params), label)
+                l_con = match.loss
                 loss = (1.0 - cfg.lam) * l_con
                 if cfg.lam > 0:
                     with torch.no_grad(), compute.autocast():
                         feat_pair = net.embed(apply_dsa(norm.real(pair_images[sl]), params))
-                    loss = loss + cfg.lam * paired_loss(feat_pair, feat_syn)
+                    if match.syn_features is None:
+                        raise ConfigError(f"condense.lam > 0 needs the synthetic embeddings, which the matching loss "
+                                          f"{cfg.loss!r} does not return; set condense.lam=0")
+                    loss = loss + cfg.lam * paired_loss(feat_pair, match.syn_features)
                 loss.backward()
                 con_sum += l_con.detach().double()
             opt.step()
