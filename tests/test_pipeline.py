@@ -218,7 +218,9 @@ def test_rerun_with_other_config_is_refused(reference, folder):
 
 
 def test_warm_up_estimates_are_logged_and_whole_set_cpu_runs_suggest_ipc(folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(pipeline, "SLOW_CPU_SECONDS", 0.0)  # any whole-set CPU job counts as long here
+    from latentds.encode import estimate
+
+    monkeypatch.setattr(estimate, "SLOW_CPU_SECONDS", 0.0)  # any whole-set CPU job counts as long here
     assert pipeline.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     out = pipeline.encode(str(folder), tmp_path / "all.lds", fast_config("ipc=null"), progress=False, quiet=True)
     log = (tmp_path / "all.work" / "encode.log").read_text()
@@ -321,3 +323,24 @@ def test_packed_inversion_units_match_one_unit_per_pass(reference, folder, tmp_p
     assert torch.allclose(a, b, atol=2e-3)  # fp16 storage: one ulp of ~4 is 2e-3
     inv = LdsReader(out).manifest["provenance"]["losses"]["invert"]
     assert inv["units"] == 3 and set(inv["per_class"]) == {"0", "1", "2"}
+
+
+def test_dm_pixel_baseline_runs_through_the_pipeline(folder, tmp_path):
+    """condense.parametrization=pixel: no generator, no inversion; uint8 images in an .npz; resumable."""
+    cfg = fast_config("condense.parametrization=pixel", "condense.pixel_init=real", "ipc=2")
+    with pytest.raises(ConfigError, match=r"\.npz"):
+        pipeline.encode(str(folder), tmp_path / "dm.lds", cfg, progress=False, quiet=True)
+    out = pipeline.encode(str(folder), tmp_path / "dm.npz", cfg, progress=False, quiet=True)
+    with np.load(out, allow_pickle=False) as z:
+        images, labels, classes = z["images"], z["labels"], list(z["classes"])
+    assert images.dtype == np.uint8 and images.shape == (6, 32, 32, 3)
+    assert labels.tolist() == [0, 0, 1, 1, 2, 2] and classes == CLASSES
+    work = tmp_path / "dm.work"
+    assert not (work / "gan").exists() and not any((work / "invert").iterdir())  # no generator, no inversion
+    first = images.copy()
+    (tmp_path / "dm.npz").unlink()
+    units = sorted((work / "units").glob("*.safetensors"))
+    units[-1].unlink()  # a lost unit is recomputed to the same pixels
+    out = pipeline.encode(str(folder), tmp_path / "dm.npz", cfg, progress=False, quiet=True)
+    with np.load(out, allow_pickle=False) as z:
+        assert np.array_equal(z["images"], first)

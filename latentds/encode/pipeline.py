@@ -6,6 +6,9 @@ Stages, each cached or checkpointed in the work dir (default: ``OUT`` with suffi
     -> select images (ipc per class, seeded) -> inversion, one checkpoint per class (invert/)
     -> condensation, one checkpoint per work unit (units/) -> write the .lds
 
+With ``condense.parametrization="pixel"`` the same pipeline is the DM baseline: no generator and no
+inversion; the selected real images are condensed as pixels and written as uint8 to an ``.npz``.
+
 Every class and unit has its own seed derived from the config seed, so an interrupted run resumes from
 the last checkpoint and ends with the same latents (bit-identical on the CPU), whatever order units ran in,
 and whichever process ran them: under ``torchrun`` the classes and units are dealt out to the ranks (see
@@ -23,19 +26,17 @@ Work dir layout::
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
+import io
 import json
-import math
 import platform
-import resource
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -45,6 +46,7 @@ from latentds.encode.condense import Unit, condense, derive_seed, work_units
 from latentds.encode.config import EncodeConfig
 from latentds.encode.distributed import DEFAULT_TIMEOUT_S, Group, assign, from_env
 from latentds.encode.embed import EmbeddingSampler
+from latentds.encode.estimate import estimate
 from latentds.encode.invert import (
     InvertUnit,
     invert_latents,
@@ -52,37 +54,32 @@ from latentds.encode.invert import (
     units_per_pass,
 )
 from latentds.encode.state import load_state, save_state
+from latentds.encode.workdir import (
+    NON_RESULT_FIELDS,
+    Run,
+    RunLog,
+    check_work_dir,
+    compute_from,
+    describe_compute,
+    duration,
+    fresh_storage,
+    json_safe,
+    peak_memory,
+    resolve_compute,
+    result_config,
+)
 from latentds.errors import ConfigError, LdsNotFoundError
 from latentds.format import file_sha256
 from latentds.models import generator_contract
-from latentds.plan import Compute, get_plan, resolve_precision
+from latentds.plan import resolve_precision
 from latentds.sources import ImageSet, is_named, load_source
 
-__all__ = ["encode", "resolve_compute", "resolve_device", "select_images"]
-
-# Fields that decide where or how verbosely a run goes, not what it computes: a rerun may change them.
-# The precision is recorded as what it resolved to (the work dir's "compute" entry), not as asked.
-NON_RESULT_FIELDS = ("device", "precision", "gan.checkpoint_every", "gan.sample_every", "condense.curve_points")
-WARMUP_ITERATIONS = 2
-SLOW_CPU_SECONDS = 3600.0  # a whole-set CPU estimate above this gets a suggestion to pass --ipc
+__all__ = ["NON_RESULT_FIELDS", "encode", "resolve_compute", "resolve_device", "select_images"]
 
 # Test hook: called after each work unit's checkpoint is written (tests raise from it to simulate a kill).
 _after_unit: Callable[[Unit], None] | None = None
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _compute_from(device: torch.device, desc: dict[str, Any]) -> Compute:
-    """The Compute a work dir's ``compute`` record describes."""
-    amp = desc.get("amp_dtype")
-    return Compute(device, getattr(torch, amp) if amp else None, bool(desc.get("channels_last")))
-
-
-def resolve_compute(device: torch.device, precision: str) -> Compute:
-    """The training-stage settings for ``device``: the plan's (probed once per machine) for "auto"."""
-    plan = get_plan(device, precision, decode=False)
-    plan.apply_backend_flags()
-    return plan.compute()
 
 
 def select_images(labels: torch.Tensor, ipc: int | None, seed: int) -> torch.Tensor:
@@ -94,99 +91,6 @@ def select_images(labels: torch.Tensor, ipc: int | None, seed: int) -> torch.Ten
             idx = torch.sort(idx[torch.randperm(len(idx), generator=g)[:ipc]]).values
         chosen.append(idx)
     return torch.cat(chosen)
-
-
-class _Log:
-    """Appends timestamped lines to the work dir's log file; echoes them unless quiet."""
-
-    def __init__(self, path: Path, quiet: bool, prefix: str = ""):
-        self.path = path
-        self.quiet = quiet
-        self.prefix = prefix  # "[rank R/W] " under torchrun: ranks append to the same file
-
-    def __call__(self, line: str) -> None:
-        stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"{stamp} {self.prefix}{line}\n")
-        if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _result_config(cfg: EncodeConfig) -> dict[str, Any]:
-    data = json.loads(json.dumps(asdict(cfg)))
-    for key in NON_RESULT_FIELDS:
-        section, _, name = key.partition(".")
-        if name:
-            data[section].pop(name, None)
-        else:
-            data.pop(section, None)
-    return data
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _check_work_dir(work_dir: Path, record: dict[str, Any], precision: str) -> dict[str, Any]:
-    """Write config.json, or refuse a work dir made by another config or other data; returns the record.
-
-    ``record["compute"]`` (device type, autocast dtype, memory format) must match too, so a run never
-    resumes on another kind of device or at another precision. Under ``precision="auto"`` a resumed run
-    adopts the work dir's compute (a new probe on the same machine may choose differently).
-    """
-    path = work_dir / "config.json"
-    if path.exists():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ConfigError(f"{path}: unreadable ({exc}); delete the work dir {work_dir} or pass another --work-dir") from exc
-        old, new = saved.get("compute"), record["compute"]
-        if old != new:
-            if old is None or old.get("device_type") != new["device_type"] or precision != "auto":
-                raise ConfigError(
-                    f"work dir {work_dir} was run with {_describe_compute(old)}, this run would use "
-                    f"{_describe_compute(new)}; mixing them would change its numbers. Rerun with the same --device "
-                    "and --precision (auto adopts the work dir's), or pass another --work-dir"
-                )
-            record = {**record, "compute": old}
-        if saved != record:
-            a, b = _flatten(saved), _flatten(record)
-            diff = sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
-            shown = "; ".join(f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}" for k in diff[:8])
-            hint = ""
-            if (work_dir / "gan" / "generator.safetensors").exists():
-                hint = (f" To reuse its trained generator, pass --generator {work_dir / 'gan' / 'generator.safetensors'} "
-                        "with a new work dir.")
-            raise ConfigError(
-                f"work dir {work_dir} belongs to a run with different settings ({shown}{' ...' if len(diff) > 8 else ''}); "
-                f"delete it or pass another --work-dir.{hint}"
-            )
-        return record
-    from latentds.format.writer import atomic_write
-
-    atomic_write(path, [json.dumps(record, indent=2, sort_keys=True).encode("utf-8")])
-    return record
-
-
-def _describe_compute(c: dict[str, Any] | None) -> str:
-    if not c:
-        return "an unrecorded device and precision (an older latentds)"
-    layout = ", channels_last" if c.get("channels_last") else ""
-    return f"{c.get('device_type')} {c.get('amp_dtype') or 'float32'}{layout}"
 
 
 def _load_generator(path: Path, data: ImageSet, device: torch.device) -> nn.Module:
@@ -208,41 +112,6 @@ def _load_generator(path: Path, data: ImageSet, device: torch.device) -> nn.Modu
     return generator
 
 
-def _fresh_storage(module: nn.Module) -> nn.Module:
-    """Copy every parameter and buffer into its own allocation, in place; returns the module.
-
-    Weights loaded from a safetensors file sit at unaligned offsets of one buffer, and oneDNN then picks
-    kernels that round differently from those for freshly trained (aligned) weights. Copying both the same
-    way makes a resumed run, which loads the cached generator, bit-identical to an uninterrupted one.
-    """
-    module.load_state_dict({k: v.detach().clone() for k, v in module.state_dict().items()}, assign=True)
-    return module
-
-
-def _json_safe(value: Any) -> Any:
-    """Drop what JSON cannot hold (NaN, tensors) from stats destined for the manifest."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return _json_safe(value.item())
-    return str(value)
-
-
-def _peak_memory(device: torch.device) -> dict[str, Any]:
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    mem: dict[str, Any] = {"peak_rss_mib": round(rss_kib / 1024, 1)}
-    if device.type == "cuda":
-        mem["peak_cuda_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return mem
-
-
-# --- the pipeline ----------------------------------------------------------------------------------------
 def encode(
     source: str,
     out: str | Path,
@@ -287,13 +156,59 @@ def _encode(
     download: bool,
     group: Group,
 ) -> Path:
-    t_start = time.perf_counter()
-    if cfg.condense.parametrization != "latent":
-        raise ConfigError(
-            "encode writes latents, so condense.parametrization must be 'latent'; the 'pixel' (DM) baseline "
-            "runs through latentds.encode.condense.condense directly"
-        )
     out = Path(out)
+    pixels = cfg.condense.parametrization == "pixel"
+    _check_output(out, pixels, generator_path)
+    run, loaded = _open_run(source, out, cfg, work_dir, generator_path, root, progress, quiet, download, group)
+    if pixels:
+        generator, gan_stats = None, {}
+    else:
+        with run.stage("generator"):
+            generator, gan_stats = _generator_stage(run, loaded, generator_path)
+    with run.stage("classifier"):
+        feature_net, pool, cls_stats = _classifier_stage(run, need_feature_net=not pixels)
+    work = _plan_work(run, generator)
+    if run.group.is_main:
+        estimate(cfg, run.data, work.selected, work.todo_inv, work.todo_units, work.per_pass, work.z0_of, generator,
+                 feature_net, pool, run.mean, run.std, run.device, run.compute, run.log, run.group.world_size)
+    inv_latents, inv_stats = None, []
+    if not pixels:
+        with run.stage("invert"):
+            inv_latents, inv_stats = _invert_stage(run, work, generator, feature_net)
+    with run.stage("condense"):
+        result, unit_stats = _condense_stage(run, work, generator, pool, inv_latents)
+    if result is None:  # another rank writes the file
+        run.log(f"done: {len(work.mine)} units condensed; rank 0 writes {out}")
+        run.group.barrier()  # return once the file exists
+        return out
+    losses = {"gan": gan_stats, "classifier": cls_stats, "invert": inv_stats, "condense": unit_stats}
+    path = _write_pixels(run, out, work, result) if pixels else _write_lds(run, out, work, generator, result, losses)
+    run.group.barrier()
+    return path
+
+
+def _check_output(out: Path, pixels: bool, generator_path: str | Path | None) -> None:
+    """Refuse an output that does not fit the parametrization before anything runs."""
+    if pixels and out.suffix.lower() != ".npz":
+        raise ConfigError(f"{out}: condense.parametrization 'pixel' (the DM baseline) writes uint8 images to an "
+                          ".npz file; name the output *.npz")
+    if pixels and generator_path is not None:
+        raise ConfigError("condense.parametrization 'pixel' optimizes pixels and uses no generator; drop --generator")
+
+
+def _open_run(
+    source: str,
+    out: Path,
+    cfg: EncodeConfig,
+    work_dir: str | Path | None,
+    generator_path: str | Path | None,
+    root: str | Path | None,
+    progress: bool,
+    quiet: bool,
+    download: bool,
+    group: Group,
+) -> tuple[Run, nn.Module | None]:
+    """Load the data, check a given generator against it, and open (or resume) the work dir."""
     work_dir = Path(work_dir) if work_dir is not None else out.with_suffix(".work")
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None and group.distributed:
@@ -301,14 +216,6 @@ def _encode(
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # bare "cuda" tensors and library calls go to this rank's GPU, not cuda:0
     show = progress and not quiet and group.is_main  # one set of progress bars, rank 0's
-    timing: dict[str, float] = {}
-    stage_memory: dict[str, dict[str, Any]] = {}
-
-    def end_stage(name: str, started: float) -> None:
-        """Record a stage's wall time and the memory high-water mark at its end (RSS peaks are cumulative)."""
-        timing[name] = time.perf_counter() - started
-        stage_memory[name] = _peak_memory(device)
-
     t0 = time.perf_counter()
     first_loads = download and is_named(source)  # then the first rank of each machine loads (downloads) first
     if first_loads and group.local_rank != 0:
@@ -316,7 +223,7 @@ def _encode(
     data = load_source(source, "train", root=root, download=download, image_size=cfg.image_size, progress=show)
     if first_loads and group.local_rank == 0:
         group.barrier()
-    end_stage("load_source", t0)
+    load_seconds = time.perf_counter() - t0
     gen_file = Path(generator_path) if generator_path is not None else None
     loaded = None
     if gen_file is not None:  # checked before anything is written
@@ -325,71 +232,103 @@ def _encode(
         loaded = _load_generator(gen_file, data, device)
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    log = _Log(work_dir / "encode.log", quiet or not group.is_main,
-               f"[rank {group.rank}/{group.world_size}] " if group.distributed else "")
+    log = RunLog(work_dir / "encode.log", quiet or not group.is_main,
+                 f"[rank {group.rank}/{group.world_size}] " if group.distributed else "")
     # Rank 0 chooses the precision and memory format (probed once per machine) and the others follow it.
     compute = resolve_compute(device, cfg.precision) if group.is_main else None
     desc = group.broadcast_json({"device_type": device.type, **compute.describe()} if compute else None)
     record = {
-        "config": _result_config(cfg),
+        "config": result_config(cfg),
         "source": {"name": data.name, "fingerprint": data.fingerprint},
         "generator_file_sha256": file_sha256(gen_file) if gen_file is not None else None,
         "compute": desc,
     }
-    record = _check_work_dir(work_dir, record, resolve_precision(cfg.precision))
-    compute = _compute_from(device, record["compute"])
+    record = check_work_dir(work_dir, record, resolve_precision(cfg.precision))
+    run = Run(cfg, data, work_dir, device, compute_from(device, record["compute"]), group, log, show, record)
+    run.started = t0  # the total includes loading the source
+    run.timing["load_source"] = load_seconds
+    run.stage_memory["load_source"] = peak_memory(device)
     log(f"encode: {data.name}: {len(data)} images, {data.num_classes} classes, {data.image_shape}; "
-        f"device {device}, {_describe_compute(record['compute'])}; work dir {work_dir}"
+        f"device {device}, {describe_compute(record['compute'])}; work dir {work_dir}"
         + (f"; {group.world_size} ranks" if group.distributed else ""))
-    mean, std = data.mean_std()
+    run.mean, run.std = data.mean_std()
+    return run, loaded
 
-    # --- generator
-    t0 = time.perf_counter()
+
+def _generator_stage(run: Run, loaded: nn.Module | None, generator_path: str | Path | None) -> tuple[nn.Module, dict]:
+    """The given generator, or the one train_gan trains (rank 0 trains; the others load its file)."""
     if loaded is not None:
         generator = loaded
-        gan_stats: dict[str, Any] = {"file": str(gen_file), "sha256": record["generator_file_sha256"]}
-        log(f"generator: loaded {gen_file} ({generator.arch_name})")
+        stats: dict[str, Any] = {"file": str(generator_path), "sha256": run.record["generator_file_sha256"]}
+        run.log(f"generator: loaded {generator_path} ({generator.arch_name})")
     else:
         from latentds.encode.gan import GENERATOR_FILE, train_gan
 
-        if group.is_main:  # the others wait, then get rank 0's file and load it through the same cache check
-            log(f"generator: training {cfg.gan.arch} (width {cfg.gan.width}) for {cfg.gan.iterations} iterations")
-            generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, show, log, compute=compute)
-        group.sync_files([work_dir / "gan" / GENERATOR_FILE])
+        cfg, group = run.cfg, run.group
+        if group.is_main:
+            run.log(f"generator: training {cfg.gan.arch} (width {cfg.gan.width}) for {cfg.gan.iterations} iterations")
+            generator, stats = train_gan(run.data, cfg.gan, run.work_dir / "gan", run.device, run.show, run.log,
+                                         compute=run.compute)
+        group.sync_files([run.work_dir / "gan" / GENERATOR_FILE])
         if not group.is_main:
-            generator, gan_stats = train_gan(data, cfg.gan, work_dir / "gan", device, False, log, compute=compute)
-    generator = compute.prepare(freeze(_fresh_storage(generator.to(device))))
-    end_stage("generator", t0)
+            generator, stats = train_gan(run.data, cfg.gan, run.work_dir / "gan", run.device, False, run.log,
+                                         compute=run.compute)
+    return run.compute.prepare(freeze(fresh_storage(generator.to(run.device)))), stats
 
-    # --- feature net (inversion) and embedding pool (condensation)
+
+def _classifier_stage(run: Run, need_feature_net: bool = True) -> tuple[nn.Module | None, list[nn.Module], dict]:
+    """The real-data classifier (inversion's feature net) and its snapshots (condensation's embedding pool)."""
     from latentds.encode.classifier import load_snapshots, train_classifier
 
-    t0 = time.perf_counter()
-    log(f"classifier: {cfg.classifier.arch} (width {cfg.classifier.width}), {cfg.classifier.epochs} epochs")
+    cfg, group, folder = run.cfg, run.group, run.work_dir / "classifier"
+    if not need_feature_net and cfg.condense.pool_prob == 0:
+        run.log("classifier: not needed (no inversion, random embedding nets only)")
+        return None, [], {}
+    run.log(f"classifier: {cfg.classifier.arch} (width {cfg.classifier.width}), {cfg.classifier.epochs} epochs")
     if group.is_main:
-        feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, show, log,
-                                                  compute=compute)
-    group.share_dir(work_dir / "classifier")
+        feature_net, stats = train_classifier(run.data, cfg.classifier, folder, run.device, run.show, run.log,
+                                              compute=run.compute)
+    group.share_dir(folder)
     if not group.is_main:
-        feature_net, cls_stats = train_classifier(data, cfg.classifier, work_dir / "classifier", device, False, log,
-                                                  compute=compute)
-    feature_net = compute.prepare(freeze(_fresh_storage(feature_net.to(device))))
-    pool = load_snapshots(work_dir / "classifier", device) if cfg.condense.pool_prob > 0 else []
-    pool = [compute.prepare(_fresh_storage(net)) for net in pool]
-    end_stage("classifier", t0)
-    log(f"classifier: done; embedding pool of {len(pool)} pre-trained nets"
-        + ("" if pool or cfg.condense.pool_prob == 0 else " (classifier.snapshot_every is 0: random nets only)"))
+        feature_net, stats = train_classifier(run.data, cfg.classifier, folder, run.device, False, run.log,
+                                              compute=run.compute)
+    feature_net = run.compute.prepare(freeze(fresh_storage(feature_net.to(run.device)))) if need_feature_net else None
+    pool = load_snapshots(folder, run.device) if cfg.condense.pool_prob > 0 else []
+    pool = [run.compute.prepare(fresh_storage(net)) for net in pool]
+    run.log(f"classifier: done; embedding pool of {len(pool)} pre-trained nets"
+            + ("" if pool or cfg.condense.pool_prob == 0 else " (classifier.snapshot_every is 0: random nets only)"))
+    return feature_net, pool, stats
 
-    # --- selection
-    selected = select_images(data.labels, cfg.ipc, cfg.seed)  # (n,) positions into data, by class then index
-    sel_labels = data.labels[selected]
-    n = len(selected)
-    classes_present = torch.unique(sel_labels).tolist()
-    log(f"select: {n} images ({'all' if cfg.ipc is None else f'up to {cfg.ipc} per class'})")
-    units = work_units(sel_labels, cfg.subset_size)
-    inv_units = invert_units(sel_labels, cfg.invert.batch_size)  # positions into `selected`, by class then batch
 
-    inv_dir, unit_dir = work_dir / "invert", work_dir / "units"
+@dataclass
+class Work:
+    """The selected images, the work units over them, their checkpoints, and which of them this rank runs."""
+
+    selected: torch.Tensor  # (n,) positions into the data, by class then index
+    labels: torch.Tensor  # (n,) their labels
+    inv_units: list[InvertUnit]
+    units: list[Unit]
+    inv_path: dict[str, Path]
+    unit_path: dict[str, Path]
+    todo_inv: list[InvertUnit]  # not finished by any rank
+    todo_units: list[Unit]
+    my_inv: list[InvertUnit]  # this rank's share of them
+    mine: list[Unit]
+    unit_owner: dict[str, int]
+    per_pass: int  # inversion units per forward pass
+    z0_of: Callable[[InvertUnit], torch.Tensor]
+
+
+def _plan_work(run: Run, generator: nn.Module | None) -> Work:
+    """Select the images, cut them into inversion and condensation units, and deal the unfinished ones out."""
+    cfg, group = run.cfg, run.group
+    selected = select_images(run.data.labels, cfg.ipc, cfg.seed)
+    labels = run.data.labels[selected]
+    run.log(f"select: {len(selected)} images ({'all' if cfg.ipc is None else f'up to {cfg.ipc} per class'})")
+    units = work_units(labels, cfg.subset_size)
+    # (pixels: no inversion, so no inversion units)
+    inv_units = invert_units(labels, cfg.invert.batch_size) if generator is not None else []
+    inv_dir, unit_dir = run.work_dir / "invert", run.work_dir / "units"
     inv_dir.mkdir(exist_ok=True)
     unit_dir.mkdir(exist_ok=True)
     inv_path = {u.name: inv_dir / f"{u.name}.safetensors" for u in inv_units}
@@ -400,16 +339,15 @@ def _encode(
     unit_done = group.any_rank_has([unit_path[u.name] for u in units])
     todo_inv = [u for u, done in zip(inv_units, inv_done) if not done]
     inv_owner = dict(zip([u.name for u in todo_inv], assign([len(u.indices) for u in todo_inv], group.world_size)))
-    my_inv = [u for u in todo_inv if inv_owner[u.name] == group.rank]
     todo_units = [u for u, done in zip(units, unit_done) if not done]
     unit_owner = dict(zip([u.name for u in todo_units], assign([len(u.indices) for u in todo_units], group.world_size)))
+    my_inv = [u for u in todo_inv if inv_owner[u.name] == group.rank]
     mine = [u for u in todo_units if unit_owner[u.name] == group.rank]
     if group.distributed:
-        log(f"shard: {len(todo_inv)} inversion units and {len(todo_units)} condensation units over "
-            f"{group.world_size} ranks ({len(inv_units) - len(todo_inv)} and {len(units) - len(todo_units)} "
-            f"already done); this rank: {len(my_inv)} and {len(mine)}")
-    per_pass = units_per_pass(cfg.invert, device)
-    class_size = {c: int((sel_labels == c).sum()) for c in classes_present}
+        run.log(f"shard: {len(todo_inv)} inversion units and {len(todo_units)} condensation units over "
+                f"{group.world_size} ranks ({len(inv_units) - len(todo_inv)} and {len(units) - len(todo_units)} "
+                f"already done); this rank: {len(my_inv)} and {len(mine)}")
+    class_size = {c: len(idx) for c, idx in by_class(labels).items()}
 
     @functools.lru_cache(maxsize=1)  # units come by class: draw each class's z0 once, not once per unit
     def class_z0(c: int) -> torch.Tensor:
@@ -421,118 +359,139 @@ def _encode(
         """The unit's rows of its class's z0."""
         return class_z0(unit.cls)[unit.offset : unit.offset + len(unit.indices)]
 
-    if group.is_main:
-        _estimate(cfg, data, selected, todo_inv, todo_units, per_pass, z0_of, generator, feature_net, pool, mean, std,
-                  device, compute, log, group.world_size)
+    return Work(selected, labels, inv_units, units, inv_path, unit_path, todo_inv, todo_units, my_inv, mine,
+                unit_owner, units_per_pass(cfg.invert, run.device), z0_of)
 
-    # --- inversion: this rank's units, per_pass of them in each forward pass
-    t0 = time.perf_counter()
-    passes = [my_inv[i : i + per_pass] for i in range(0, len(my_inv), per_pass)]
-    bar = tqdm(total=len(passes) * cfg.invert.iterations, desc="invert", unit="it", disable=not show, leave=False)
+
+def _invert_stage(
+    run: Run, work: Work, generator: nn.Module, feature_net: nn.Module
+) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """Invert this rank's units (``per_pass`` of them per forward pass), then gather the latents needed next."""
+    cfg, data, group = run.cfg, run.data, run.group
+    passes = [work.my_inv[i : i + work.per_pass] for i in range(0, len(work.my_inv), work.per_pass)]
+    bar = tqdm(total=len(passes) * cfg.invert.iterations, desc="invert", unit="it", disable=not run.show, leave=False)
+    clock = time.perf_counter
     for batch in passes:
-        t_pass = time.perf_counter()
-        idx = selected[torch.cat([u.indices for u in batch])]
+        t_pass = clock()
+        idx = work.selected[torch.cat([u.indices for u in batch])]
         local = list(torch.arange(len(idx)).split([len(u.indices) for u in batch]))
-        z0 = torch.cat([z0_of(u) for u in batch])
+        z0 = torch.cat([work.z0_of(u) for u in batch])
         lat, sts = invert_latents(generator, data.images[idx], data.labels[idx], z0, local, feature_net, cfg.invert,
-                                  mean, std, device, compute, bar)
-        seconds = (time.perf_counter() - t_pass) / len(batch)
+                                  run.mean, run.std, run.device, run.compute, bar)
+        seconds = (clock() - t_pass) / len(batch)
         for u, rows, st in zip(batch, local, sts):
-            save_state(inv_path[u.name], {"latents": lat[rows], "indices": idx[rows]},
-                       {"kind": "invert", "unit": u.name, "class": u.cls, "stats": _json_safe({**st, "seconds": seconds})})
+            save_state(work.inv_path[u.name], {"latents": lat[rows], "indices": idx[rows]},
+                       {"kind": "invert", "unit": u.name, "class": u.cls, "stats": json_safe({**st, "seconds": seconds})})
         names = batch[0].name + (f" .. {batch[-1].name}" if len(batch) > 1 else "")
         f0, f1, p0, p1 = (sum(st[k] * st["num_images"] for st in sts) / len(idx) for k in
                           ("initial_feature_loss", "final_feature_loss", "initial_recon_mse", "final_recon_mse"))
-        log(f"invert {names} ({data.classes[batch[0].cls]}{' ...' if len(batch) > 1 else ''}): {len(idx)} images, "
-            f"recon MSE {p0:.4f} -> {p1:.4f}, feature loss {f0:.4f} -> {f1:.4f} ({time.perf_counter() - t_pass:.1f} s)")
+        run.log(f"invert {names} ({data.classes[batch[0].cls]}{' ...' if len(batch) > 1 else ''}): {len(idx)} images, "
+                f"recon MSE {p0:.4f} -> {p1:.4f}, feature loss {f0:.4f} -> {f1:.4f} ({clock() - t_pass:.1f} s)")
     bar.close()
     # Rank 0 needs every unit (for the stats); the others the inversion units of their condensation units' classes.
-    needed = set(classes_present) if group.is_main else {u.cls for u in mine}
-    want = [{0} | {unit_owner[cu.name] for cu in todo_units if cu.cls == u.cls} for u in inv_units]
-    group.sync_files([inv_path[u.name] for u in inv_units], want)
-    inv_latents = torch.empty(n, generator_contract(generator).latent_dim)
-    inv_stats: list[dict[str, Any]] = []
-    for u in inv_units:
+    needed = set(torch.unique(work.labels).tolist()) if group.is_main else {u.cls for u in work.mine}
+    want = [{0} | {work.unit_owner[cu.name] for cu in work.todo_units if cu.cls == u.cls} for u in work.inv_units]
+    group.sync_files([work.inv_path[u.name] for u in work.inv_units], want)
+    latents = torch.empty(len(work.selected), generator_contract(generator).latent_dim)
+    stats: list[dict[str, Any]] = []
+    for u in work.inv_units:
         if u.cls not in needed:
             continue
-        path = inv_path[u.name]
+        path = work.inv_path[u.name]
         tensors, meta = load_state(path)  # the checkpoint, not the in-memory copy: resumed runs see the same bits
-        _check_indices(path, tensors["indices"], selected[u.indices])
-        inv_latents[u.indices] = tensors["latents"]
-        inv_stats.append({"class": u.cls, **meta["stats"]})
-    end_stage("invert", t0)
+        _check_indices(path, tensors["indices"], work.selected[u.indices])
+        latents[u.indices] = tensors["latents"]
+        stats.append({"class": u.cls, **meta["stats"]})
+    return latents, stats
 
-    # --- condensation, one work unit at a time
-    t0 = time.perf_counter()
+
+def _condense_stage(
+    run: Run, work: Work, generator: nn.Module | None, pool: list[nn.Module], inv_latents: torch.Tensor | None
+) -> tuple[torch.Tensor | None, list[dict[str, Any]]]:
+    """Condense this rank's units; rank 0 then gathers every unit's result (the others get None)."""
+    cfg, data, group = run.cfg, run.data, run.group
+    key = "latents" if generator is not None else "images"  # pixels: normalized images (DM)
     sampler = EmbeddingSampler(pool, cfg.condense.random_width, cfg.condense.pool_prob, data.num_classes,
-                               data.image_shape[0], data.image_shape[1], device)
-    for unit in mine:
-        idx = selected[unit.indices]
-        path = unit_path[unit.name]
-        lat, st = condense(generator, inv_latents[unit.indices], data.images[idx],
-                           data.images[data.class_indices(unit.cls)], unit.cls, sampler, cfg.condense, mean,
-                           std, unit.seed(cfg.seed), device, show, compute)
-        save_state(path, {"latents": lat, "indices": idx},
-                   {"kind": "condense", "unit": unit.name, "stats": _json_safe(st)})
-        log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} latents, L_con {_fmt(st['first_loss'])} -> "
-            f"{_fmt(st['last_loss'])}, eval {_fmt(st['eval_loss_before'])} -> {_fmt(st['eval_loss_after'])}, "
-            f"moved {st['moved_fraction']:.0%} ({st['seconds']:.1f} s)")
+                               data.image_shape[0], data.image_shape[1], run.device)
+    for unit in work.mine:
+        idx = work.selected[unit.indices]
+        init = inv_latents[unit.indices] if inv_latents is not None else None
+        result, st = condense(generator, init, data.images[idx], data.images[data.class_indices(unit.cls)], unit.cls,
+                              sampler, cfg.condense, run.mean, run.std, unit.seed(cfg.seed), run.device, run.show,
+                              run.compute)
+        save_state(work.unit_path[unit.name], {key: result, "indices": idx},
+                   {"kind": "condense", "unit": unit.name, "stats": json_safe(st)})
+        moved = f", moved {st['moved_fraction']:.0%}" if "moved_fraction" in st else ""
+        run.log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} {key}, L_con {_fmt(st['first_loss'])} -> "
+                f"{_fmt(st['last_loss'])}, eval {_fmt(st['eval_loss_before'])} -> {_fmt(st['eval_loss_after'])}"
+                f"{moved} ({st['seconds']:.1f} s)")
         if _after_unit is not None:
             _after_unit(unit)
-    group.sync_files([unit_path[u.name] for u in units], [{0}] * len(units))  # rank 0 writes the file
+    group.sync_files([work.unit_path[u.name] for u in work.units], [{0}] * len(work.units))  # rank 0 writes
     if not group.is_main:
-        end_stage("condense", t0)
-        log(f"done: {len(mine)} units condensed; rank 0 writes {out}")
-        group.barrier()  # return once the file exists
-        return out
-    final = torch.empty(n, generator_contract(generator).latent_dim)
-    unit_stats: list[dict[str, Any]] = []
-    for unit in units:
-        idx = selected[unit.indices]
-        path = unit_path[unit.name]
+        return None, []
+    shape = (generator_contract(generator).latent_dim,) if generator is not None else data.image_shape
+    final = torch.empty(len(work.selected), *shape)
+    stats: list[dict[str, Any]] = []
+    for unit in work.units:
+        path = work.unit_path[unit.name]
         tensors, meta = load_state(path)
-        _check_indices(path, tensors["indices"], idx)
-        final[unit.indices] = tensors["latents"]
-        unit_stats.append({"unit": unit.name, **meta["stats"]})
-    end_stage("condense", t0)
+        _check_indices(path, tensors["indices"], work.selected[unit.indices])
+        final[unit.indices] = tensors[key]
+        stats.append({"unit": unit.name, **meta["stats"]})
+    return final, stats
 
-    # --- the file
-    t0 = time.perf_counter()
+
+def _write_lds(
+    run: Run, out: Path, work: Work, generator: nn.Module, latents: torch.Tensor, losses: dict[str, Any]
+) -> Path:
+    """Write the .lds: generator, latents, labels, classes, image spec and provenance."""
     from latentds.lds import image_spec, save_lds
 
+    cfg, data, group = run.cfg, run.data, run.group
+    clock = time.perf_counter
+    t0 = clock()
+    n = len(work.selected)
     provenance = {
         "method": "IT-GAN (GAN inversion + distribution-matching condensation of latents)",
         "source": {"name": data.name, "fingerprint": data.fingerprint, "num_images": len(data), "bytes": data.source_bytes},
         "selection": {"ipc": cfg.ipc, "num_latents": n, "seed": cfg.seed},
         "encode_config": json.loads(json.dumps(asdict(cfg))),
-        "losses": _json_safe({
-            "gan": _drop_keys(gan_stats, ("wall_time_s", "cached")),
-            "classifier": _drop_keys(cls_stats, ("wall_time_s", "cached")),
-            "invert": _summarize_invert(inv_stats),
-            "condense": _summarize_condense(unit_stats),
+        "losses": json_safe({
+            "gan": _drop_keys(losses["gan"], ("wall_time_s", "cached")),
+            "classifier": _drop_keys(losses["classifier"], ("wall_time_s", "cached")),
+            "invert": _summarize_invert(losses["invert"]),
+            "condense": _summarize_condense(losses["condense"]),
         }),
         "python": platform.python_version(),
     }
-    timing["total"] = time.perf_counter() - t_start
-    provenance["run"] = {  # everything here depends on the machine and on resumes; the rest does not
-        "timing_s": {k: round(v, 3) for k, v in timing.items()},
-        "memory": _peak_memory(device),
-        "peak_memory_by_stage": stage_memory,  # high-water mark at the end of each stage, in stage order
-        "device": str(device),
-        "compute": record["compute"],
-        "torch_threads": torch.get_num_threads(),
-    }
+    provenance["run"] = run.run_info()  # everything here depends on the machine and on resumes; the rest does not
     if group.distributed:
         provenance["run"]["distributed"] = {
             "world_size": group.world_size, "backend": "gloo",
-            "units_by_rank": [sum(o == r for o in unit_owner.values()) for r in range(group.world_size)],
+            "units_by_rank": [sum(o == r for o in work.unit_owner.values()) for r in range(group.world_size)],
         }
-    path = save_lds(out, generator, final, sel_labels, data.classes, image_spec(mean, std, data.image_shape, generator_contract(generator).output_range),
-                    provenance, _DTYPES[cfg.latent_dtype])
-    log(f"wrote {path} ({n} latents, {cfg.latent_dtype}; {path.stat().st_size / 2**20:.2f} MiB) in "
-        f"{_duration(time.perf_counter() - t_start)}; write {time.perf_counter() - t0:.1f} s; "
-        f"peak RSS {provenance['run']['memory']['peak_rss_mib']:.0f} MiB")
-    group.barrier()
+    image = image_spec(run.mean, run.std, data.image_shape, generator_contract(generator).output_range)
+    path = save_lds(out, generator, latents, work.labels, data.classes, image, provenance, _DTYPES[cfg.latent_dtype])
+    run.log(f"wrote {path} ({n} latents, {cfg.latent_dtype}; {path.stat().st_size / 2**20:.2f} MiB) in "
+            f"{duration(clock() - run.started)}; write {clock() - t0:.1f} s; "
+            f"peak RSS {provenance['run']['memory']['peak_rss_mib']:.0f} MiB")
+    return path
+
+
+def _write_pixels(run: Run, out: Path, work: Work, images: torch.Tensor) -> Path:
+    """The DM baseline's result: the condensed images as uint8 (N, H, W, C) in an .npz, with labels and classes."""
+    from latentds.format.writer import atomic_write
+
+    m = torch.tensor(run.mean).view(1, -1, 1, 1)
+    s = torch.tensor(run.std).view(1, -1, 1, 1)
+    pixels = (images * s + m).clamp(0, 1).mul(255).round().to(torch.uint8)  # un-normalized, rounded to 8 bits
+    buffer = io.BytesIO()
+    np.savez(buffer, images=pixels.permute(0, 2, 3, 1).numpy(), labels=work.labels.numpy().astype(np.int64),
+             classes=np.array(run.data.classes))
+    path = atomic_write(out, [buffer.getvalue()])
+    run.log(f"wrote {path} ({len(images)} condensed images as uint8; {path.stat().st_size / 2**20:.2f} MiB) in "
+            f"{duration(time.perf_counter() - run.started)}")
     return path
 
 
@@ -579,72 +538,3 @@ def _summarize_condense(units: list[dict[str, Any]]) -> dict[str, Any]:
         "moved_fraction": min((u["moved_fraction"] for u in units), default=1.0),
         "seconds": sum(u["seconds"] for u in units),
     }
-
-
-def _estimate(
-    cfg: EncodeConfig,
-    data: ImageSet,
-    selected: torch.Tensor,
-    pending_inv: list[InvertUnit],
-    pending_units: list[Unit],
-    per_pass: int,
-    z0_of: Callable[[InvertUnit], torch.Tensor],
-    generator: nn.Module,
-    feature_net: nn.Module,
-    pool: list[nn.Module],
-    mean: list[float],
-    std: list[float],
-    device: torch.device,
-    compute: Compute,
-    log: _Log,
-    ranks: int = 1,
-) -> None:
-    """Time a few iterations of each pending stage and log the estimated durations (nothing is kept).
-
-    With several ranks the work divides among them (the estimate assumes all ranks are as fast as this one).
-    """
-    total = 0.0
-    if pending_inv and cfg.invert.iterations > 0:
-        batch = pending_inv[:per_pass]
-        idx = selected[torch.cat([u.indices for u in batch])]
-        local = list(torch.arange(len(idx)).split([len(u.indices) for u in batch]))
-        z0 = torch.cat([z0_of(u) for u in batch])
-
-        def run(iterations: int) -> None:
-            invert_latents(generator, data.images[idx], data.labels[idx], z0, local, feature_net,
-                           replace(cfg.invert, iterations=iterations), mean, std, device, compute)
-
-        run(1)  # untimed: first calls pay one-off costs (kernel selection, allocator growth)
-        t = time.perf_counter()
-        run(WARMUP_ITERATIONS)
-        per_iter = (time.perf_counter() - t) / WARMUP_ITERATIONS
-        passes = math.ceil(len(pending_inv) / per_pass)
-        # passes of the probe's size; smaller trailing passes cost about the same on a GPU, less on a CPU
-        seconds = per_iter * cfg.invert.iterations * math.ceil(passes / ranks)
-        total += seconds
-        log(f"invert: {per_iter * 1000:.0f} ms per iteration per pass of {len(idx)} latents ({len(batch)} unit{'s' if len(batch) > 1 else ''}) -> "
-            f"about {_duration(seconds)} for {passes} passes x {cfg.invert.iterations} iterations"
-            + (f" over {ranks} ranks" if ranks > 1 else ""))
-    if pending_units and cfg.condense.iterations > 0:
-        unit = pending_units[0]
-        b = min(cfg.condense.batch_syn, len(unit.indices))
-        idx = selected[unit.indices[:b]]
-        probe = replace(cfg.condense, iterations=WARMUP_ITERATIONS, eval_nets=0)
-        sampler = EmbeddingSampler(pool, probe.random_width, probe.pool_prob, data.num_classes, data.image_shape[0],
-                                   data.image_shape[1], device)
-        z = torch.randn(b, generator_contract(generator).latent_dim, generator=torch.Generator().manual_seed(0))
-        reals = data.images[data.class_indices(unit.cls)]
-        condense(generator, z, data.images[idx], reals, unit.cls, sampler, replace(probe, iterations=1), mean, std, 0,
-                 device, compute=compute)  # untimed warm-up
-        t = time.perf_counter()
-        condense(generator, z, data.images[idx], reals, unit.cls, sampler, probe, mean, std, 0, device, compute=compute)
-        per_batch = (time.perf_counter() - t) / WARMUP_ITERATIONS
-        batches = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) for u in pending_units)
-        seconds = per_batch * cfg.condense.iterations * batches / ranks
-        total += seconds
-        log(f"condense: {per_batch * 1000:.0f} ms per batch of {b} latents -> about {_duration(seconds)} for "
-            f"{len(pending_units)} units ({batches} batches per iteration in all) x {cfg.condense.iterations} iterations"
-            + (f" over {ranks} ranks" if ranks > 1 else ""))
-    if device.type == "cpu" and cfg.ipc is None and total > SLOW_CPU_SECONDS:
-        log(f"note: encoding all {len(selected)} images on the CPU would take about {_duration(total)}; pass "
-            "--ipc 10 or --ipc 50 to encode a class-balanced subset, or run on a GPU")

@@ -1,0 +1,95 @@
+"""Before the long stages start: time a few iterations of each and log how long the run will take."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from latentds.encode.condense import Unit, condense
+from latentds.encode.config import EncodeConfig
+from latentds.encode.embed import EmbeddingSampler
+from latentds.encode.invert import InvertUnit, invert_latents
+from latentds.encode.workdir import RunLog, duration
+from latentds.models import generator_contract
+from latentds.plan import Compute
+from latentds.sources import ImageSet
+
+__all__ = ["estimate"]
+
+WARMUP_ITERATIONS = 2
+SLOW_CPU_SECONDS = 3600.0  # a whole-set CPU estimate above this gets a suggestion to pass --ipc
+
+
+def estimate(
+    cfg: EncodeConfig,
+    data: ImageSet,
+    selected: torch.Tensor,
+    pending_inv: list[InvertUnit],
+    pending_units: list[Unit],
+    per_pass: int,
+    z0_of: Callable[[InvertUnit], torch.Tensor],
+    generator: nn.Module | None,
+    feature_net: nn.Module | None,
+    pool: list[nn.Module],
+    mean: list[float],
+    std: list[float],
+    device: torch.device,
+    compute: Compute,
+    log: RunLog,
+    ranks: int = 1,
+) -> None:
+    """Time a few iterations of each pending stage and log the estimated durations (nothing is kept).
+
+    With several ranks the work divides among them (the estimate assumes all ranks are as fast as this one).
+    """
+    total = 0.0
+    if pending_inv and cfg.invert.iterations > 0 and generator is not None and feature_net is not None:
+        batch = pending_inv[:per_pass]
+        idx = selected[torch.cat([u.indices for u in batch])]
+        local = list(torch.arange(len(idx)).split([len(u.indices) for u in batch]))
+        z0 = torch.cat([z0_of(u) for u in batch])
+
+        def run(iterations: int) -> None:
+            invert_latents(generator, data.images[idx], data.labels[idx], z0, local, feature_net,
+                           replace(cfg.invert, iterations=iterations), mean, std, device, compute)
+
+        run(1)  # untimed: first calls pay one-off costs (kernel selection, allocator growth)
+        t = time.perf_counter()
+        run(WARMUP_ITERATIONS)
+        per_iter = (time.perf_counter() - t) / WARMUP_ITERATIONS
+        passes = math.ceil(len(pending_inv) / per_pass)
+        # passes of the probe's size; smaller trailing passes cost about the same on a GPU, less on a CPU
+        seconds = per_iter * cfg.invert.iterations * math.ceil(passes / ranks)
+        total += seconds
+        log(f"invert: {per_iter * 1000:.0f} ms per iteration per pass of {len(idx)} latents ({len(batch)} unit{'s' if len(batch) > 1 else ''}) -> "
+            f"about {duration(seconds)} for {passes} passes x {cfg.invert.iterations} iterations"
+            + (f" over {ranks} ranks" if ranks > 1 else ""))
+    if pending_units and cfg.condense.iterations > 0:
+        unit = pending_units[0]
+        b = min(cfg.condense.batch_syn, len(unit.indices))
+        idx = selected[unit.indices[:b]]
+        probe = replace(cfg.condense, iterations=WARMUP_ITERATIONS, eval_nets=0)
+        sampler = EmbeddingSampler(pool, probe.random_width, probe.pool_prob, data.num_classes, data.image_shape[0],
+                                   data.image_shape[1], device)
+        z = None if generator is None else torch.randn(  # None: pixels (the DM baseline)
+            b, generator_contract(generator).latent_dim, generator=torch.Generator().manual_seed(0))
+        reals = data.images[data.class_indices(unit.cls)]
+        condense(generator, z, data.images[idx], reals, unit.cls, sampler, replace(probe, iterations=1), mean, std, 0,
+                 device, compute=compute)  # untimed warm-up
+        t = time.perf_counter()
+        condense(generator, z, data.images[idx], reals, unit.cls, sampler, probe, mean, std, 0, device, compute=compute)
+        per_batch = (time.perf_counter() - t) / WARMUP_ITERATIONS
+        batches = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) for u in pending_units)
+        seconds = per_batch * cfg.condense.iterations * batches / ranks
+        total += seconds
+        log(f"condense: {per_batch * 1000:.0f} ms per batch of {b} latents -> about {duration(seconds)} for "
+            f"{len(pending_units)} units ({batches} batches per iteration in all) x {cfg.condense.iterations} iterations"
+            + (f" over {ranks} ranks" if ranks > 1 else ""))
+    if device.type == "cpu" and cfg.ipc is None and total > SLOW_CPU_SECONDS:
+        log(f"note: encoding all {len(selected)} images on the CPU would take about {duration(total)}; pass "
+            "--ipc 10 or --ipc 50 to encode a class-balanced subset, or run on a GPU")
