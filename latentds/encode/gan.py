@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentds.checkpoint import load_model, read_model_metadata, save_model
-from latentds.common import normalize
 from latentds.encode.common import (
     check_int,
     config_diff,
@@ -42,6 +41,13 @@ from latentds.encode.common import (
     seeded_model,
 )
 from latentds.encode.diffaug import diff_augment, parse_policy, random_flip
+from latentds.encode.gan_samples import (
+    gan_quality,
+    generate,
+    random_latents,
+    sample_grid,
+    standing_stats,
+)
 from latentds.encode.state import (
     CheckpointError,
     TrainingInterrupted,
@@ -67,6 +73,7 @@ __all__ = [
     "gan_quality",
     "generate",
     "sample_grid",
+    "standing_stats",
     "train_gan",
 ]
 
@@ -129,85 +136,6 @@ class GANConfig:
 
 # --- sampling helpers -----------------------------------------------------------------------------------
 @torch.no_grad()
-def generate(
-    generator: nn.Module, z: Tensor, y: Tensor, batch_size: int = 500, device: str | torch.device | None = None
-) -> Tensor:
-    """Images in [-1, 1] (N, 3, H, W) on the CPU from latents (N, D) and labels (N,), in batches."""
-    device = torch.device(device) if device is not None else next(generator.parameters()).device
-    out = []
-    for i in range(0, z.shape[0], batch_size):
-        out.append(generator(z[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).cpu())
-    return torch.cat(out)
-
-
-def _class_grid_inputs(generator: nn.Module, num_classes: int, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(num_classes * per_class, generator_contract(generator).latent_dim, generator=g)
-    y = torch.arange(num_classes).repeat_interleave(per_class)  # class c fills row c of the grid
-    return z, y
-
-
-def sample_grid(
-    generator: nn.Module, num_classes: int, per_class: int, path: str | Path, seed: int = 0,
-    device: str | torch.device | None = None,
-) -> Path:
-    """Write a PNG grid of generated samples, one row per class, ``per_class`` columns (eval mode used)."""
-    from torchvision.utils import save_image
-
-    from latentds.format.writer import atomic_write
-
-    was_training = generator.training
-    generator.eval()
-    try:
-        z, y = _class_grid_inputs(generator, num_classes, per_class, seed)
-        images = generate(generator, z, y, device=device)
-    finally:
-        generator.train(was_training)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.staging.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images * 0.5 + 0.5, str(tmp), nrow=per_class, padding=1)
-    try:
-        return atomic_write(path, [tmp.read_bytes()])
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@torch.no_grad()
-def gan_quality(
-    generator: nn.Module,
-    classifier: nn.Module,
-    num_classes: int,
-    n_per_class: int = 100,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-) -> dict[str, Any]:
-    """Accuracy of a real-data classifier on class-conditional samples (higher: more recognizable samples).
-
-    ``mean``/``std``: the classifier's input normalization; by default ``classifier.normalization``
-    (set by :func:`latentds.encode.classifier.train_classifier` / ``load_classifier``).
-    """
-    if mean is None or std is None:
-        norm = getattr(classifier, "normalization", None)
-        if norm is None:
-            raise ValueError("gan_quality needs the classifier's input mean/std: pass mean= and std=")
-        mean, std = norm["mean"], norm["std"]
-    generator.eval().to(device)
-    classifier.eval().to(device)
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(num_classes * n_per_class, generator_contract(generator).latent_dim, generator=g)
-    y = torch.arange(num_classes).repeat_interleave(n_per_class)
-    correct = torch.zeros(num_classes, dtype=torch.int64)
-    for i in range(0, z.shape[0], 500):
-        images = generator(z[i : i + 500].to(device), y[i : i + 500].to(device)) * 0.5 + 0.5  # [0, 1]
-        pred = classifier(normalize(images, mean, std)).argmax(1).cpu()
-        correct += torch.bincount(y[i : i + 500][pred == y[i : i + 500]], minlength=num_classes)
-    per_class = (correct.double() / n_per_class).tolist()
-    return {"accuracy": float(correct.sum()) / z.shape[0], "per_class_accuracy": per_class, "n": int(z.shape[0])}
-
-
 # --- training -------------------------------------------------------------------------------------------
 class _RealSampler:
     """Class-balanced batches: y ~ uniform over classes, then an image of class y uniformly at random."""
@@ -229,16 +157,6 @@ class _RealSampler:
         return x, y.to(self.device)
 
 
-def _latents(
-    batch_size: int, latent_dim: int, num_classes: int, g: torch.Generator, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """z ~ N(0, I) (B, latent_dim) and y ~ uniform over the classes (B,)."""
-    z = torch.randn(batch_size, latent_dim, generator=g)
-    y = torch.randint(num_classes, (batch_size,), generator=g)
-    return z.to(device), y.to(device)
-
-
-@torch.no_grad()
 def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     """Parameters: ema = decay * ema + (1 - decay) * model; buffers (BN statistics, SN vectors) copied.
 
@@ -282,28 +200,6 @@ def _converge_spectral_norm(model: nn.Module, iterations: int = 30) -> None:
     model.eval()
 
 
-@torch.no_grad()
-def standing_stats(
-    generator: nn.Module, num_classes: int, seed: int = 0, batches: int = 20, batch_size: int = 100
-) -> None:
-    """Recompute batch-norm running statistics as cumulative averages over random (z, y) batches (BigGAN's
-    "standing stats"), so eval-mode decoding uses statistics of the final weights. Leaves the model in eval."""
-    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    device = next(generator.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    generator.train()
-    for _ in range(batches):
-        z, y = _latents(batch_size, generator_contract(generator).latent_dim, num_classes, g, device)
-        generator(z, y)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    generator.eval()
-
-
 def train_gan(
     data: ImageSet,
     cfg: GANConfig,
@@ -333,126 +229,180 @@ def train_gan(
     compute = compute or Compute(device)
     say = log or (lambda _line: None)
     start = time.perf_counter()
-    cfg_dict = asdict(cfg)
-    final = work_dir / GENERATOR_FILE
+    cached = _finished_generator(work_dir, cfg, data, device, say)
+    if cached is not None:
+        return cached[0], {**cached[1], "wall_time_s": time.perf_counter() - start}
+    state = _GANState.build(cfg, data, device)
     ckpt = work_dir / CKPT_FILE
-    k = data.num_classes
-
-    if final.exists():
-        meta = read_model_metadata(final)
-        saved = json.loads(meta.get(META_CONFIG, "{}"))
-        _check_data(final, meta.get(META_DATA), data)
-        if not config_diff(saved, cfg_dict):
-            stats = {**json.loads(meta.get(META_STATS, "{}")), "cached": True, "wall_time_s": time.perf_counter() - start}
-            say(f"train-gan: using the finished generator {final}")
-            return load_model(final, device), stats
-        _check_config(final, saved, cfg_dict)  # only RESUME_IGNORED fields differ: continue from the checkpoint
-        if not ckpt.exists():
-            changed = describe_diff(saved, cfg_dict, config_diff(saved, cfg_dict))
-            raise CheckpointError(f"{final} was trained with other settings ({changed}) and {ckpt} is missing, "
-                                  "so it cannot be continued; use another work dir")
-
-    # Build G, D and the EMA copy (seeded init; the global RNG is left alone).
-    # The factories get the data's shape (channels, image_size) where they take it: the generator contract.
-    g_args = {**input_args(cfg.arch, data.image_shape), "width": cfg.width, "num_classes": k, "spectral_norm": True}
-    d_args = {**input_args(cfg.disc_arch, data.image_shape), "width": cfg.disc_width, "num_classes": k,
-              "spectral_norm": True}
-    g_net = seeded_model(cfg.seed, cfg.arch, **g_args).to(device)
-    made = generator_contract(g_net).image_shape
-    if made != data.image_shape:
-        raise UnsupportedImageError(
-            f"{data.name}: images are {'x'.join(map(str, data.image_shape))} (C x H x W) but {cfg.arch} makes "
-            f"{'x'.join(map(str, made))}; use gan.arch=biggan (any size and channel count) or resize the data "
-            "with --image-size"
-        )
-    d_net = seeded_model(cfg.seed + 1, cfg.disc_arch, **d_args).to(device)
-    ema = seeded_model(cfg.seed, cfg.arch, **g_args).to(device)
-    ema.load_state_dict(g_net.state_dict())
-    ema.eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr_g, betas=cfg.betas)
-    opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: real batches, z, y, augmentation
-    it, history, train_seconds = 0, [], 0.0
-
     if ckpt.exists():
+        state.resume(ckpt, cfg, data)
+        say(f"train-gan: resuming from {ckpt} at iteration {state.it}/{cfg.iterations}")
+    session_its, session_seconds = _train_loop(state, cfg, data, work_dir, device, compute, progress, say, stop_after)
+    generator = _final_generator(state.ema, cfg, data.num_classes, data.image_shape).to(device)
+    stats = _stats(state, cfg, device, session_its, session_seconds)
+    _save_generator(work_dir, generator, cfg, data, stats)
+    stats["wall_time_s"] = time.perf_counter() - start
+    say(f"train-gan: done, {state.it} iterations; generator saved to {work_dir / GENERATOR_FILE}")
+    return generator, stats
+
+
+def _finished_generator(
+    work_dir: Path, cfg: GANConfig, data: ImageSet, device: torch.device, say: Callable[[str], None]
+) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The generator a finished run with this config left in ``work_dir``, if any (other settings: refused,
+    unless only RESUME_IGNORED fields differ and the checkpoint is there to continue from)."""
+    final, ckpt, cfg_dict = work_dir / GENERATOR_FILE, work_dir / CKPT_FILE, asdict(cfg)
+    if not final.exists():
+        return None
+    meta = read_model_metadata(final)
+    saved = json.loads(meta.get(META_CONFIG, "{}"))
+    _check_data(final, meta.get(META_DATA), data)
+    if not config_diff(saved, cfg_dict):
+        say(f"train-gan: using the finished generator {final}")
+        return load_model(final, device), {**json.loads(meta.get(META_STATS, "{}")), "cached": True}
+    _check_config(final, saved, cfg_dict)  # only RESUME_IGNORED fields differ: continue from the checkpoint
+    if not ckpt.exists():
+        changed = describe_diff(saved, cfg_dict, config_diff(saved, cfg_dict))
+        raise CheckpointError(f"{final} was trained with other settings ({changed}) and {ckpt} is missing, "
+                              "so it cannot be continued; use another work dir")
+    return None
+
+
+@dataclass(eq=False)
+class _GANState:
+    """Everything a GAN checkpoint holds: G, D, the EMA copy, both optimizers, the RNG and the counters."""
+
+    g: nn.Module
+    d: nn.Module
+    ema: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    rng: torch.Generator  # CPU: real batches, z, y, augmentation
+    it: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    @classmethod
+    def build(cls, cfg: GANConfig, data: ImageSet, device: torch.device) -> _GANState:
+        """Fresh G, D and EMA (seeded init; the global RNG is left alone), shaped for the data: the factories get
+        the data's channels and image_size where they take them, and G's contract must produce that shape."""
+        k = data.num_classes
+        g_args = {**input_args(cfg.arch, data.image_shape), "width": cfg.width, "num_classes": k, "spectral_norm": True}
+        d_args = {**input_args(cfg.disc_arch, data.image_shape), "width": cfg.disc_width, "num_classes": k,
+                  "spectral_norm": True}
+        g_net = seeded_model(cfg.seed, cfg.arch, **g_args).to(device)
+        made = generator_contract(g_net).image_shape
+        if made != data.image_shape:
+            raise UnsupportedImageError(
+                f"{data.name}: images are {'x'.join(map(str, data.image_shape))} (C x H x W) but {cfg.arch} makes "
+                f"{'x'.join(map(str, made))}; use gan.arch=biggan (any size and channel count) or resize the data "
+                "with --image-size"
+            )
+        d_net = seeded_model(cfg.seed + 1, cfg.disc_arch, **d_args).to(device)
+        ema = seeded_model(cfg.seed, cfg.arch, **g_args).to(device)
+        ema.load_state_dict(g_net.state_dict())
+        ema.eval().requires_grad_(False)
+        opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr_g, betas=cfg.betas)
+        opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr_d, betas=cfg.betas)
+        return cls(g_net, d_net, ema, opt_g, opt_d, torch.Generator().manual_seed(cfg.seed))
+
+    def resume(self, ckpt: Path, cfg: GANConfig, data: ImageSet) -> None:
+        """Load a checkpoint written by :meth:`save` for the same data and config."""
         tensors, meta = load_state(ckpt)
         if meta.get("kind") != "gan":
             raise CheckpointError(f"{ckpt}: not a GAN checkpoint (kind {meta.get('kind')!r})")
         _check_data(ckpt, meta.get("data_fingerprint"), data)
-        _check_config(ckpt, meta["config"], cfg_dict)
+        _check_config(ckpt, meta["config"], asdict(cfg))
         if meta["iteration"] > cfg.iterations:
             raise ConfigError(f"{ckpt}: already at iteration {meta['iteration']}, beyond iterations={cfg.iterations}; "
                               "ask for at least as many iterations, or use another work dir")
-        for prefix, module in (("G.", g_net), ("D.", d_net), ("EMA.", ema)):
+        for prefix, module in (("G.", self.g), ("D.", self.d), ("EMA.", self.ema)):
             load_module_tensors(module, tensors, prefix)
-        optimizer_from_tensors(opt_g, tensors, meta["opt_g"], "optG.")
-        optimizer_from_tensors(opt_d, tensors, meta["opt_d"], "optD.")
-        set_rng_state(gen, tensors["rng"])
-        it, history, train_seconds = meta["iteration"], meta["history"], meta["train_seconds"]
-        say(f"train-gan: resuming from {ckpt} at iteration {it}/{cfg.iterations}")
+        optimizer_from_tensors(self.opt_g, tensors, meta["opt_g"], "optG.")
+        optimizer_from_tensors(self.opt_d, tensors, meta["opt_d"], "optD.")
+        set_rng_state(self.rng, tensors["rng"])
+        self.it, self.history, self.train_seconds = meta["iteration"], meta["history"], meta["train_seconds"]
 
-    def save_checkpoint() -> None:
-        tg, mg = optimizer_to_tensors(opt_g, "optG.")
-        td, md = optimizer_to_tensors(opt_d, "optD.")
-        tensors = {**module_tensors(g_net, "G."), **module_tensors(d_net, "D."), **module_tensors(ema, "EMA."),
-                   **tg, **td, "rng": rng_state(gen)}
-        save_state(ckpt, tensors, {"kind": "gan", "iteration": it, "config": cfg_dict, "data_fingerprint": data.fingerprint,
-                                   "num_classes": k, "opt_g": mg, "opt_d": md, "history": history,
-                                   "train_seconds": train_seconds})
+    def save(self, ckpt: Path, cfg: GANConfig, data: ImageSet) -> None:
+        tg, mg = optimizer_to_tensors(self.opt_g, "optG.")
+        td, md = optimizer_to_tensors(self.opt_d, "optD.")
+        tensors = {**module_tensors(self.g, "G."), **module_tensors(self.d, "D."), **module_tensors(self.ema, "EMA."),
+                   **tg, **td, "rng": rng_state(self.rng)}
+        save_state(ckpt, tensors, {"kind": "gan", "iteration": self.it, "config": asdict(cfg),
+                                   "data_fingerprint": data.fingerprint, "num_classes": data.num_classes, "opt_g": mg,
+                                   "opt_d": md, "history": self.history, "train_seconds": self.train_seconds})
 
-    reals = _RealSampler(data, device)
-    latent_dim = generator_contract(g_net).latent_dim
-    compute.prepare(g_net)
-    compute.prepare(d_net)
-    policy = cfg.diffaug
 
-    def d_input(fake: Tensor, real: Tensor | None) -> Tensor:
-        x = fake if real is None else torch.cat([fake, random_flip(real, gen) if cfg.flip else real])
-        return diff_augment(x, policy, gen)
+def _gan_step(
+    state: _GANState, cfg: GANConfig, reals: _RealSampler, latent_dim: int, num_classes: int,
+    d_input: Callable[[Tensor, Tensor | None], Tensor], compute: Compute, device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """One G iteration: ``d_steps`` D steps on fresh reals and fakes, then one G step (hinge). Returns the losses."""
+    g_net, d_net, gen = state.g, state.d, state.rng
+    # --- discriminator: d_steps steps on fresh reals and fresh fakes
+    g_net.requires_grad_(False)
+    d_net.requires_grad_(True)
+    for _ in range(cfg.d_steps):
+        real, y_real = reals.sample(cfg.batch_size, gen)
+        z, y_fake = random_latents(cfg.batch_size, latent_dim, num_classes, gen, device)
+        with torch.no_grad(), compute.autocast():
+            fake = g_net(z, y_fake).float()
+        with compute.autocast():
+            out = d_net(d_input(fake, real), torch.cat([y_fake, y_real])).float()  # one D pass, like BigGAN
+        d_fake, d_real = out[: cfg.batch_size], out[cfg.batch_size :]
+        d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()  # hinge
+        state.opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        state.opt_d.step()
+    # --- generator: one step
+    g_net.requires_grad_(True)
+    d_net.requires_grad_(False)
+    z, y_fake = random_latents(cfg.batch_size, latent_dim, num_classes, gen, device)
+    with compute.autocast():
+        g_loss = -d_net(d_input(g_net(z, y_fake).float(), None), y_fake).float().mean()
+    state.opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    state.opt_g.step()
+    return d_loss, g_loss
 
+
+def _train_loop(
+    state: _GANState, cfg: GANConfig, data: ImageSet, work_dir: Path, device: torch.device, compute: Compute,
+    progress: bool, say: Callable[[str], None], stop_after: int | None,
+) -> tuple[int, float]:
+    """Train from ``state.it`` to ``cfg.iterations``: EMA, loss log, samples and checkpoints on schedule.
+    Returns (iterations, seconds) of this session."""
     from tqdm.auto import tqdm
 
+    k, ckpt = data.num_classes, work_dir / CKPT_FILE
+    reals = _RealSampler(data, device)
+    latent_dim = generator_contract(state.g).latent_dim
+    compute.prepare(state.g)
+    compute.prepare(state.d)
+
+    def d_input(fake: Tensor, real: Tensor | None) -> Tensor:
+        x = fake if real is None else torch.cat([fake, random_flip(real, state.rng) if cfg.flip else real])
+        return diff_augment(x, cfg.diffaug, state.rng)
+
     log_every = min(LOG_EVERY, max(1, cfg.iterations // 10))
-    bar = tqdm(total=cfg.iterations, initial=it, desc="train-gan", unit="it", disable=not progress, leave=False)
+    bar = tqdm(total=cfg.iterations, initial=state.it, desc="train-gan", unit="it", disable=not progress, leave=False)
     window = torch.zeros(2, dtype=torch.float64, device=device)  # summed (d_loss, g_loss) since the last log
     window_n, session_its = 0, 0
     session_start = time.perf_counter()
-    g_net.train()
-    d_net.train()
+    state.g.train()
+    state.d.train()
     try:
-        while it < cfg.iterations:
+        while state.it < cfg.iterations:
             t_loop = time.perf_counter()
-            # --- discriminator: d_steps steps on fresh reals and fresh fakes
-            g_net.requires_grad_(False)
-            d_net.requires_grad_(True)
-            for _ in range(cfg.d_steps):
-                real, y_real = reals.sample(cfg.batch_size, gen)
-                z, y_fake = _latents(cfg.batch_size, latent_dim, k, gen, device)
-                with torch.no_grad(), compute.autocast():
-                    fake = g_net(z, y_fake).float()
-                with compute.autocast():
-                    out = d_net(d_input(fake, real), torch.cat([y_fake, y_real])).float()  # one D pass, like BigGAN
-                d_fake, d_real = out[: cfg.batch_size], out[cfg.batch_size :]
-                d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()  # hinge
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-            # --- generator: one step
-            g_net.requires_grad_(True)
-            d_net.requires_grad_(False)
-            z, y_fake = _latents(cfg.batch_size, latent_dim, k, gen, device)
-            with compute.autocast():
-                g_loss = -d_net(d_input(g_net(z, y_fake).float(), None), y_fake).float().mean()
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            it += 1
+            d_loss, g_loss = _gan_step(state, cfg, reals, latent_dim, k, d_input, compute, device)
+            state.it += 1
+            it = state.it
             session_its += 1
-            _update_ema(ema, g_net, 0.0 if it < cfg.ema_start else cfg.ema_decay)
+            _update_ema(state.ema, state.g, 0.0 if it < cfg.ema_start else cfg.ema_decay)
 
             window += torch.stack([d_loss.detach(), g_loss.detach()]).double()
             window_n += 1
-            train_seconds += time.perf_counter() - t_loop
+            state.train_seconds += time.perf_counter() - t_loop
             if it % 10 == 0 or it == cfg.iterations or it % log_every == 0:
                 dl, gl = (window / window_n).tolist()
                 if not (math.isfinite(dl) and math.isfinite(gl)):
@@ -463,46 +413,50 @@ def train_gan(
                 bar.set_postfix(d_loss=f"{dl:.3f}", g_loss=f"{gl:.3f}", refresh=False)
             if it % log_every == 0 or it == cfg.iterations:
                 dl, gl = (window / window_n).tolist()
-                history.append({"iteration": it, "d_loss": dl, "g_loss": gl})
+                state.history.append({"iteration": it, "d_loss": dl, "g_loss": gl})
                 window.zero_()
                 window_n = 0
                 say(f"train-gan iteration {it}/{cfg.iterations}: d_loss {dl:.4f}, g_loss {gl:.4f}, "
                     f"{session_its / (time.perf_counter() - session_start):.2f} it/s")
             if cfg.sample_every and it % cfg.sample_every == 0:
                 path = work_dir / "samples" / f"iter_{it:07d}.png"
-                sample_grid(ema, k, _grid_columns(k), path, seed=cfg.seed, device=device)
+                sample_grid(state.ema, k, _grid_columns(k), path, seed=cfg.seed, device=device)
             if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
-                save_checkpoint()
+                state.save(ckpt, cfg, data)
             bar.update(1)
             if stop_after is not None and session_its >= stop_after and it < cfg.iterations:
                 raise TrainingInterrupted(f"stopped after {session_its} iterations (stop_after)")
     finally:
         bar.close()
+    return session_its, time.perf_counter() - session_start
 
-    session_seconds = time.perf_counter() - session_start
-    generator = _final_generator(ema, cfg, k, data.image_shape).to(device)
-    last = history[-1] if history else {}
-    stats: dict[str, Any] = {
-        "iterations": it,
+
+def _stats(state: _GANState, cfg: GANConfig, device: torch.device, session_its: int, seconds: float) -> dict[str, Any]:
+    last = state.history[-1] if state.history else {}
+    return {
+        "iterations": state.it,
         "d_loss": last.get("d_loss"),
         "g_loss": last.get("g_loss"),
-        "train_seconds": train_seconds,
-        "iterations_per_s": session_its / session_seconds if session_its else None,
-        "images_per_s": session_its * cfg.batch_size * (cfg.d_steps + 1) / session_seconds if session_its else None,
+        "train_seconds": state.train_seconds,
+        "iterations_per_s": session_its / seconds if session_its else None,
+        "images_per_s": session_its * cfg.batch_size * (cfg.d_steps + 1) / seconds if session_its else None,
         "device": str(device),
-        "history": history,
+        "history": state.history,
         "cached": False,
     }
-    # Class names and normalization travel with the generator, so `eval gan:FILE` and `encode --generator` need no data.
+
+
+def _save_generator(work_dir: Path, generator: nn.Module, cfg: GANConfig, data: ImageSet, stats: dict[str, Any]) -> None:
+    """generator.safetensors (+ samples.png). Class names and normalization travel with the generator, so
+    `eval gan:FILE` and `encode --generator` need no data."""
+    k = data.num_classes
     mean, std = data.mean_std()
-    save_model(final, generator, extra={META_CONFIG: json.dumps(cfg_dict, sort_keys=True), META_DATA: data.fingerprint,
-                                         "latentds.classes": json.dumps(data.classes),
-                                         "latentds.image": json.dumps(image_spec(mean, std, data.image_shape)),
-                                         META_STATS: json.dumps(stats)})
-    sample_grid(generator, k, _grid_columns(k), work_dir / "samples.png", seed=cfg.seed, device=device)
-    stats["wall_time_s"] = time.perf_counter() - start
-    say(f"train-gan: done, {it} iterations; generator saved to {final}")
-    return generator, stats
+    image = image_spec(mean, std, data.image_shape, generator_contract(generator).output_range)
+    save_model(work_dir / GENERATOR_FILE, generator, extra={
+        META_CONFIG: json.dumps(asdict(cfg), sort_keys=True), META_DATA: data.fingerprint,
+        "latentds.classes": json.dumps(data.classes), "latentds.image": json.dumps(image), META_STATS: json.dumps(stats)})
+    sample_grid(generator, k, _grid_columns(k), work_dir / "samples.png", seed=cfg.seed,
+                device=next(generator.parameters()).device)
 
 
 def _grid_columns(num_classes: int) -> int:

@@ -27,16 +27,12 @@ Work dir layout::
 from __future__ import annotations
 
 import functools
-import io
-import json
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -53,6 +49,7 @@ from latentds.encode.invert import (
     invert_units,
     units_per_pass,
 )
+from latentds.encode.output import fmt, write_lds, write_pixels
 from latentds.encode.state import load_state, save_state
 from latentds.encode.workdir import (
     NON_RESULT_FIELDS,
@@ -61,7 +58,6 @@ from latentds.encode.workdir import (
     check_work_dir,
     compute_from,
     describe_compute,
-    duration,
     fresh_storage,
     json_safe,
     peak_memory,
@@ -79,7 +75,6 @@ __all__ = ["NON_RESULT_FIELDS", "encode", "resolve_compute", "resolve_device", "
 # Test hook: called after each work unit's checkpoint is written (tests raise from it to simulate a kill).
 _after_unit: Callable[[Unit], None] | None = None
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def select_images(labels: torch.Tensor, ipc: int | None, seed: int) -> torch.Tensor:
@@ -182,7 +177,7 @@ def _encode(
         run.group.barrier()  # return once the file exists
         return out
     losses = {"gan": gan_stats, "classifier": cls_stats, "invert": inv_stats, "condense": unit_stats}
-    path = _write_pixels(run, out, work, result) if pixels else _write_lds(run, out, work, generator, result, losses)
+    path = write_pixels(run, out, work, result) if pixels else write_lds(run, out, work, generator, result, losses)
     run.group.barrier()
     return path
 
@@ -422,8 +417,8 @@ def _condense_stage(
         save_state(work.unit_path[unit.name], {key: result, "indices": idx},
                    {"kind": "condense", "unit": unit.name, "stats": json_safe(st)})
         moved = f", moved {st['moved_fraction']:.0%}" if "moved_fraction" in st else ""
-        run.log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} {key}, L_con {_fmt(st['first_loss'])} -> "
-                f"{_fmt(st['last_loss'])}, eval {_fmt(st['eval_loss_before'])} -> {_fmt(st['eval_loss_after'])}"
+        run.log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} {key}, L_con {fmt(st['first_loss'])} -> "
+                f"{fmt(st['last_loss'])}, eval {fmt(st['eval_loss_before'])} -> {fmt(st['eval_loss_after'])}"
                 f"{moved} ({st['seconds']:.1f} s)")
         if _after_unit is not None:
             _after_unit(unit)
@@ -442,99 +437,7 @@ def _condense_stage(
     return final, stats
 
 
-def _write_lds(
-    run: Run, out: Path, work: Work, generator: nn.Module, latents: torch.Tensor, losses: dict[str, Any]
-) -> Path:
-    """Write the .lds: generator, latents, labels, classes, image spec and provenance."""
-    from latentds.lds import image_spec, save_lds
-
-    cfg, data, group = run.cfg, run.data, run.group
-    clock = time.perf_counter
-    t0 = clock()
-    n = len(work.selected)
-    provenance = {
-        "method": "IT-GAN (GAN inversion + distribution-matching condensation of latents)",
-        "source": {"name": data.name, "fingerprint": data.fingerprint, "num_images": len(data), "bytes": data.source_bytes},
-        "selection": {"ipc": cfg.ipc, "num_latents": n, "seed": cfg.seed},
-        "encode_config": json.loads(json.dumps(asdict(cfg))),
-        "losses": json_safe({
-            "gan": _drop_keys(losses["gan"], ("wall_time_s", "cached")),
-            "classifier": _drop_keys(losses["classifier"], ("wall_time_s", "cached")),
-            "invert": _summarize_invert(losses["invert"]),
-            "condense": _summarize_condense(losses["condense"]),
-        }),
-        "python": platform.python_version(),
-    }
-    provenance["run"] = run.run_info()  # everything here depends on the machine and on resumes; the rest does not
-    if group.distributed:
-        provenance["run"]["distributed"] = {
-            "world_size": group.world_size, "backend": "gloo",
-            "units_by_rank": [sum(o == r for o in work.unit_owner.values()) for r in range(group.world_size)],
-        }
-    image = image_spec(run.mean, run.std, data.image_shape, generator_contract(generator).output_range)
-    path = save_lds(out, generator, latents, work.labels, data.classes, image, provenance, _DTYPES[cfg.latent_dtype])
-    run.log(f"wrote {path} ({n} latents, {cfg.latent_dtype}; {path.stat().st_size / 2**20:.2f} MiB) in "
-            f"{duration(clock() - run.started)}; write {clock() - t0:.1f} s; "
-            f"peak RSS {provenance['run']['memory']['peak_rss_mib']:.0f} MiB")
-    return path
-
-
-def _write_pixels(run: Run, out: Path, work: Work, images: torch.Tensor) -> Path:
-    """The DM baseline's result: the condensed images as uint8 (N, H, W, C) in an .npz, with labels and classes."""
-    from latentds.format.writer import atomic_write
-
-    m = torch.tensor(run.mean).view(1, -1, 1, 1)
-    s = torch.tensor(run.std).view(1, -1, 1, 1)
-    pixels = (images * s + m).clamp(0, 1).mul(255).round().to(torch.uint8)  # un-normalized, rounded to 8 bits
-    buffer = io.BytesIO()
-    np.savez(buffer, images=pixels.permute(0, 2, 3, 1).numpy(), labels=work.labels.numpy().astype(np.int64),
-             classes=np.array(run.data.classes))
-    path = atomic_write(out, [buffer.getvalue()])
-    run.log(f"wrote {path} ({len(images)} condensed images as uint8; {path.stat().st_size / 2**20:.2f} MiB) in "
-            f"{duration(time.perf_counter() - run.started)}")
-    return path
-
-
-def _fmt(x: Any) -> str:
-    return "-" if x is None else f"{x:.4g}"
-
-
-def _drop_keys(d: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if k not in keys}
-
-
 def _check_indices(path: Path, stored: torch.Tensor, expected: torch.Tensor) -> None:
     if not torch.equal(stored.to(torch.int64), expected.to(torch.int64)):
         raise ConfigError(f"{path}: checkpoint covers other images than this run selects; delete the work dir "
                           f"{path.parent.parent} or pass another --work-dir")
-
-
-def _summarize_invert(units: list[dict[str, Any]]) -> dict[str, Any]:
-    """Image-weighted means of the units' losses, overall and per class, and the summed time."""
-    keys = ("initial_recon_mse", "final_recon_mse", "initial_feature_loss", "final_feature_loss")
-
-    def mean(rows: list[dict[str, Any]]) -> dict[str, float]:
-        total = sum(r["num_images"] for r in rows) or 1
-        return {k: sum(r[k] * r["num_images"] for r in rows) / total for k in keys}
-
-    classes = sorted({u["class"] for u in units})
-    summary: dict[str, Any] = mean(units)
-    summary["per_class"] = {str(c): mean([u for u in units if u["class"] == c]) for c in classes}
-    summary["units"] = len(units)
-    summary["seconds"] = sum(u["seconds"] for u in units)
-    return summary
-
-
-def _summarize_condense(units: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mean loss curve over units (same iterations in each) and per-unit first/last/eval figures."""
-    curves = [u["loss_curve"] for u in units if u.get("loss_curve")]
-    length = min((len(c) for c in curves), default=0)
-    mean_curve = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
-    keep = ("first_loss", "last_loss", "eval_loss_before", "eval_loss_after", "moved_fraction", "num_latents")
-    return {
-        "loss_curve": mean_curve,
-        "loss_curve_start_iteration": units[0].get("loss_curve_start_iteration", [])[:length] if units else [],
-        "units": [{"unit": u["unit"], **{k: u.get(k) for k in keep}} for u in units],
-        "moved_fraction": min((u["moved_fraction"] for u in units), default=1.0),
-        "seconds": sum(u["seconds"] for u in units),
-    }

@@ -1,0 +1,128 @@
+"""What a trained generator makes: batches of images, a class-per-row sample grid, a quality figure, and
+BigGAN's "standing statistics" for its batch norms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from latentds.common import normalize
+from latentds.models import generator_contract
+
+__all__ = ["gan_quality", "generate", "random_latents", "sample_grid", "standing_stats"]
+
+
+def generate(
+    generator: nn.Module, z: Tensor, y: Tensor, batch_size: int = 500, device: str | torch.device | None = None
+) -> Tensor:
+    """Images in [-1, 1] (N, 3, H, W) on the CPU from latents (N, D) and labels (N,), in batches."""
+    device = torch.device(device) if device is not None else next(generator.parameters()).device
+    out = []
+    for i in range(0, z.shape[0], batch_size):
+        out.append(generator(z[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).cpu())
+    return torch.cat(out)
+
+
+def _class_grid_inputs(generator: nn.Module, num_classes: int, per_class: int, seed: int) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(num_classes * per_class, generator_contract(generator).latent_dim, generator=g)
+    y = torch.arange(num_classes).repeat_interleave(per_class)  # class c fills row c of the grid
+    return z, y
+
+
+def sample_grid(
+    generator: nn.Module, num_classes: int, per_class: int, path: str | Path, seed: int = 0,
+    device: str | torch.device | None = None,
+) -> Path:
+    """Write a PNG grid of generated samples, one row per class, ``per_class`` columns (eval mode used)."""
+    from torchvision.utils import save_image
+
+    from latentds.format.writer import atomic_write
+
+    was_training = generator.training
+    generator.eval()
+    try:
+        z, y = _class_grid_inputs(generator, num_classes, per_class, seed)
+        images = generate(generator, z, y, device=device)
+    finally:
+        generator.train(was_training)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.staging.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images * 0.5 + 0.5, str(tmp), nrow=per_class, padding=1)
+    try:
+        return atomic_write(path, [tmp.read_bytes()])
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def gan_quality(
+    generator: nn.Module,
+    classifier: nn.Module,
+    num_classes: int,
+    n_per_class: int = 100,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> dict[str, Any]:
+    """Accuracy of a real-data classifier on class-conditional samples (higher: more recognizable samples).
+
+    ``mean``/``std``: the classifier's input normalization; by default ``classifier.normalization``
+    (set by :func:`latentds.encode.classifier.train_classifier` / ``load_classifier``).
+    """
+    if mean is None or std is None:
+        norm = getattr(classifier, "normalization", None)
+        if norm is None:
+            raise ValueError("gan_quality needs the classifier's input mean/std: pass mean= and std=")
+        mean, std = norm["mean"], norm["std"]
+    generator.eval().to(device)
+    classifier.eval().to(device)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(num_classes * n_per_class, generator_contract(generator).latent_dim, generator=g)
+    y = torch.arange(num_classes).repeat_interleave(n_per_class)
+    correct = torch.zeros(num_classes, dtype=torch.int64)
+    for i in range(0, z.shape[0], 500):
+        images = generator(z[i : i + 500].to(device), y[i : i + 500].to(device)) * 0.5 + 0.5  # [0, 1]
+        pred = classifier(normalize(images, mean, std)).argmax(1).cpu()
+        correct += torch.bincount(y[i : i + 500][pred == y[i : i + 500]], minlength=num_classes)
+    per_class = (correct.double() / n_per_class).tolist()
+    return {"accuracy": float(correct.sum()) / z.shape[0], "per_class_accuracy": per_class, "n": int(z.shape[0])}
+
+
+def random_latents(
+    batch_size: int, latent_dim: int, num_classes: int, g: torch.Generator, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """z ~ N(0, I) (B, latent_dim) and y ~ uniform over the classes (B,)."""
+    z = torch.randn(batch_size, latent_dim, generator=g)
+    y = torch.randint(num_classes, (batch_size,), generator=g)
+    return z.to(device), y.to(device)
+
+
+@torch.no_grad()
+
+@torch.no_grad()
+def standing_stats(
+    generator: nn.Module, num_classes: int, seed: int = 0, batches: int = 20, batch_size: int = 100
+) -> None:
+    """Recompute batch-norm running statistics as cumulative averages over random (z, y) batches (BigGAN's
+    "standing stats"), so eval-mode decoding uses statistics of the final weights. Leaves the model in eval."""
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    device = next(generator.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    generator.train()
+    for _ in range(batches):
+        z, y = random_latents(batch_size, generator_contract(generator).latent_dim, num_classes, g, device)
+        generator(z, y)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    generator.eval()
