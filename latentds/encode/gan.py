@@ -134,8 +134,6 @@ class GANConfig:
         return from_dict(cls, d, "GAN config")
 
 
-# --- sampling helpers -----------------------------------------------------------------------------------
-@torch.no_grad()
 # --- training -------------------------------------------------------------------------------------------
 class _RealSampler:
     """Class-balanced batches: y ~ uniform over classes, then an image of class y uniformly at random."""

@@ -16,6 +16,7 @@ from latentds.models import generator_contract
 __all__ = ["gan_quality", "generate", "random_latents", "sample_grid", "standing_stats"]
 
 
+@torch.no_grad()
 def generate(
     generator: nn.Module, z: Tensor, y: Tensor, batch_size: int = 500, device: str | torch.device | None = None
 ) -> Tensor:
