@@ -133,28 +133,35 @@ def encode(
     own_group = group is None
     group = from_env(dist_timeout_s) if group is None else group
     try:
-        return _encode(source, out, cfg, work_dir, generator_path, root, progress, quiet, download, group)
+        request = _Request(str(source), Path(out), cfg, Path(work_dir) if work_dir is not None else None,
+                           Path(generator_path) if generator_path is not None else None, root, progress, quiet,
+                           download)
+        return _encode(request, group)
     finally:
         if own_group:
             group.close()
 
 
-def _encode(
-    source: str,
-    out: str | Path,
-    cfg: EncodeConfig,
-    work_dir: str | Path | None,
-    generator_path: str | Path | None,
-    root: str | Path | None,
-    progress: bool,
-    quiet: bool,
-    download: bool,
-    group: Group,
-) -> Path:
-    out = Path(out)
+@dataclass(frozen=True)
+class _Request:
+    """What the caller asked for (encode's arguments)."""
+
+    source: str
+    out: Path
+    cfg: EncodeConfig
+    work_dir: Path | None
+    generator_path: Path | None
+    root: str | Path | None
+    progress: bool
+    quiet: bool
+    download: bool
+
+
+def _encode(req: _Request, group: Group) -> Path:
+    cfg, out, generator_path = req.cfg, req.out, req.generator_path
     pixels = cfg.condense.parametrization == "pixel"
     _check_output(out, pixels, generator_path)
-    run, loaded = _open_run(source, out, cfg, work_dir, generator_path, root, progress, quiet, download, group)
+    run, loaded = _open_run(req, group)
     if pixels:
         generator, gan_stats = None, {}
     else:
@@ -191,35 +198,25 @@ def _check_output(out: Path, pixels: bool, generator_path: str | Path | None) ->
         raise ConfigError("condense.parametrization 'pixel' optimizes pixels and uses no generator; drop --generator")
 
 
-def _open_run(
-    source: str,
-    out: Path,
-    cfg: EncodeConfig,
-    work_dir: str | Path | None,
-    generator_path: str | Path | None,
-    root: str | Path | None,
-    progress: bool,
-    quiet: bool,
-    download: bool,
-    group: Group,
-) -> tuple[Run, nn.Module | None]:
+def _open_run(req: _Request, group: Group) -> tuple[Run, nn.Module | None]:
     """Load the data, check a given generator against it, and open (or resume) the work dir."""
-    work_dir = Path(work_dir) if work_dir is not None else out.with_suffix(".work")
+    cfg, source, download = req.cfg, req.source, req.download
+    work_dir = req.work_dir if req.work_dir is not None else req.out.with_suffix(".work")
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None and group.distributed:
         device = torch.device("cuda", group.local_rank % torch.cuda.device_count())  # one GPU per local rank
     if device.type == "cuda" and device.index is not None:
         torch.cuda.set_device(device)  # bare "cuda" tensors and library calls go to this rank's GPU, not cuda:0
-    show = progress and not quiet and group.is_main  # one set of progress bars, rank 0's
+    show = req.progress and not req.quiet and group.is_main  # one set of progress bars, rank 0's
     t0 = time.perf_counter()
     first_loads = download and is_named(source)  # then the first rank of each machine loads (downloads) first
     if first_loads and group.local_rank != 0:
         group.barrier()
-    data = load_source(source, "train", root=root, download=download, image_size=cfg.image_size, progress=show)
+    data = load_source(source, "train", root=req.root, download=download, image_size=cfg.image_size, progress=show)
     if first_loads and group.local_rank == 0:
         group.barrier()
     load_seconds = time.perf_counter() - t0
-    gen_file = Path(generator_path) if generator_path is not None else None
+    gen_file = req.generator_path
     loaded = None
     if gen_file is not None:  # checked before anything is written
         if not gen_file.is_file():
@@ -227,7 +224,7 @@ def _open_run(
         loaded = _load_generator(gen_file, data, device)
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(work_dir / "encode.log", quiet or not group.is_main,
+    log = RunLog(work_dir / "encode.log", req.quiet or not group.is_main,
                  f"[rank {group.rank}/{group.world_size}] " if group.distributed else "")
     # Rank 0 chooses the precision and memory format (probed once per machine) and the others follow it.
     compute = resolve_compute(device, cfg.precision) if group.is_main else None
