@@ -20,9 +20,9 @@ def config_diff(saved: dict[str, Any], current: dict[str, Any], ignore: Sequence
     return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k, "<missing>") != b.get(k, "<missing>"))
 
 
-def describe_diff(saved: dict[str, Any], current: dict[str, Any], names: list[str]) -> str:
+def describe_diff(saved: dict[str, Any], current: dict[str, Any], names: list[str], sep: str = ", ") -> str:
     """`name: old -> new` for each differing field, for error messages."""
-    return ", ".join(f"{n}: {saved.get(n, '<missing>')!r} -> {current.get(n, '<missing>')!r}" for n in names)
+    return sep.join(f"{n}: {saved.get(n, '<missing>')!r} -> {current.get(n, '<missing>')!r}" for n in names)
 
 
 def check_int(cfg: Any, name: str, minimum: int) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from latentds.encode.common import config_diff, describe_diff
 from latentds.encode.config import EncodeConfig
 from latentds.encode.distributed import Group
 from latentds.errors import ConfigError
@@ -157,8 +158,8 @@ def check_work_dir(work_dir: Path, record: dict[str, Any], precision: str) -> di
             record = {**record, "compute": old}
         if saved != record:
             a, b = flatten(saved), flatten(record)
-            diff = sorted(k for k in set(a) | set(b) if a.get(k, "<missing>") != b.get(k, "<missing>"))
-            shown = "; ".join(f"{k}: {a.get(k, '<missing>')!r} -> {b.get(k, '<missing>')!r}" for k in diff[:8])
+            diff = config_diff(a, b)
+            shown = describe_diff(a, b, diff[:8], sep="; ")
             hint = ""
             if (work_dir / "gan" / "generator.safetensors").exists():
                 hint = (f" To reuse its trained generator, pass --generator {work_dir / 'gan' / 'generator.safetensors'} "
