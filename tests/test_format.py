@@ -398,8 +398,92 @@ def test_damaged_zst(tiny_lds: Path, tmp_path: Path, damage: str) -> None:
 
 def test_zst_unpack_size_bound(tiny_lds: Path, tmp_path: Path) -> None:
     packed = pack(tiny_lds, tmp_path / "t.lds.zst")
-    with pytest.raises(errors.CompressionError, match="more than 1000 bytes"):
+    with pytest.raises(errors.CompressionError, match="more than the 1,000"):
         read_zst(packed, max_bytes=1000)
+    with pytest.raises(errors.CompressionError, match="more than the 1,000-byte limit"):
+        unpack(packed, tmp_path / "x.lds", max_bytes=1000)
+
+
+# --- hostile .lds.zst files: refused before inflating, the output left as it was ---------------------------
+def _zst(data: bytes, checksum: bool = True, content_size: bool = True) -> bytes:
+    import zstandard
+
+    cctx = zstandard.ZstdCompressor(level=3, write_checksum=checksum, write_content_size=content_size)
+    if content_size:
+        return cctx.compress(data)
+    obj = cctx.compressobj()  # streaming: no content size in the header
+    return obj.compress(data) + obj.flush()
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda lds: _zst(lds) + b"junk", "after the zstd frame"),
+        (lambda lds: _zst(lds) + _zst(lds), "after the zstd frame"),
+        (lambda lds: _zst(lds, checksum=False), "no content checksum"),
+        (lambda lds: _zst(lds, content_size=False), "content size"),
+        (lambda lds: b"\x28\xb5\x2f\xfd\x00", "corrupt|truncated"),
+    ],
+    ids=["trailing", "second-frame", "no-checksum", "no-size", "header-only"],
+)
+def test_hostile_zst_refused_up_front(tiny_lds: Path, tmp_path: Path, make, match: str) -> None:
+    bad = tmp_path / "bad.lds.zst"
+    bad.write_bytes(make(tiny_lds.read_bytes()))
+    with pytest.raises(errors.CompressionError, match=match):
+        LdsReader(bad)
+    good = tmp_path / "good.lds"
+    good.write_bytes(tiny_lds.read_bytes())
+    with pytest.raises(errors.CompressionError, match=match):
+        unpack(bad, good)
+    assert good.read_bytes() == tiny_lds.read_bytes()  # untouched
+
+
+def test_unpack_of_a_non_lds_keeps_the_output(tiny_lds: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.zst"
+    other.write_bytes(_zst(b"not a .lds file at all" * 1000))
+    good = tmp_path / "good.lds"
+    good.write_bytes(tiny_lds.read_bytes())
+    with pytest.raises(errors.CompressionError, match="not a valid .lds"):
+        unpack(other, good)
+    assert good.read_bytes() == tiny_lds.read_bytes()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging file left
+
+
+def test_decompression_bomb_is_bounded(tmp_path: Path) -> None:
+    """A small frame that declares (and inflates to) 2 GiB of zeros: refused from its header, no inflation."""
+    import resource
+
+    import zstandard
+
+    bomb = tmp_path / "bomb.lds.zst"
+    with open(bomb, "wb") as f:
+        with zstandard.ZstdCompressor(level=19, write_checksum=True).stream_writer(f, size=2 * 1024**3) as w:
+            zeros = bytes(1 << 24)
+            for _ in range(128):
+                w.write(zeros)
+    assert bomb.stat().st_size < 1 << 20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(errors.CompressionError, match="header"):
+        LdsReader(bomb)  # 2 GiB is under the in-memory limit: the .lds header inside it is what refuses it
+    with pytest.raises(errors.CompressionError):
+        unpack(bomb, tmp_path / "out.lds")  # streams to disk in 1 MiB chunks, then refuses: not a .lds
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 200, grown_mib
+    assert not (tmp_path / "out.lds").exists()
+
+
+def test_pack_and_unpack_refuse_their_own_input(tiny_lds: Path, tmp_path: Path) -> None:
+    data = tiny_lds.read_bytes()
+    with pytest.raises(errors.CompressionError, match="input file itself"):
+        pack(tiny_lds, tiny_lds)
+    assert tiny_lds.read_bytes() == data
+    packed = pack(tiny_lds, tmp_path / "t.lds.zst")
+    with pytest.raises(errors.CompressionError, match="input file itself"):
+        unpack(packed, packed)
+    not_lds = tmp_path / "notes.txt"
+    not_lds.write_text("hello")
+    with pytest.raises(errors.LdsError):
+        pack(not_lds, tmp_path / "n.lds.zst")  # only .lds files are packed
 
 
 # --- the spec's JSON schema -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import os
 import struct
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,15 @@ def _label_dtype(num_classes: int) -> torch.dtype:
     return torch.int32
 
 
-def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview]) -> Path:
+def atomic_write(
+    path: str | os.PathLike,
+    chunks: Iterable[bytes | memoryview],
+    check: Callable[[Path], None] | None = None,
+) -> Path:
     """Write chunks to a temporary file in the target directory, fsync it, then rename it into place.
 
     A crash or an exception leaves either the old file or no file under ``path``, never a partial one.
+    ``check(staged_path)`` runs on the complete staged file before the rename; raising there keeps the old file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +58,8 @@ def atomic_write(path: str | os.PathLike, chunks: Iterable[bytes | memoryview]) 
                 f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
+        if check is not None:
+            check(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
