@@ -142,8 +142,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     lines.append(("created", f"{prov.get('created', '?')} by {prov.get('tool', '?')}, torch {prov.get('torch', '?')}"))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
-        print(f"{key:<{width}}  {value}")
+        print(f"{key:<{width}}  {_printable(value)}")
     return EXIT_OK
+
+
+def _printable(text: str) -> str:
+    """Text from a file, safe for a terminal: control characters escaped, unpaired surrogates replaced."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

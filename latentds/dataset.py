@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from latentds.errors import LatentdsError
+from latentds.errors import LatentdsError, LdsError
 from latentds.format import LdsReader
 from latentds.lds import load_generator, open_lds
 from latentds.plan import Plan, get_plan
@@ -78,6 +78,7 @@ class LatentDataset(Dataset):
 
         with open_lds(self.path, verify=verify) as reader:  # validate once, up front, in the parent
             self.manifest: dict[str, Any] = reader.manifest
+            self._manifest_sha256 = reader.manifest_sha256  # pins the file: a reopen must find the same one
             all_labels = reader.labels().numpy()
             gen = self.manifest["generator"]
             self.plan: Plan = get_plan(self.device, precision, workload=f"{gen['arch']}:{json.dumps(gen['args'], sort_keys=True)}",
@@ -116,7 +117,14 @@ class LatentDataset(Dataset):
                 "(see the README, 'Fast GPU training'), or device='cpu' with workers"
             )
         if self._reader is None:
-            self._reader = LdsReader(self.path, check_labels=False)
+            reader = LdsReader(self.path, check_labels=False)
+            if reader.manifest_sha256 != self._manifest_sha256:  # replaced since the dataset was created
+                reader.close()
+                raise LdsError(
+                    f"{self.path}: the file changed after this dataset was created (its manifest hash differs); "
+                    "its labels and classes no longer describe it. Create the LatentDataset again"
+                )
+            self._reader = reader
         if self._generator is None:
             self._generator = load_generator(self._reader, self.device, self.dtype)
             if self.plan.channels_last:

@@ -77,6 +77,10 @@ class ChecksumError(LdsError):
         self.problems = problems or []
 
 
+class NonFiniteError(LdsError):
+    """Latents or generator weights hold NaN or infinity: they would decode to garbage images."""
+
+
 class CompressionError(LdsError):
     """A .lds.zst transport file is corrupt, truncated or too large to unpack."""
 

@@ -108,13 +108,14 @@ def _export_folder(ds: LatentDataset, out: Path, batch_size: int, progress: bool
 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for name in ds.classes:
-            (tmp / _safe_dirname(name)).mkdir()
+        folders = _class_folders(ds.classes)
+        for folder in folders:
+            (tmp / folder).mkdir()
         width = len(str(max(len(ds) - 1, 0)))
         for pos, pixels, labels in iter_uint8(ds, batch_size, progress):
             for p, img, y in zip(pos, pixels, labels):
                 Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(
-                    tmp / _safe_dirname(ds.classes[int(y)]) / f"{int(p):0{width}d}.png"
+                    tmp / folders[int(y)] / f"{int(p):0{width}d}.png"
                 )
         if out.exists():
             out.rmdir()  # empty (checked by the caller)
@@ -122,6 +123,19 @@ def _export_folder(ds: LatentDataset, out: Path, batch_size: int, progress: bool
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return out
+
+
+def _class_folders(classes: list[str]) -> list[str]:
+    """One distinct, file-system-safe folder name per class (names that clean up alike get ``~index``)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, name in enumerate(classes):
+        folder = _safe_dirname(name)[:100]
+        if folder.lower() in seen:  # also case-insensitive file systems
+            folder = f"{folder}~{i}"
+        seen.add(folder.lower())
+        out.append(folder)
     return out
 
 

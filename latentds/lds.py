@@ -30,6 +30,7 @@ from latentds.models import (
     list_models,
 )
 
+MAX_GENERATOR_NUMEL = 2_000_000_000  # weights + buffers a file may ask us to build (BigGAN-deep 512: ~0.1 G)
 
 def image_spec(
     mean: Sequence[float],
@@ -111,12 +112,20 @@ def _build_on_meta(reader: LdsReader) -> nn.Module:
     gen = reader.manifest["generator"]
     try:
         with torch.device("meta"):
-            return create_model(gen["arch"], **gen["args"])
+            model = create_model(gen["arch"], **gen["args"])
     except UnknownModelError:
         raise UnknownArchitectureError(
             f"{reader.path}: generator architecture {gen['arch']!r} is not registered in this build of latentds "
             f"(known: {', '.join(list_models())}); upgrade latentds or install the plugin that provides it"
         ) from None
+    except (ConfigError, RuntimeError, TypeError, ValueError, OverflowError, MemoryError) as exc:
+        raise GeneratorKeysError(f"{reader.path}: the stored generator {gen['arch']!r} cannot be built from its "
+                                 f"arguments ({str(exc)[:200]}); the file is corrupt or hostile") from None
+    params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    if params > MAX_GENERATOR_NUMEL:
+        raise GeneratorKeysError(f"{reader.path}: the stored generator would have {params:.3g} weights, more than "
+                                 f"the {MAX_GENERATOR_NUMEL:.0e} this reader builds; the file is corrupt or hostile")
+    return model
 
 
 def check_generator(reader: LdsReader, model: nn.Module | None = None) -> None:
@@ -139,12 +148,19 @@ def check_generator(reader: LdsReader, model: nn.Module | None = None) -> None:
             f"{reader.path}: the stored generator {m['generator']['arch']!r} {json.dumps(m['generator']['args'])} "
             f"cannot decode this file: {'; '.join(problems)}"
         )
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    expected = {k: tuple(v.shape) for k, v in state.items()}
     p = spec.GENERATOR_PREFIX
     stored = {name[len(p) :]: info.shape for name, info in reader.tensors.items() if name.startswith(p)}
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
     wrong = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    dtypes = {name[len(p) :]: info.dtype for name, info in reader.tensors.items() if name.startswith(p)}
+    floating = ("F64", "F32", "F16", "BF16")
+    wrong += sorted(  # weights stored as integers or bools (or integer buffers as floats) would not load
+        f"{k} (dtype {dtypes[k]})" for k in set(expected) & set(dtypes)
+        if (dtypes[k] in floating) != state[k].is_floating_point()
+    )
     if missing or unexpected or wrong:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):

@@ -9,6 +9,9 @@ from latentds.errors import ManifestError
 from latentds.format import spec
 
 _NUMBER = (int, float)
+MAX_DIM = 2**31  # any count or size in the manifest; a hostile 2**63 or 1e30 stops here, not in numpy
+MAX_IMAGE_SIDE = 1 << 16  # decoding allocates C x H x W per image: bound it before anything is built
+MAX_CHANNELS = 64
 
 
 def _get(obj: dict, key: str, kind: type | tuple[type, ...], where: str, path: str) -> Any:
@@ -38,11 +41,22 @@ def validate_manifest(m: dict[str, Any], where: str) -> None:
     """Check the fields a reader relies on. Unknown extra fields are allowed (forward compatibility)."""
     n = _get(m, "num_samples", int, where, "")
     d = _get(m, "latent_dim", int, where, "")
-    if n < 0 or d <= 0:
-        raise ManifestError(f"{where}: num_samples must be >= 0 and latent_dim > 0, found {n} and {d}")
+    if not (0 <= n < MAX_DIM and 0 < d < MAX_DIM):
+        raise ManifestError(f"{where}: num_samples must be in [0, 2**31) and latent_dim in (0, 2**31), "
+                            f"found {n:.3g} and {d:.3g}")
+    if not isinstance(m.get("format_version"), str):
+        raise ManifestError(f"{where}: format_version must be a string such as \"1.0\"")
     classes = _get(m, "classes", list, where, "")
     if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
         raise ManifestError(f"{where}: 'classes' must be a non-empty list of distinct strings")
+    if any(not c.isprintable() or len(c.encode("utf-8", "surrogatepass")) > 200 for c in classes):
+        raise ManifestError(f"{where}: class names must be printable text of at most 200 bytes (no control "
+                            "characters), as they become folder names and terminal output")
+    try:
+        for c in classes:
+            c.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ManifestError(f"{where}: class names must be valid Unicode text (an unpaired surrogate)") from None
     if m.get("num_classes", len(classes)) != len(classes):
         raise ManifestError(f"{where}: num_classes={m.get('num_classes')} but {len(classes)} class names are listed")
 
@@ -56,10 +70,15 @@ def validate_manifest(m: dict[str, Any], where: str) -> None:
 
     image = _get(m, "image", dict, where, "")
     channels = _get(image, "channels", int, where, "image.")
+    if not 0 < channels <= MAX_CHANNELS:
+        raise ManifestError(f"{where}: image.channels must be in 1..{MAX_CHANNELS}, found {channels:.3g}")
     for key in ("height", "width"):
-        if _get(image, key, int, where, "image.") <= 0:
-            raise ManifestError(f"{where}: image.{key} must be positive")
+        if not 0 < _get(image, key, int, where, "image.") <= MAX_IMAGE_SIDE:
+            raise ManifestError(f"{where}: image.{key} must be in 1..{MAX_IMAGE_SIDE}")
     _numbers(_get(image, "generator_range", list, where, "image."), 2, "image.generator_range", where)
+    lo, hi = image["generator_range"]
+    if not lo < hi:
+        raise ManifestError(f"{where}: image.generator_range must be [lo, hi] with lo < hi, found {[lo, hi]}")
     _numbers(_get(image, "mean", list, where, "image."), channels, "image.mean", where)
     _numbers(_get(image, "std", list, where, "image."), channels, "image.std", where, positive=True)
 
@@ -77,7 +96,7 @@ def validate_manifest(m: dict[str, Any], where: str) -> None:
             _get(entry, key, kind, where, f"integrity.tensors.{name}.")
     chunk_rows = _get(integrity, "latents_chunk_rows", int, where, "integrity.")
     chunks = _get(integrity, "latents_chunks", list, where, "integrity.")
-    if chunk_rows <= 0 or len(chunks) != -(-n // chunk_rows):
+    if not 0 < chunk_rows < MAX_DIM or len(chunks) != -(-n // chunk_rows):
         raise ManifestError(
             f"{where}: integrity lists {len(chunks)} latent chunks of {chunk_rows} rows for {n} samples"
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import mmap
 import os
 import struct
@@ -29,6 +30,7 @@ from latentds.errors import (
     HeaderTooLargeError,
     LabelRangeError,
     LdsNotFoundError,
+    NonFiniteError,
     NotLdsError,
     TensorLayoutError,
     TensorMismatchError,
@@ -51,7 +53,7 @@ class TensorInfo:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)  # Python ints: a hostile shape cannot wrap around to a small size
 
     @property
     def nbytes(self) -> int:
@@ -71,14 +73,35 @@ def _is_zst(path: Path) -> bool:
     return path.name.endswith(".zst")
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        raise ValueError(f"duplicate key(s) {dupes[:3]}")
+    return dict(pairs)
+
+
+def strict_json(text: str | bytes, what: str, where: str) -> Any:
+    """JSON as safetensors reads it: UTF-8, no duplicate keys, no NaN/Infinity; a hostile nesting depth or a
+    huge integer is a HeaderParseError, never a RecursionError or ValueError of Python's own."""
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=no_constants)
+    except RecursionError:
+        raise HeaderParseError(f"{where}: the {what} nests too deeply; it is not a .lds file or is hostile") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, duplicate keys, over-long integers
+        raise HeaderParseError(
+            f"{where}: the {what} is not valid UTF-8 JSON ({exc}); this is not a .lds file or it is corrupt"
+        ) from None
+
+
 def parse_header(header: bytes, buffer_size: int, where: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Parse and validate a safetensors header against the size of the data buffer that follows it."""
-    try:
-        obj = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HeaderParseError(
-            f"{where}: the header is not valid UTF-8 JSON ({exc}); this is not a .lds file or its header is corrupt"
-        ) from None
+    obj = strict_json(header, "header", where)
     if not isinstance(obj, dict):
         raise HeaderParseError(f"{where}: the header must be a JSON object, found {type(obj).__name__}")
     metadata = obj.pop("__metadata__", {})
@@ -94,19 +117,19 @@ def parse_header(header: bytes, buffer_size: int, where: str) -> tuple[dict[str,
                 f"{where}: header entry {name!r} must have exactly 'dtype', 'shape' and 'data_offsets'"
             )
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in spec.ST_TO_NUMPY:
+        if not isinstance(dtype, str) or dtype not in spec.ST_TO_NUMPY:
             raise HeaderParseError(
-                f"{where}: tensor {name!r} has dtype {dtype!r}; supported: {', '.join(spec.ST_TO_NUMPY)}"
+                f"{where}: tensor {name!r} has dtype {str(dtype)[:40]!r}; supported: {', '.join(spec.ST_TO_NUMPY)}"
             )
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise HeaderParseError(f"{where}: tensor {name!r} has an invalid shape {shape!r}")
+        if not (isinstance(shape, list) and len(shape) <= 8 and all(type(d) is int and 0 <= d < 2**63 for d in shape)):
+            raise HeaderParseError(f"{where}: tensor {name!r} has an invalid shape {str(shape)[:80]}")
         if not (
             isinstance(offsets, list)
             and len(offsets) == 2
-            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            and all(type(o) is int and o < 2**63 for o in offsets)
             and 0 <= offsets[0] <= offsets[1]
         ):
-            raise HeaderParseError(f"{where}: tensor {name!r} has invalid data_offsets {offsets!r}")
+            raise HeaderParseError(f"{where}: tensor {name!r} has invalid data_offsets {str(offsets)[:80]}")
         info = TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
         expected = info.numel * spec.ITEMSIZE[dtype]
         if info.nbytes != expected:
@@ -149,10 +172,7 @@ def parse_manifest(metadata: dict[str, str], tensors: dict[str, TensorInfo], whe
         )
     if len(text.encode("utf-8")) > spec.MAX_MANIFEST_BYTES:
         raise HeaderTooLargeError(f"{where}: the manifest exceeds {spec.MAX_MANIFEST_BYTES} bytes")
-    try:
-        manifest = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HeaderParseError(f"{where}: the manifest is not valid JSON ({exc})") from None
+    manifest = strict_json(text, "manifest", where)
     if not isinstance(manifest, dict) or manifest.get("format") != spec.FORMAT_NAME:
         raise NotLdsError(f"{where}: the manifest does not declare format {spec.FORMAT_NAME!r}; not a .lds file")
     version = manifest.get("format_version")
@@ -239,6 +259,7 @@ class LdsReader:
             bytes(data[8 : 8 + header_len]), self.file_size - self._buffer_start, where
         )
         self.manifest = parse_manifest(self.metadata, self.tensors, where)
+        self.manifest_sha256: str = self.metadata[spec.META_MANIFEST_SHA256]  # the file's identity (hashes all tensors)
         if check_labels:
             self._check_labels()
         if verify:
@@ -300,7 +321,9 @@ class LdsReader:
             self.verify_latent_rows(idx)
         picked = np.array(arr[rows] if isinstance(rows, slice) else arr[np.asarray(rows, dtype=np.int64)])
         out = torch.from_numpy(picked)
-        return out.view(torch.bfloat16) if self.tensors[spec.LATENTS].dtype == "BF16" else out
+        out = out.view(torch.bfloat16) if self.tensors[spec.LATENTS].dtype == "BF16" else out
+        self._check_finite(spec.LATENTS, out)
+        return out
 
     def labels(self) -> torch.Tensor:
         return self.tensor(spec.LABELS).to(torch.int64)
@@ -308,7 +331,17 @@ class LdsReader:
     def generator_state(self) -> dict[str, torch.Tensor]:
         """The generator's state dict (stored dtypes), keys without the ``generator.`` prefix."""
         p = spec.GENERATOR_PREFIX
-        return {name[len(p) :]: self.tensor(name) for name in self.tensors if name.startswith(p)}
+        state = {name[len(p) :]: self.tensor(name) for name in self.tensors if name.startswith(p)}
+        for key, value in state.items():
+            self._check_finite(p + key, value)
+        return state
+
+    def _check_finite(self, name: str, values: torch.Tensor) -> None:
+        """NaN or infinity in latents or weights would decode to garbage: refuse, as the writer does."""
+        if values.is_floating_point() and values.numel() and not bool(torch.isfinite(values).all()):
+            bad = int((~torch.isfinite(values)).sum())
+            raise NonFiniteError(f"{self.path}: tensor {name!r} holds {bad} NaN or infinite values; the file cannot "
+                                 "be decoded (its sender wrote non-finite data, or it is corrupt)")
 
     # --- integrity ----------------------------------------------------------------------------------
     def _check_labels(self) -> None:
@@ -335,6 +368,12 @@ class LdsReader:
             self.verify_latent_rows(np.arange(self.num_samples))
         except ChecksumError as exc:
             problems.extend(exc.problems)
+        for name, info in self.tensors.items():  # cheap next to the sha256 of the same bytes
+            if info.dtype in ("F64", "F32", "F16", "BF16"):
+                try:
+                    self._check_finite(name, self.tensor(name))
+                except NonFiniteError as exc:
+                    problems.append(str(exc).split(": ", 1)[1])
         return problems
 
     def verify_latent_rows(self, rows: np.ndarray) -> None:

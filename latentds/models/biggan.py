@@ -237,10 +237,7 @@ def _discriminator_downsamples(image_size: int) -> int:
 
 # --- registered factories ------------------------------------------------------------------------------
 def _check_image_size(name: str, image_size: int) -> int:
-    check_int(name, "image_size", image_size, minimum=8)
-    if image_size > MAX_IMAGE_SIZE:
-        raise ConfigError(f"model {name!r}: image_size must be <= {MAX_IMAGE_SIZE}, got {image_size}")
-    return image_size
+    return check_int(name, "image_size", image_size, minimum=8, maximum=MAX_IMAGE_SIZE)
 
 
 def _generator(

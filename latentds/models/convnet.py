@@ -117,7 +117,7 @@ def convnet3(
     depth by resolution (:func:`convnet_depth`, 4 at 64x64 as DC/DM's ConvNetD4), any channel count.
     """
     name = "convnet3"
-    check_int(name, "depth", depth)
+    check_int(name, "depth", depth, maximum=16)
     check_int(name, "image_size", image_size)
     if image_size < 2**depth:
         raise ConfigError(

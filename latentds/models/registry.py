@@ -199,12 +199,20 @@ def _describe_signature(sig: inspect.Signature) -> str:
     )
 
 
-def check_int(model: str, arg: str, value: Any, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``minimum`` (bools rejected), else raise ConfigError."""
+MAX_INT_ARG = 1 << 16  # widths, depths, class counts, latent sizes: a file asking for more is hostile or broken
+
+
+def check_int(model: str, arg: str, value: Any, minimum: int = 1, maximum: int = MAX_INT_ARG) -> int:
+    """Return ``value`` if it is an int in [minimum, maximum] (bools rejected), else raise ConfigError.
+
+    The upper bound keeps a hostile file from making even a meta-device build slow or huge (a ConvNet of
+    depth 14,000, a width of 1e9)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"model {model!r}: {arg} must be an integer, got {value!r}")
+        raise ConfigError(f"model {model!r}: {arg} must be an integer, got {value!r:.40}")
     if value < minimum:
         raise ConfigError(f"model {model!r}: {arg} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ConfigError(f"model {model!r}: {arg} must be <= {maximum}, got {value:.3g}")
     return value
 
 

@@ -1,0 +1,197 @@
+"""Files from strangers: hand-made hostile .lds files, each refused with one specific library error.
+
+Every file here is re-signed (manifest sha256 and tensor hashes recomputed), as a hostile sender would: the
+reader must not rely on the hashes to catch what the values say.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from latentds import errors
+from latentds.dataset import LatentDataset
+from latentds.format import LdsReader, spec
+from latentds.lds import open_lds
+from tests.conftest import make_lds
+
+
+def _split(path: Path) -> tuple[dict[str, Any], bytes]:
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
+
+
+def _write(path: Path, header: dict[str, Any] | str, data: bytes) -> Path:
+    text = (header if isinstance(header, str) else json.dumps(header)).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+def resign(header: dict[str, Any], manifest: dict[str, Any], data: bytes | None = None) -> dict[str, Any]:
+    """Put ``manifest`` into ``header`` with a matching sha256; rehash the tensors if ``data`` is given."""
+    if data is not None:
+        for name, info in header.items():
+            if name != "__metadata__":
+                lo, hi = info["data_offsets"]
+                manifest["integrity"]["tensors"][name]["sha256"] = hashlib.sha256(data[lo:hi]).hexdigest()
+        lat = header[spec.LATENTS]
+        lo, hi = lat["data_offsets"]
+        rows = int(manifest["integrity"]["latents_chunk_rows"])
+        row_bytes = (hi - lo) // max(lat["shape"][0], 1)
+        manifest["integrity"]["latents_chunks"] = [
+            hashlib.sha256(data[lo + i * row_bytes : min(hi, lo + (i + rows) * row_bytes)]).hexdigest()
+            for i in range(0, lat["shape"][0], rows)
+        ]
+    text = json.dumps(manifest)
+    header["__metadata__"] = {spec.META_MANIFEST: text,
+                              spec.META_MANIFEST_SHA256: hashlib.sha256(text.encode()).hexdigest()}
+    return header
+
+
+def mutated(src: Path, out: Path, change: Callable[[dict, dict, bytearray], None]) -> Path:
+    """A copy of ``src`` with ``change(header, manifest, data)`` applied and everything re-signed."""
+    header, data = _split(src)
+    manifest = json.loads(header["__metadata__"][spec.META_MANIFEST])
+    data = bytearray(data)
+    change(header, manifest, data)
+    return _write(out, resign(header, manifest, bytes(data)), bytes(data))
+
+
+@pytest.fixture
+def lds(tmp_path: Path) -> Path:
+    return make_lds(tmp_path / "good.lds", n=12)
+
+
+def _poison_latents(header: dict, manifest: dict, data: bytearray) -> None:
+    lo, _ = header[spec.LATENTS]["data_offsets"]
+    data[lo : lo + 4] = np.float32(np.nan).tobytes()  # row 0, element 0 (stored float32)
+
+
+def test_nan_latents_are_refused_by_verify_and_decoding(lds: Path, tmp_path: Path) -> None:
+    bad = mutated(lds, tmp_path / "nan.lds", _poison_latents)
+    with open_lds(bad) as r:  # opening reads no tensor values
+        problems = r.verify()
+    assert any("NaN or infinite" in p for p in problems)
+    ds = LatentDataset(bad, device="cpu")
+    with pytest.raises(errors.NonFiniteError, match="latents"):
+        ds[0]
+    ds[1]  # other rows decode: only the rows read are checked
+
+
+def test_nan_generator_weights_are_refused(lds: Path, tmp_path: Path) -> None:
+    def poison(header: dict, manifest: dict, data: bytearray) -> None:
+        name = next(k for k, v in header.items() if k.startswith(spec.GENERATOR_PREFIX) and v["dtype"] == "F32")
+        lo, _ = header[name]["data_offsets"]
+        data[lo : lo + 4] = np.float32(np.inf).tobytes()
+
+    bad = mutated(lds, tmp_path / "inf.lds", poison)
+    with pytest.raises(errors.NonFiniteError):
+        LatentDataset(bad, device="cpu")[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (lambda h, m, d: m["generator"]["args"].update(num_classes=2), errors.GeneratorKeysError, "classes"),
+        (lambda h, m, d: m["generator"]["args"].update(latent_dim=64), errors.GeneratorKeysError, "latent"),
+        (lambda h, m, d: m["generator"]["args"].update(bottom_width=8), errors.GeneratorKeysError, "64x64"),
+        (lambda h, m, d: m["generator"].update(arch="convnet3", args={"num_classes": 3}), errors.GeneratorKeysError,
+         "not a generator"),
+        (lambda h, m, d: m["generator"]["args"].update(width=10**9), errors.GeneratorKeysError, "cannot be built"),
+        (lambda h, m, d: m["image"].update(generator_range=[1.0, 1.0]), errors.ManifestError, "lo < hi"),
+        (lambda h, m, d: m["image"].update(height=100_000), errors.ManifestError, "image.height"),
+        (lambda h, m, d: m["integrity"].update(latents_chunk_rows=2**63), errors.ManifestError, "latent chunks"),
+        (lambda h, m, d: m.update(classes=["cat", "dog", "sh\x1b[2Jip"]), errors.ManifestError, "printable"),
+        (lambda h, m, d: m.update(format_version=1.0), errors.ManifestError, "format_version"),
+    ],
+    ids=["classes", "latent-dim", "image-size", "convnet-as-generator", "width-1e9", "range", "height",
+         "chunk-rows", "control-chars", "numeric-version"],
+)
+def test_files_that_verify_must_decode(lds: Path, tmp_path: Path, change, error, match: str) -> None:
+    bad = mutated(lds, tmp_path / "bad.lds", change)
+    with pytest.raises(error, match=match):
+        open_lds(bad)
+    assert issubclass(error, errors.LdsError)
+
+
+def test_integer_generator_weights_are_refused(lds: Path, tmp_path: Path) -> None:
+    def to_int(header: dict, manifest: dict, data: bytearray) -> None:
+        name = next(k for k, v in header.items() if k.endswith(".weight") and v["dtype"] == "F32")
+        header[name]["dtype"] = "I32"  # same byte size: only the meaning changes
+        manifest["integrity"]["tensors"][name]["dtype"] = "I32"
+
+    with pytest.raises(errors.GeneratorKeysError, match="dtype I32"):
+        open_lds(mutated(lds, tmp_path / "int.lds", to_int))
+
+
+def test_slow_open_is_bounded(lds: Path, tmp_path: Path) -> None:
+    def deep(header: dict, manifest: dict, data: bytearray) -> None:
+        manifest["generator"].update(arch="convnet3", args={"depth": 14_000})
+
+    start = time.perf_counter()
+    with pytest.raises(errors.GeneratorKeysError):
+        open_lds(mutated(lds, tmp_path / "deep.lds", deep))
+    assert time.perf_counter() - start < 5.0
+
+
+@pytest.mark.parametrize(
+    ("header_text", "match"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nests too deeply|not valid"),
+        ('{"a": ' + "9" * 5000 + "}", "not valid"),
+        ('{"latents": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, '
+         '"latents": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', "duplicate"),
+        ('{"x": {"dtype": ["F32"], "shape": [1], "data_offsets": [0, 4]}}', "dtype"),
+        ('{"x": {"dtype": "F32", "shape": [true], "data_offsets": [0, 4]}}', "shape"),
+        ('{"x": {"dtype": "F32", "shape": [300, 4611686018427387904], "data_offsets": [0, 0]}}', "need"),
+    ],
+    ids=["deep", "huge-int", "duplicate-keys", "dtype-list", "bool-dim", "size-wraparound"],
+)
+def test_hostile_headers(tmp_path: Path, header_text: str, match: str) -> None:
+    bad = _write(tmp_path / "bad.lds", header_text, b"\0" * 4)
+    with pytest.raises(errors.LdsError, match=match):
+        LdsReader(bad)
+
+
+def test_dataset_refuses_a_file_replaced_after_it_was_created(lds: Path, tmp_path: Path) -> None:
+    import pickle
+
+    ds = LatentDataset(lds, device="cpu")
+    other = make_lds(tmp_path / "other.lds", n=12, seed=5)
+    lds.write_bytes(other.read_bytes())  # replaced between the parent's check and a worker's reopen
+    worker_copy = pickle.loads(pickle.dumps(ds))
+    with pytest.raises(errors.LdsError, match="changed"):
+        worker_copy[0]
+
+
+def test_info_escapes_control_characters_from_provenance(lds: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def inject(header: dict, manifest: dict, data: bytearray) -> None:
+        manifest["provenance"]["source"] = {"name": "evil\x1b]0;pwned\x07\ud800", "bytes": 5}
+        manifest["provenance"]["tool"] = ["not", "text"]
+
+    bad = mutated(lds, tmp_path / "evil.lds", inject)
+    out = subprocess.run([sys.executable, "-m", "latentds", "info", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "\x07" not in out.stdout and "evil\\x1b]0;pwned\\x07" in out.stdout
+
+
+def test_export_keeps_classes_whose_names_clean_up_alike(tmp_path: Path) -> None:
+    from latentds.export import export
+
+    src = make_lds(tmp_path / "names.lds", n=6, classes=["a/b", "a_b", "A_B"])
+    out = export(src, tmp_path / "png", progress=False)
+    folders = sorted(p.name for p in out.iterdir())
+    assert len(folders) == 3 and all(len(list((out / f).iterdir())) == 2 for f in folders)
