@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from latentds import __version__
-from latentds.errors import LatentdsError, LdsNotFoundError, SourceNotFoundError
+from latentds.errors import LatentdsError, LdsNotFoundError, SourceNotFoundError, UsageError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 
@@ -175,9 +175,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _fresh_output(path: str | Path, force: bool) -> None:
+    """One policy for every verb that writes a file: an existing output is replaced only with --force."""
+    path = Path(path)
+    if path.exists() and not force and not (path.is_dir() and not any(path.iterdir())):
+        raise UsageError(f"{path}: already exists; pass --force to replace it, or choose another output path")
+    if force and path.is_dir() and any(path.iterdir()):
+        raise UsageError(f"{path}: is a non-empty folder; --force replaces files, not folders. Remove it first")
+    if force and path.is_file():
+        path.unlink()  # (pack/unpack/merge replace atomically anyway; export refuses existing paths)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from latentds.export import export
 
+    _fresh_output(args.out, args.force)
     out = export(args.file, args.out, batch_size=args.batch_size, device=args.device, progress=not args.quiet)
     if not args.quiet:
         print(f"wrote {out}")
@@ -205,6 +217,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     open_lds(args.file).close()  # refuse to wrap something that is not a valid .lds
     out = args.out or args.file + ".zst"
+    if not args.force and Path(out).exists():
+        _fresh_output(out, False)
     with _byte_bar(args.file, "pack", args.quiet) as bar:
         pack(args.file, out, level=args.level, progress=bar.update)
     if not args.quiet:
@@ -222,7 +236,9 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     elif args.file.endswith(".zst"):
         out = args.file[: -len(".zst")]
     else:
-        raise LatentdsError(f"{args.file}: does not end in .zst; name the output file")
+        raise UsageError(f"{args.file}: does not end in .zst; name the output file")
+    if not args.force and Path(out).exists():
+        _fresh_output(out, False)
     with _byte_bar(args.file, "unpack", args.quiet) as bar:
         unpack(args.file, out, progress=bar.update)
     open_lds(out).close()
@@ -242,6 +258,8 @@ def cmd_merge(args: argparse.Namespace) -> int:
     *inputs, out = args.files
     if out.endswith(".zst"):
         raise MergeError(f"{out}: merge writes a plain .lds; compress it afterwards with `latentds pack`")
+    if not args.force and Path(out).exists():
+        _fresh_output(out, False)
     dtype = getattr(torch, args.latent_dtype) if args.latent_dtype else None
     path = merge(inputs, out, latent_dtype=dtype)
     if not args.quiet:
@@ -263,17 +281,36 @@ def cmd_models(args: argparse.Namespace) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _zstd_level(text: str) -> int:
+    value = _positive(text)
+    if value > 22:
+        raise argparse.ArgumentTypeError(f"zstd levels are 1..22, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentds", description="Compressed datasets: a generator plus learned latents, in a .lds file."
     )
     parser.add_argument("--version", action="version", version=f"latentds {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or chatter (also after the verb)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, func: Command, help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or chatter")
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bars or chatter")
         return p
 
     p = add("info", cmd_info, "show a .lds file's manifest, sizes and compression ratios (or --system: this machine)")
@@ -292,29 +329,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "decode everything to an ImageFolder tree (OUT/), OUT.npz or OUT.h5")
     p.add_argument("file")
     p.add_argument("out")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_positive, default=256)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     p = add("preview", cmd_preview, "save a PNG grid of decoded samples, one row per class")
     p.add_argument("file")
     p.add_argument("out")
-    p.add_argument("--per-class", type=int, default=10)
+    p.add_argument("--per-class", type=_positive, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 
     p = add("pack", cmd_pack, "compress FILE.lds into FILE.lds.zst (zstd with checksum) for transport")
     p.add_argument("file")
     p.add_argument("out", nargs="?")
-    p.add_argument("--level", type=int, default=10)
+    p.add_argument("--level", type=_zstd_level, default=10, help="zstd level 1..22 (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     p = add("unpack", cmd_unpack, "decompress FILE.lds.zst into FILE.lds")
     p.add_argument("file")
     p.add_argument("out", nargs="?")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     p = add("merge", cmd_merge, "combine .lds files that share a generator into one (rows in argument order)")
     p.add_argument("files", nargs="+", metavar="FILE", help="two or more .lds files, then the output file")
     p.add_argument("--latent-dtype", choices=("float32", "float16", "bfloat16"), default=None,
                    help="storage dtype of the merged latents (default: the inputs' if they agree, else float32)")
+    p.add_argument("--force", action="store_true", help="replace the output if it exists")
 
     add("models", cmd_models, "list registered architectures")
 
@@ -331,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (LdsNotFoundError, SourceNotFoundError) as exc:
+    except (LdsNotFoundError, SourceNotFoundError, UsageError) as exc:
         print(f"latentds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LatentdsError as exc:

@@ -81,6 +81,10 @@ class NonFiniteError(LdsError):
     """Latents or generator weights hold NaN or infinity: they would decode to garbage images."""
 
 
+class UsageError(LatentdsError):
+    """A command that cannot run as asked (an output that already exists, a missing argument): exit code 2."""
+
+
 class CompressionError(LdsError):
     """A .lds.zst transport file is corrupt, truncated or too large to unpack."""
 

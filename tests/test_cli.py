@@ -83,7 +83,7 @@ def test_export_npz_reads_back_as_a_source(tiny_lds: Path, tmp_path: Path, capsy
     back = load_source(str(out), progress=False)
     assert back.classes == CLASSES and len(back) == 24
     code, _, err = run(capsys, "export", str(tiny_lds), str(out), "-q")
-    assert code == 1 and "already exists" in err
+    assert code == 2 and "already exists" in err  # a usage problem: exit 2, like argparse
 
 
 def test_export_h5_and_folder(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -116,7 +116,7 @@ def test_pack_unpack(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert run(capsys, "unpack", str(packed), str(target), "-q")[0] == 0
     assert target.read_bytes() == tiny_lds.read_bytes()
     code, _, err = run(capsys, "unpack", str(tiny_lds), "-q")
-    assert code == 1 and "does not end in .zst" in err
+    assert code == 2 and "does not end in .zst" in err
     junk = tmp_path / "junk.lds"
     junk.write_bytes(b"junk")
     assert run(capsys, "pack", str(junk), "-q")[0] == 1
@@ -148,3 +148,24 @@ def test_parser_is_built_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "HEAVY []" in out.stderr, out.stderr[-500:]
+
+
+def test_everyday_misuse_is_one_line(tmp_path, capsys):
+    from latentds.cli import main
+    from tests.conftest import make_lds
+
+    src = make_lds(tmp_path / "a.lds", n=6)
+    for argv in (["export", str(src), str(tmp_path / "x.npz"), "--batch-size", "0"],
+                 ["pack", str(src), str(tmp_path / "p.zst"), "--level", "99"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+    capsys.readouterr()
+    assert main(["-q", "pack", str(src), str(tmp_path / "p.zst")]) == 0  # -q before the verb works too
+    assert capsys.readouterr().out == ""
+    assert main(["pack", str(src), str(tmp_path / "p.zst")]) == 2  # one policy: no silent overwrite
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--force" in err
+    assert main(["unpack", str(tmp_path / "p.zst"), str(src)]) == 2  # would replace an existing .lds
+    assert main(["-q", "pack", str(src), str(tmp_path / "p.zst"), "--force"]) == 0
+    assert main(["-q", "unpack", str(tmp_path / "p.zst"), str(tmp_path / "b.lds")]) == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,7 +127,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from latentds.sources import load_test_source
 
     quiet = bool(getattr(args, "quiet", False))
-    say: Callable[[str], None] = (lambda _: None) if quiet else print
+    out_stream = sys.stderr if args.json == "-" else sys.stdout
+    say: Callable[[str], None] = (lambda _: None) if quiet else (lambda line: print(line, file=out_stream))
     cfg = EvalConfig(
         arch=args.arch,
         model_args=dict(args.model_args or {}),
@@ -152,12 +154,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     say(f"test:  {test.name}: {len(test):,} images")
     result = evaluate(train, test, cfg, progress=not quiet, log=say)
     n = len(result.seeds)
-    print(
-        f"accuracy: {result.acc_mean:.2f} +- {result.acc_std:.2f} % "
-        f"({n} seed{'s' if n != 1 else ''}, {cfg.arch}, {cfg.epochs} epochs)"
-    )
+    report = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout holds the JSON document alone
+    print(f"accuracy: {result.acc_mean:.2f} +- {result.acc_std:.2f} % "
+          f"({n} seed{'s' if n != 1 else ''}, {cfg.arch}, {cfg.epochs} epochs)", file=report)
     say(curve_summary(result))
-    if args.json:
+    if args.json == "-":  # the document alone on stdout (the accuracy line went to stderr)
+        print(json.dumps(result_json(args, result), indent=2))
+    elif args.json:
         out = Path(args.json)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result_json(args, result), indent=2) + "\n")

@@ -83,7 +83,7 @@ def _iter_unpacked(src: Path, max_bytes: int, progress: Callable[[int], None] | 
     if declared > max_bytes:
         raise CompressionError(f"{src}: declares {declared:,} unpacked bytes, more than the {max_bytes:,}-byte limit; "
                                "refusing (raise the limit if this is expected)")
-    total = 0
+    total, consumed = 0, 0
     try:
         with open(src, "rb") as f:
             reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=1 << 16)
@@ -91,8 +91,9 @@ def _iter_unpacked(src: Path, max_bytes: int, progress: Callable[[int], None] | 
                 total += len(chunk)
                 if total > declared:
                     raise CompressionError(f"{src}: inflates past its declared content size {declared:,}; corrupt")
-                if progress:
-                    progress(f.tell())
+                if progress:  # input bytes consumed since the last call
+                    progress(f.tell() - consumed)
+                    consumed = f.tell()
                 yield chunk
     except zstandard.ZstdError as exc:
         raise CompressionError(f"{src}: not a valid zstd stream or corrupt ({exc}); fetch the file again") from None
