@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from latentds import __version__
-from latentds.errors import LatentdsError, LdsNotFoundError, SourceNotFoundError, UsageError
+from latentds.errors import (
+    LatentdsError,
+    LdsNotFoundError,
+    SourceNotFoundError,
+    UsageError,
+)
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE = 0, 1, 2
 

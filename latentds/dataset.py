@@ -131,8 +131,8 @@ class LatentDataset(Dataset):
                 self._generator.to(memory_format=torch.channels_last)
             image = self.manifest["image"]
             lo, hi = image["generator_range"]
-            mean = torch.tensor(image["mean"], device=self.device).view(1, -1, 1, 1)
-            std = torch.tensor(image["std"], device=self.device).view(1, -1, 1, 1)
+            mean = torch.tensor([float(v) for v in image["mean"]], device=self.device).view(1, -1, 1, 1)
+            std = torch.tensor([float(v) for v in image["std"]], device=self.device).view(1, -1, 1, 1)
             # out = (G(z) - lo) / (hi - lo), then optionally (out - mean) / std: one fused affine map.
             scale = torch.full_like(mean, 1.0 / (hi - lo))
             shift = torch.full_like(mean, -lo / (hi - lo))

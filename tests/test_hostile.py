@@ -195,3 +195,27 @@ def test_export_keeps_classes_whose_names_clean_up_alike(tmp_path: Path) -> None
     out = export(src, tmp_path / "png", progress=False)
     folders = sorted(p.name for p in out.iterdir())
     assert len(folders) == 3 and all(len(list((out / f).iterdir())) == 2 for f in folders)
+
+
+@pytest.mark.parametrize("field", ["channels", "mean", "generator_range"])
+def test_huge_integers_in_the_manifest_are_manifest_errors(lds: Path, tmp_path: Path, field: str) -> None:
+    """Found by tools/fuzz_lds.py: a 400-digit integer once escaped as OverflowError from float conversions."""
+    huge = 10**400
+
+    def change(header: dict, manifest: dict, data: bytearray) -> None:
+        manifest["image"][field] = huge if field == "channels" else [huge] * len(manifest["image"][field])
+
+    with pytest.raises(errors.ManifestError):
+        open_lds(mutated(lds, tmp_path / "huge.lds", change))
+
+
+def test_fuzz_smoke(tmp_path: Path) -> None:
+    """The fuzzer's first inputs end in the library's own errors (the campaign itself is tools/fuzz_lds.py)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "tools/fuzz_lds.py", "--inputs", "300", "--out", str(tmp_path / "f.json"),
+                          "--crashes", str(tmp_path / "crashes")], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    result = json.loads((tmp_path / "f.json").read_text())
+    assert out.returncode == 0 and result["failures"] == {} and result["slow_over_5s"] == 0, out.stdout[-800:]

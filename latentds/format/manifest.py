@@ -14,6 +14,12 @@ MAX_IMAGE_SIDE = 1 << 16  # decoding allocates C x H x W per image: bound it bef
 MAX_CHANNELS = 64
 
 
+def _short(value: object) -> str:
+    """A value for an error message, cut short (a hostile integer may have thousands of digits)."""
+    text = str(value) if not isinstance(value, int) or abs(value) < 10**12 else f"~10**{len(str(abs(value))) - 1}"
+    return text[:40]
+
+
 def _get(obj: dict, key: str, kind: type | tuple[type, ...], where: str, path: str) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         raise ManifestError(f"{where}: the manifest lacks '{path}{key}'")
@@ -24,11 +30,19 @@ def _get(obj: dict, key: str, kind: type | tuple[type, ...], where: str, path: s
     return value
 
 
+def _finite(v: float) -> bool:
+    """A finite number that fits a float (a 400-digit integer does not; math.isfinite would raise)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def _numbers(values: Any, n: int, field: str, where: str, positive: bool = False) -> None:
     ok = (
         isinstance(values, list)
         and len(values) == n
-        and all(isinstance(v, _NUMBER) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        and all(isinstance(v, _NUMBER) and not isinstance(v, bool) and _finite(v) for v in values)
     )
     if ok and positive:
         ok = all(v > 0 for v in values)
@@ -43,7 +57,7 @@ def validate_manifest(m: dict[str, Any], where: str) -> None:
     d = _get(m, "latent_dim", int, where, "")
     if not (0 <= n < MAX_DIM and 0 < d < MAX_DIM):
         raise ManifestError(f"{where}: num_samples must be in [0, 2**31) and latent_dim in (0, 2**31), "
-                            f"found {n:.3g} and {d:.3g}")
+                            f"found {_short(n)} and {_short(d)}")
     if not isinstance(m.get("format_version"), str):
         raise ManifestError(f"{where}: format_version must be a string such as \"1.0\"")
     classes = _get(m, "classes", list, where, "")
@@ -71,7 +85,7 @@ def validate_manifest(m: dict[str, Any], where: str) -> None:
     image = _get(m, "image", dict, where, "")
     channels = _get(image, "channels", int, where, "image.")
     if not 0 < channels <= MAX_CHANNELS:
-        raise ManifestError(f"{where}: image.channels must be in 1..{MAX_CHANNELS}, found {channels:.3g}")
+        raise ManifestError(f"{where}: image.channels must be in 1..{MAX_CHANNELS}, found {_short(channels)}")
     for key in ("height", "width"):
         if not 0 < _get(image, key, int, where, "image.") <= MAX_IMAGE_SIDE:
             raise ManifestError(f"{where}: image.{key} must be in 1..{MAX_IMAGE_SIDE}")

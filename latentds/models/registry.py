@@ -55,6 +55,12 @@ class GeneratorContract:
         return f"z {self.latent_dim} + {self.num_classes} classes -> {c}x{h}x{w} in [{lo:g}, {hi:g}]"
 
 
+def _short(value: object) -> str:
+    """A value for an error message, cut short (a hostile integer may have thousands of digits)."""
+    text = str(value) if not isinstance(value, int) or abs(value) < 10**12 else f"~10**{len(str(abs(value))) - 1}"
+    return text[:40]
+
+
 def generator_contract(model: nn.Module) -> GeneratorContract:
     """The contract of a generator built by :func:`create_model`; ConfigError if the model declares none."""
     contract = getattr(model, "contract", None)
@@ -212,7 +218,7 @@ def check_int(model: str, arg: str, value: Any, minimum: int = 1, maximum: int =
     if value < minimum:
         raise ConfigError(f"model {model!r}: {arg} must be >= {minimum}, got {value}")
     if value > maximum:
-        raise ConfigError(f"model {model!r}: {arg} must be <= {maximum}, got {value:.3g}")
+        raise ConfigError(f"model {model!r}: {arg} must be <= {maximum}, got {_short(value)}")
     return value
 
 
