@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from latentds import __version__
+from latentds.argtypes import positive_int, zstd_level
 from latentds.errors import (
     LatentdsError,
     LdsNotFoundError,
@@ -286,23 +287,6 @@ def cmd_models(args: argparse.Namespace) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _zstd_level(text: str) -> int:
-    value = _positive(text)
-    if value > 22:
-        raise argparse.ArgumentTypeError(f"zstd levels are 1..22, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentds", description="Compressed datasets: a generator plus learned latents, in a .lds file."
@@ -334,21 +318,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", cmd_export, "decode everything to an ImageFolder tree (OUT/), OUT.npz or OUT.h5")
     p.add_argument("file")
     p.add_argument("out")
-    p.add_argument("--batch-size", type=_positive, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     p = add("preview", cmd_preview, "save a PNG grid of decoded samples, one row per class")
     p.add_argument("file")
     p.add_argument("out")
-    p.add_argument("--per-class", type=_positive, default=10)
+    p.add_argument("--per-class", type=positive_int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
 
     p = add("pack", cmd_pack, "compress FILE.lds into FILE.lds.zst (zstd with checksum) for transport")
     p.add_argument("file")
     p.add_argument("out", nargs="?")
-    p.add_argument("--level", type=_zstd_level, default=10, help="zstd level 1..22 (default %(default)s)")
+    p.add_argument("--level", type=zstd_level, default=10, help="zstd level 1..22 (default %(default)s)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     p = add("unpack", cmd_unpack, "decompress FILE.lds.zst into FILE.lds")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latentds.argtypes import positive_int
 from latentds.evaluate.config import DECODE_MODES, EvalConfig
 
 if TYPE_CHECKING:  # the parser is built without torch; the command imports the rest when it runs
@@ -22,16 +23,6 @@ if TYPE_CHECKING:  # the parser is built without torch; the command imports the 
 __all__ = ["cmd_eval", "curve_summary", "register", "result_json"]
 
 _DEFAULTS = EvalConfig()
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -56,16 +47,16 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--test", required=True, metavar="SOURCE",
                    help="the real test set: its test split (cifar10, DIR/test/, an .npz's test arrays), or the whole "
                         "of a source without splits (DIR/<class>/, an .npz with images/labels)")
-    p.add_argument("--image-size", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
                    help="resize real images (TRAIN and --test) to NxN, antialiased, e.g. to match a .lds")
     p.add_argument("--arch", default=_DEFAULTS.arch, help=f"evaluation network (default {_DEFAULTS.arch}; see `latentds models`)")
     p.add_argument("--model-args", type=_json_object, default={}, metavar="JSON", help="extra architecture arguments, e.g. '{\"width\": 64}'")
-    p.add_argument("--epochs", type=_positive_int, default=_DEFAULTS.epochs)
-    p.add_argument("--seeds", type=_positive_int, default=_DEFAULTS.seeds, help="networks to train (default %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=_DEFAULTS.epochs)
+    p.add_argument("--seeds", type=positive_int, default=_DEFAULTS.seeds, help="networks to train (default %(default)s)")
     p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="first network seed (default %(default)s)")
-    p.add_argument("--ipc", type=_positive_int, help="images per class: a random subset of TRAIN, or GAN samples to draw")
+    p.add_argument("--ipc", type=positive_int, help="images per class: a random subset of TRAIN, or GAN samples to draw")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the --ipc subset or the GAN latents (default 0)")
-    p.add_argument("--batch-size", type=_positive_int, default=_DEFAULTS.batch_size)
+    p.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size)
     p.add_argument("--lr", type=float, default=_DEFAULTS.lr)
     p.add_argument("--no-dsa", action="store_true", help="train without DSA augmentation")
     p.add_argument("--dsa-per-batch", action="store_true", help="one DSA transform per batch instead of per image")
