@@ -181,22 +181,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fresh_output(path: str | Path, force: bool) -> None:
-    """One policy for every verb that writes a file: an existing output is replaced only with --force."""
-    path = Path(path)
-    if path.exists() and not force and not (path.is_dir() and not any(path.iterdir())):
+def _refuse_existing(path: str | Path, force: bool) -> None:
+    """One policy for every verb that writes a file: an existing output is replaced (atomically) only with --force."""
+    if Path(path).exists() and not force:
         raise UsageError(f"{path}: already exists; pass --force to replace it, or choose another output path")
-    if force and path.is_dir() and any(path.iterdir()):
-        raise UsageError(f"{path}: is a non-empty folder; --force replaces files, not folders. Remove it first")
-    if force and path.is_file():
-        path.unlink()  # (pack/unpack/merge replace atomically anyway; export refuses existing paths)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from latentds.export import export
 
-    _fresh_output(args.out, args.force)
-    out = export(args.file, args.out, batch_size=args.batch_size, device=args.device, progress=not args.quiet)
+    out = export(args.file, args.out, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
+                 overwrite=args.force)
     if not args.quiet:
         print(f"wrote {out}")
     return EXIT_OK
@@ -223,8 +218,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
 
     open_lds(args.file).close()  # refuse to wrap something that is not a valid .lds
     out = args.out or args.file + ".zst"
-    if not args.force and Path(out).exists():
-        _fresh_output(out, False)
+    _refuse_existing(out, args.force)
     with _byte_bar(args.file, "pack", args.quiet) as bar:
         pack(args.file, out, level=args.level, progress=bar.update)
     if not args.quiet:
@@ -243,8 +237,7 @@ def cmd_unpack(args: argparse.Namespace) -> int:
         out = args.file[: -len(".zst")]
     else:
         raise UsageError(f"{args.file}: does not end in .zst; name the output file")
-    if not args.force and Path(out).exists():
-        _fresh_output(out, False)
+    _refuse_existing(out, args.force)
     with _byte_bar(args.file, "unpack", args.quiet) as bar:
         unpack(args.file, out, progress=bar.update)
     open_lds(out).close()
@@ -264,8 +257,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     *inputs, out = args.files
     if out.endswith(".zst"):
         raise MergeError(f"{out}: merge writes a plain .lds; compress it afterwards with `latentds pack`")
-    if not args.force and Path(out).exists():
-        _fresh_output(out, False)
+    _refuse_existing(out, args.force)
     dtype = getattr(torch, args.latent_dtype) if args.latent_dtype else None
     path = merge(inputs, out, latent_dtype=dtype)
     if not args.quiet:

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from latentds.dataset import LatentDataset
-from latentds.errors import LatentdsError
+from latentds.errors import LatentdsError, UsageError
 
 EXPORT_FORMATS = ("folder", "npz", "h5")
 
@@ -52,8 +52,12 @@ def export(
     batch_size: int = 256,
     device: str = "cpu",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Decode every image of ``path`` into ``out`` (format from its suffix). Returns the output path.
+
+    ``overwrite``: replace an existing .npz/.h5 (atomically: the old file stays until the new one is complete);
+    a folder output must be absent or empty either way.
 
     npz/h5 hold ``images`` (N, H, W, C) uint8, ``labels`` (N,) int64 and ``classes``: the layout
     `latentds encode` reads back. A folder gets ``<class>/<index>.png``.
@@ -62,8 +66,10 @@ def export(
     out = Path(out)
     ds = LatentDataset(path, device=device, normalize=False)
     empty_dir = fmt == "folder" and out.is_dir() and not any(out.iterdir())
-    if out.exists() and not empty_dir:
-        raise LatentdsError(f"{out}: already exists; remove it or choose another output path")
+    if out.exists() and not empty_dir and not (overwrite and fmt != "folder" and out.is_file()):
+        raise UsageError(f"{out}: already exists; " + ("remove it (a folder is never replaced)" if fmt == "folder"
+                                                       else "pass --force (overwrite=True) to replace it") +
+                         ", or choose another output path")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "folder":
         return _export_folder(ds, out, batch_size, progress)

@@ -169,3 +169,8 @@ def test_everyday_misuse_is_one_line(tmp_path, capsys):
     assert main(["unpack", str(tmp_path / "p.zst"), str(src)]) == 2  # would replace an existing .lds
     assert main(["-q", "pack", str(src), str(tmp_path / "p.zst"), "--force"]) == 0
     assert main(["-q", "unpack", str(tmp_path / "p.zst"), str(tmp_path / "b.lds")]) == 0
+    (tmp_path / "x.npz").write_bytes(b"old")
+    assert main(["-q", "export", str(src), str(tmp_path / "x.npz")]) == 2
+    assert (tmp_path / "x.npz").read_bytes() == b"old"
+    assert main(["-q", "export", str(src), str(tmp_path / "x.npz"), "--force"]) == 0  # replaced atomically
+    assert (tmp_path / "x.npz").read_bytes()[:2] == b"PK"
