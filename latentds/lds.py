@@ -69,7 +69,7 @@ def save_lds(
     arch, args = getattr(generator, "arch_name", None), getattr(generator, "arch_args", None)
     if arch is None or args is None:
         raise TypeError("the generator must come from latentds.models.create_model (it has no arch_name/arch_args)")
-    problems = _contract_problems(generator_contract(generator), len(classes), int(latents.shape[-1]), image)
+    problems = _file_mismatches(generator_contract(generator), len(classes), int(latents.shape[-1]), image)
     if problems:
         raise ConfigError(f"cannot write {path}: the generator {arch!r} does not fit the data: {'; '.join(problems)}")
     state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
@@ -89,23 +89,13 @@ def save_lds(
     )
 
 
-def _contract_problems(
+def _file_mismatches(
     contract: GeneratorContract, num_classes: int, latent_dim: int, image: Mapping[str, Any]
 ) -> list[str]:
     """How a generator's contract disagrees with a file's classes, latents and image section (empty: it fits)."""
-    problems = []
-    if contract.num_classes != num_classes:
-        problems.append(f"it is conditioned on {contract.num_classes} classes, the file has {num_classes}")
-    if contract.latent_dim != latent_dim:
-        problems.append(f"it takes latents of size {contract.latent_dim}, the file stores {latent_dim}")
     shape = (image.get("channels"), image.get("height"), image.get("width"))
-    if tuple(contract.image_shape) != shape:
-        made, said = ("x".join(map(str, s)) for s in (contract.image_shape, shape))
-        problems.append(f"it makes {made} images (C x H x W), the image section says {said}")
-    if [float(v) for v in contract.output_range] != [float(v) for v in image.get("generator_range", ())]:
-        problems.append(f"its output range is {list(contract.output_range)}, the image section says "
-                        f"{image.get('generator_range')}")
-    return problems
+    return contract.mismatches("the file", num_classes=num_classes, latent_dim=latent_dim, image_shape=shape,
+                               output_range=image.get("generator_range", ()))
 
 
 def _build_on_meta(reader: LdsReader) -> nn.Module:
@@ -142,7 +132,7 @@ def check_generator(reader: LdsReader, model: nn.Module | None = None) -> None:
             "(its architecture declares no GeneratorContract)"
         ) from None
     m = reader.manifest
-    problems = _contract_problems(contract, len(m["classes"]), int(m["latent_dim"]), m["image"])
+    problems = _file_mismatches(contract, len(m["classes"]), int(m["latent_dim"]), m["image"])
     if problems:
         raise GeneratorKeysError(
             f"{reader.path}: the stored generator {m['generator']['arch']!r} {json.dumps(m['generator']['args'])} "

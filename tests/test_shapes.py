@@ -158,3 +158,15 @@ def test_a_registered_toy_generator_encodes_and_decodes(toy_registered, tmp_path
     images = torch.stack([ds[i][0] for i in range(len(ds))])
     assert images.shape == (9, 1, 16, 16) and torch.isfinite(images).all()
     assert np.unique(ds.targets).tolist() == [0, 1, 2]
+
+
+def test_a_given_generator_of_another_shape_is_refused(grey28, tmp_path):
+    from latentds.checkpoint import save_model
+    from latentds.errors import ConfigError
+    from latentds.models import create_model
+
+    gen = save_model(tmp_path / "g.safetensors", create_model("biggan", num_classes=2, width=1, image_size=32))
+    cfg = apply_overrides(load_preset("smoke"), FAST)
+    with pytest.raises(ConfigError, match=r"2 classes, the data has 3; it makes 3x32x32 .*the data has 1x28x28"):
+        pipeline.encode(str(grey28), tmp_path / "x.lds", cfg, generator_path=gen, progress=False, quiet=True)
+    assert not (tmp_path / "x.work").exists()  # refused before the work dir is made

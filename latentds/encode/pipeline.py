@@ -96,12 +96,7 @@ def _load_generator(path: Path, data: ImageSet, device: torch.device) -> nn.Modu
         contract = generator_contract(generator)
     except ConfigError as e:
         raise ConfigError(f"generator {path} does not fit {data.name}: {e}") from None
-    problems = []
-    if contract.num_classes != data.num_classes:
-        problems.append(f"it has {contract.num_classes} classes, the data {data.num_classes}")
-    if contract.image_shape != data.image_shape:
-        made, have = ("x".join(map(str, s)) for s in (contract.image_shape, data.image_shape))
-        problems.append(f"it makes {made} images (C x H x W), the data has {have}")
+    problems = contract.mismatches("the data", num_classes=data.num_classes, image_shape=data.image_shape)
     if problems:
         raise ConfigError(f"generator {path} does not fit {data.name}: {'; '.join(problems)}")
     return generator

@@ -49,6 +49,28 @@ class GeneratorContract:
     image_shape: tuple[int, int, int]  # (C, H, W)
     output_range: tuple[float, float] = (-1.0, 1.0)
 
+    def mismatches(
+        self,
+        what: str,
+        *,
+        num_classes: int | None = None,
+        latent_dim: int | None = None,
+        image_shape: Any = None,
+        output_range: Any = None,
+    ) -> list[str]:
+        """How this contract disagrees with ``what`` (e.g. "the file", "the data"); only the given fields count."""
+        out = []
+        if num_classes is not None and self.num_classes != num_classes:
+            out.append(f"it is conditioned on {self.num_classes} classes, {what} has {num_classes}")
+        if latent_dim is not None and self.latent_dim != latent_dim:
+            out.append(f"it takes latents of size {self.latent_dim}, {what} has {latent_dim}")
+        if image_shape is not None and tuple(self.image_shape) != tuple(image_shape):
+            made, have = ("x".join(map(str, s)) for s in (self.image_shape, image_shape))
+            out.append(f"it makes {made} images (C x H x W), {what} has {have}")
+        if output_range is not None and [float(v) for v in self.output_range] != [float(v) for v in output_range]:
+            out.append(f"its output range is {list(self.output_range)}, {what} says {list(output_range)}")
+        return out
+
     def describe(self) -> str:
         c, h, w = self.image_shape
         lo, hi = self.output_range
