@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from latentds.errors import ConfigError
 
-__all__ = ["by_class", "freeze", "normalize", "progress_bar", "resolve_device"]
+__all__ = ["by_class", "channel_stats", "freeze", "normalize", "progress_bar", "resolve_device"]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -33,6 +33,14 @@ def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[floa
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return x.sub_(m).div_(s) if x is not images else (x - m) / s
+
+
+def channel_stats(
+    mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std as float32 (1, C, 1, 1) tensors on ``device``, made once for many batches."""
+    return tuple(torch.tensor([float(v) for v in x], dtype=torch.float32, device=device).view(1, -1, 1, 1)
+                 for x in (mean, std))  # type: ignore[return-value]
 
 
 def by_class(labels: Tensor) -> dict[int, Tensor]:

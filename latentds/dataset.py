@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from latentds.common import channel_stats
 from latentds.errors import LatentdsError, LdsError
 from latentds.format import LdsReader
 from latentds.lds import load_generator, open_lds
@@ -131,8 +132,7 @@ class LatentDataset(Dataset):
                 self._generator.to(memory_format=torch.channels_last)
             image = self.manifest["image"]
             lo, hi = image["generator_range"]
-            mean = torch.tensor([float(v) for v in image["mean"]], device=self.device).view(1, -1, 1, 1)
-            std = torch.tensor([float(v) for v in image["std"]], device=self.device).view(1, -1, 1, 1)
+            mean, std = channel_stats(image["mean"], image["std"], self.device)
             # out = (G(z) - lo) / (hi - lo), then optionally (out - mean) / std: one fused affine map.
             scale = torch.full_like(mean, 1.0 / (hi - lo))
             shift = torch.full_like(mean, -lo / (hi - lo))

@@ -44,10 +44,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentds.augment import augment_per_image, dsa
-from latentds.common import normalize, progress_bar, resolve_device
+from latentds.common import channel_stats, normalize, progress_bar, resolve_device
 from latentds.errors import SourceMismatchError
 from latentds.evaluate.config import EvalConfig
-from latentds.evaluate.trainsets import TrainSet, _stats
+from latentds.evaluate.trainsets import TrainSet
 from latentds.plan import Compute, get_plan
 from latentds.sources import ImageSet
 
@@ -83,7 +83,7 @@ def accuracy(
     """Top-1 accuracy (percent) on ``test``, normalized with ``mean``/``std``, in batches of 1000, no grad."""
     device = torch.device(device)
     compute = compute or Compute(device)
-    m, s = _stats(mean, std, device)
+    m, s = channel_stats(mean, std, device)
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)

@@ -14,7 +14,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latentds.common import by_class, normalize, progress_bar, resolve_device
+from latentds.common import (
+    by_class,
+    channel_stats,
+    normalize,
+    progress_bar,
+    resolve_device,
+)
 from latentds.errors import ConfigError
 from latentds.evaluate.config import DECODE_MODES
 
@@ -139,13 +145,6 @@ def _subset_per_class(labels: Tensor, classes: list[str], ipc: int, seed: int, w
     return torch.cat(picked)
 
 
-def _stats(mean: list[float], std: list[float], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-    return (
-        torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1),
-        torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1),
-    )
-
-
 def _lds_set(
     spec: str, ipc: int | None, seed: int, device: torch.device, decode: str, progress: bool, precision: str = "auto"
 ) -> TrainSet:
@@ -240,7 +239,7 @@ def _gan_set(
     else:  # a bare checkpoint: normalize with the samples' own statistics (population std)
         mean = images.mean(dim=(0, 2, 3)).tolist()
         std = images.std(dim=(0, 2, 3), unbiased=False).tolist()
-    m, s = _stats(mean, std)
+    m, s = channel_stats(mean, std)
     images = images.sub_(m).div_(s)
     return TrainSet(
         images=images,
@@ -280,7 +279,7 @@ def _real_set(
         pixels, labels = src.images, src.labels
         nbytes = src.source_bytes if src.source_bytes else len(src) * c * h * w
         what = "whole training split"
-    m, s = _stats(mean, std)
+    m, s = channel_stats(mean, std)
     images = torch.cat([normalize(p, m, s) for p in pixels.split(4096)])  # (N, C, H, W) float32
     return TrainSet(
         images=images,

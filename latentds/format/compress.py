@@ -77,12 +77,9 @@ def frame_content_size(src: str | os.PathLike) -> int:
     return int(params.content_size)
 
 
-def _iter_unpacked(src: Path, max_bytes: int, progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    """Yield decompressed chunks of at most _CHUNK bytes; raise CompressionError on corruption or excess size."""
-    declared = frame_content_size(src)
-    if declared > max_bytes:
-        raise CompressionError(f"{src}: declares {declared:,} unpacked bytes, more than the {max_bytes:,}-byte limit; "
-                               "refusing (raise the limit if this is expected)")
+def _iter_unpacked(src: Path, declared: int, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """Yield decompressed chunks of at most _CHUNK bytes, never past ``declared`` (``frame_content_size``, which
+    the caller has checked against its limit); raise CompressionError on corruption."""
     total, consumed = 0, 0
     try:
         with open(src, "rb") as f:
@@ -112,7 +109,7 @@ def read_zst(src: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IN_MEMORY) -> 
                                f"run `latentds unpack {src} FILE.lds` and open the .lds")
     out = bytearray()
     checked = False
-    for chunk in _iter_unpacked(src, max_bytes, None):
+    for chunk in _iter_unpacked(src, declared, None):
         out += chunk
         if not checked and len(out) >= 8:
             checked = _check_declared_size(src, out, declared)  # before inflating past the header
@@ -195,6 +192,10 @@ def unpack(
         raise LdsNotFoundError(f"{src}: no such file")
     if _same_file(src, dst):
         raise CompressionError(f"{dst}: is the input file itself; unpack to another path")
+    declared = frame_content_size(src)
+    if declared > max_bytes:
+        raise CompressionError(f"{src}: declares {declared:,} unpacked bytes, more than the {max_bytes:,}-byte limit; "
+                               "refusing (raise the limit if this is expected)")
 
     def check(staged: Path) -> None:
         try:
@@ -205,4 +206,4 @@ def unpack(
             raise CompressionError(f"{src}: unpacks to something that is not a valid .lds ({exc}); "
                                    f"{dst} was left as it was") from None
 
-    return atomic_write(dst, _iter_unpacked(src, max_bytes, progress), check=check)
+    return atomic_write(dst, _iter_unpacked(src, declared, progress), check=check)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentds.common import progress_bar
 from latentds.errors import (
     EmptyClassError,
     SourceNotFoundError,
@@ -80,7 +81,8 @@ def load_image_folder(path: Path, split: str, image_size: int | None, progress: 
     images: torch.Tensor | None = None  # (N, C, H, W), allocated from the first image
     first = ""
     source_bytes = 0
-    bar = _progress_bar(len(files), f"decoding {folder.name or folder}", progress)
+    bar = progress_bar(None, progress, total=len(files), desc=f"decoding {folder.name or folder}", unit="img",
+                       leave=False, mininterval=0.5)
     with warnings.catch_warnings():
         # torchvision 0.29 warns on every decode call that its decoders are deprecated: noise for users
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchvision\.io")
@@ -185,9 +187,3 @@ def _fast_decoder():
     except ImportError:  # pragma: no cover
         return None
     return functools.partial(decode_image, mode=ImageReadMode.UNCHANGED)
-
-
-def _progress_bar(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False, mininterval=0.5)
