@@ -506,3 +506,12 @@ def test_real_cifar10_jpeg_test_split():
     mean, _ = s.mean_std()
     assert mean == pytest.approx([0.494, 0.485, 0.450], abs=0.01)
     assert elapsed < 30, f"decoding 10,000 JPEGs took {elapsed:.1f}s"
+
+
+def test_image_size_is_bounded(png_folder):
+    from latentds.errors import ConfigError
+
+    root, _ = png_folder
+    for bad in (0, -3, 100_000, True, 2.5):
+        with pytest.raises(ConfigError, match="image_size"):
+            load_source(str(root), image_size=bad, progress=False)

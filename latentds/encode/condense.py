@@ -26,8 +26,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentds.augment import DEFAULT_STRATEGY, DSAParams, SiameseAugment, apply_dsa
-from latentds.common import by_class
-from latentds.encode.embed import EmbeddingSampler, Normalizer, frozen, random_convnet
+from latentds.common import by_class, freeze
+from latentds.encode.embed import EmbeddingSampler, Normalizer, random_convnet
 from latentds.encode.invert import frozen_params
 from latentds.errors import ConfigError
 from latentds.plan import Compute
@@ -263,7 +263,7 @@ def condense(
                 return norm.generated(generator(param[sl], y_all[sl]))
 
     eval_nets = [
-        frozen(random_convnet(cfg.random_width, sampler.num_classes, eval_gen, device, sampler.channels, sampler.image_size))
+        freeze(random_convnet(cfg.random_width, sampler.num_classes, eval_gen, device, sampler.channels, sampler.image_size))
         for _ in range(cfg.eval_nets)
     ]
     eval_idx = torch.randperm(m, generator=eval_gen)[: cfg.batch_real].to(device)

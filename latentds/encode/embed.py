@@ -16,7 +16,7 @@ from torch import nn
 from latentds.common import freeze
 from latentds.models import ConvNet, create_model, input_args
 
-__all__ = ["EmbeddingSampler", "Normalizer", "frozen", "random_convnet"]
+__all__ = ["EmbeddingSampler", "Normalizer", "random_convnet"]
 
 
 def _reset_like_pytorch(module: nn.Module, generator: torch.Generator) -> None:
@@ -60,7 +60,6 @@ def random_convnet(
     return net.to(device)
 
 
-frozen = freeze  # the name the encode stages use
 
 class EmbeddingSampler:
     """Draws the embedding network of one condensation step: random, or one of a pool of pre-trained nets.
@@ -82,7 +81,7 @@ class EmbeddingSampler:
     ):
         if not 0.0 <= pool_prob <= 1.0:
             raise ValueError(f"pool_prob must lie in [0, 1], got {pool_prob}")
-        self.pool = [frozen(net.to(device)) for net in (pool or [])]
+        self.pool = [freeze(net.to(device)) for net in (pool or [])]
         self.random_width = int(random_width)
         self.pool_prob = float(pool_prob) if self.pool else 0.0
         self.num_classes = num_classes
@@ -100,7 +99,7 @@ class EmbeddingSampler:
         net = random_convnet(
             self.random_width, self.num_classes, generator, self.device, self.channels, self.image_size
         )
-        return frozen(net)
+        return freeze(net)
 
 
 class Normalizer:

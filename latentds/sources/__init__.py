@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentds.errors import SourceNotFoundError
+from latentds.errors import ConfigError, SourceNotFoundError
 from latentds.sources.arrays import load_h5, load_npz
 from latentds.sources.cifar import CIFAR, cifar_in_dir, default_root, load_cifar
 from latentds.sources.folder import IMAGE_EXTENSIONS, load_image_folder
@@ -49,6 +49,8 @@ __all__ = [
     "load_test_source",
     "resize_images",
 ]
+
+MAX_IMAGE_SIZE = 4096  # a resize target: every image becomes C x N x N uint8 in memory
 
 _ACCEPTED_FORMS = (
     "accepted forms: 'cifar10' or 'cifar100' (with --root/--download); an image folder DIR laid out as "
@@ -95,8 +97,10 @@ def load_source(
     ``image_size``: resize every image to ``image_size`` x ``image_size`` (None: keep the native size, which all
     images must then share). ``root`` and ``download`` apply to the named datasets (cifar10, cifar100) only.
     """
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0):
-        raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or not 0 < image_size <= MAX_IMAGE_SIZE):
+        raise ConfigError(f"image_size must be an integer in 1..{MAX_IMAGE_SIZE} or None (native size), "
+                          f"got {image_size!r}")
     if not split or os.sep in split or split in (".", ".."):
         raise SourceNotFoundError(f"invalid split {split!r}: use 'train' or 'test'")
     spec = str(spec)
