@@ -170,13 +170,18 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
     torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
+def _generator_args(cfg: GANConfig, num_classes: int, image_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """The generator factory's arguments: the data's shape where the factory takes it, the config's width."""
+    return {**input_args(cfg.arch, image_shape), "width": cfg.width, "num_classes": num_classes}
+
+
 def _final_generator(ema: nn.Module, cfg: GANConfig, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
     """The EMA generator with spectral norm folded into the weights, rebuilt with spectral_norm=False.
 
     The stored SN vectors and BN statistics belong to the live G, not to the averaged weights, so
     sigma is re-estimated by power iteration and BN statistics are recomputed ("standing stats").
     """
-    args = {**input_args(cfg.arch, image_shape), "width": cfg.width, "num_classes": num_classes}
+    args = _generator_args(cfg, num_classes, image_shape)
     sn = seeded_model(0, cfg.arch, **args, spectral_norm=True)
     sn.load_state_dict(ema.state_dict())
     _converge_spectral_norm(sn)
@@ -285,7 +290,7 @@ class _GANState:
         """Fresh G, D and EMA (seeded init; the global RNG is left alone), shaped for the data: the factories get
         the data's channels and image_size where they take them, and G's contract must produce that shape."""
         k = data.num_classes
-        g_args = {**input_args(cfg.arch, data.image_shape), "width": cfg.width, "num_classes": k, "spectral_norm": True}
+        g_args = {**_generator_args(cfg, k, data.image_shape), "spectral_norm": True}
         d_args = {**input_args(cfg.disc_arch, data.image_shape), "width": cfg.disc_width, "num_classes": k,
                   "spectral_norm": True}
         g_net = seeded_model(cfg.seed, cfg.arch, **g_args).to(device)
