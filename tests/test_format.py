@@ -31,6 +31,7 @@ def split(path: Path) -> tuple[dict, bytes]:
 
 def join(path: Path, header: dict, buffer: bytes) -> None:
     raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + buffer)
 
 
@@ -252,7 +253,7 @@ def _header_end(path: Path) -> int:
 def test_bad_header_length(tiny_lds: Path, length: int | None, error: type) -> None:
     data = bytearray(tiny_lds.read_bytes())
     (n,) = struct.unpack("<Q", data[:8])
-    data[:8] = struct.pack("<Q", n - 7 if length is None else length)  # None: cut the JSON short
+    data[:8] = struct.pack("<Q", n - 8 if length is None else length)  # None: cut the JSON short
     tiny_lds.write_bytes(bytes(data))
     with pytest.raises(error):
         LdsReader(tiny_lds)
@@ -270,8 +271,11 @@ def test_not_an_lds_file(tmp_path: Path) -> None:
     with pytest.raises(errors.HeaderTooLargeError, match="not a .lds file"):
         LdsReader(png)
     text = tmp_path / "notes.lds"
-    text.write_bytes(struct.pack("<Q", 5) + b"hello")
+    text.write_bytes(struct.pack("<Q", 8) + b"hello...")
     with pytest.raises(errors.HeaderParseError):
+        LdsReader(text)
+    text.write_bytes(struct.pack("<Q", 5) + b"hello")
+    with pytest.raises(errors.HeaderLengthError, match="multiple of 8"):
         LdsReader(text)
 
 

@@ -163,6 +163,27 @@ def test_hostile_headers(tmp_path: Path, header_text: str, match: str) -> None:
         LdsReader(bad)
 
 
+def test_unaligned_header_length_is_refused(lds: Path, tmp_path: Path) -> None:
+    header, data = _split(lds)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8 + 3)  # padded to 8k + 3 bytes
+    bad = tmp_path / "unaligned.lds"
+    bad.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    with pytest.raises(errors.HeaderLengthError, match="multiple of 8"):
+        LdsReader(bad)
+
+
+def test_unknown_tensor_is_refused_even_when_listed(lds: Path, tmp_path: Path) -> None:
+    def smuggle(header: dict, manifest: dict, data: bytearray) -> None:
+        end = len(data)
+        data.extend(b"\0" * 8)
+        header["payload"] = {"dtype": "U8", "shape": [8], "data_offsets": [end, end + 8]}
+        manifest["integrity"]["tensors"]["payload"] = {"dtype": "U8", "shape": [8], "sha256": ""}
+
+    with pytest.raises(errors.TensorMismatchError, match="payload"):
+        LdsReader(mutated(lds, tmp_path / "extra.lds", smuggle))
+
+
 def test_dataset_refuses_a_file_replaced_after_it_was_created(lds: Path, tmp_path: Path) -> None:
     import pickle
 
@@ -214,8 +235,9 @@ def test_fuzz_smoke(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "tools/fuzz_lds.py", "--inputs", "300", "--out", str(tmp_path / "f.json"),
+    out = subprocess.run([sys.executable, "tools/fuzz_lds.py", "--inputs", "300", "--chunk", "100", "--out", str(tmp_path / "f.json"),
                           "--crashes", str(tmp_path / "crashes")], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parent.parent)
     result = json.loads((tmp_path / "f.json").read_text())
     assert out.returncode == 0 and result["failures"] == {} and result["slow_over_5s"] == 0, out.stdout[-800:]
+    assert result["inputs"] == 300 and sum(sum(k.values()) for k in result["by_mutation"].values()) == 300

@@ -1,13 +1,15 @@
 """Seeded fuzz campaign against the .lds reader: every input must end in the library's own error or open cleanly.
 
-    python tools/fuzz_lds.py [--inputs 1000000] [--seed 0] [--out bench/results/fuzz-cpu.json]
+    python tools/fuzz_lds.py [--inputs 1000000] [--seed 0] [--workers 2] [--out bench/results/fuzz-cpu.json]
 
 Each input is a small valid .lds (a tiny registered generator, a few latents) mutated one way: bit flips or
 byte overwrites anywhere, truncation, header-JSON edits (values replaced by hostile ones: huge or negative
 integers, floats, lists, deep nesting, strings with control characters), or manifest edits re-signed with a
 correct sha256 (as a hostile sender would). Each input is opened (``open_lds``), verified, and, if it opens,
 its first row decoded. Outcomes are counted by exception type; anything outside ``LatentdsError`` is a
-failure and is saved (with its seed) under ``--crashes``. Slow inputs (> 5 s) are counted too.
+failure and is saved (with its seed) under ``--crashes``. Slow inputs (> 5 s) are counted, and an input still
+running after ``--hang`` seconds is stopped and counted as ``!Hang``. Work is split into chunks of inputs that
+are checkpointed to ``OUT.partial.json``: rerun the same command after an interruption and it continues.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ import argparse
 import copy
 import hashlib
 import json
+import multiprocessing
+import os
 import random
 import resource
+import signal
 import struct
 import sys
 import tempfile
@@ -71,8 +76,11 @@ def set_path(obj, path, value):
     obj[path[-1]] = value
 
 
-def mutate(raw: bytes, rng: random.Random) -> bytes:
-    kind = rng.randrange(6)
+KINDS = ("bit-flips", "truncate-or-extend", "header-value", "manifest-value-resigned", "generator-args-resigned",
+         "spliced-json")
+
+
+def mutate(raw: bytes, rng: random.Random, kind: int) -> bytes:
     if kind == 0:  # bit flips
         data = bytearray(raw)
         for _ in range(rng.randint(1, 8)):
@@ -104,68 +112,147 @@ def mutate(raw: bytes, rng: random.Random) -> bytes:
     return join(header, data)
 
 
-def run_one(path: Path) -> str:
+class _Hang(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _Hang
+
+
+def run_one(path: Path, hang_s: int) -> str:
     from latentds.dataset import LatentDataset
     from latentds.errors import LatentdsError
     from latentds.lds import open_lds
 
+    signal.alarm(hang_s)
     try:
         with open_lds(path) as reader:
             reader.verify()
         LatentDataset(path, device="cpu", precision="fp32")[0]
         return "ok"
+    except _Hang:
+        return "!Hang"
     except LatentdsError as exc:
         return type(exc).__name__
-    except RecursionError:  # counted as a failure below
-        return "!RecursionError"
-    except Exception as exc:  # noqa: BLE001 - the point of a fuzzer
+    except Exception as exc:  # noqa: BLE001 - the point of a fuzzer (RecursionError included)
         return f"!{type(exc).__name__}"
+    finally:
+        signal.alarm(0)
+
+
+_STATE: dict = {}
+
+
+def _init_worker(crashes: str, workdir: str) -> None:
+    import torch
+
+    os.environ.setdefault("LATENTDS_PROBE", "0")
+    sys.setrecursionlimit(10_000)
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGALRM, _alarm)
+    tmp = Path(tempfile.mkdtemp(dir=workdir))  # inside the parent's TemporaryDirectory: removed with it
+    _STATE.update(tmp=tmp, raw=base_file(tmp), crashes=Path(crashes))
+
+
+def run_chunk(task: tuple[int, int, int, int]) -> dict:
+    """Inputs ``lo..hi-1`` of campaign ``seed``: outcome counts, slow inputs, the slowest time, this worker's RSS."""
+    seed, lo, hi, hang_s = task
+    raw, target = _STATE["raw"], _STATE["tmp"] / "input.lds"
+    counts: Counter[str] = Counter()
+    by_kind: dict[str, Counter[str]] = {}
+    slow, slowest = 0, 0.0
+    for i in range(lo, hi):
+        rng = random.Random(seed * 1_000_003 + i)
+        kind = rng.randrange(len(KINDS))
+        target.write_bytes(mutate(raw, rng, kind))
+        t0 = time.perf_counter()
+        outcome = run_one(target, hang_s)
+        took = time.perf_counter() - t0
+        slow += took > 5.0
+        slowest = max(slowest, took)
+        counts[outcome] += 1
+        by_kind.setdefault(KINDS[kind], Counter())[outcome] += 1
+        if outcome.startswith("!"):
+            _STATE["crashes"].mkdir(parents=True, exist_ok=True)
+            (_STATE["crashes"] / f"input-{seed}-{i}.lds").write_bytes(target.read_bytes())
+    return {"lo": lo, "counts": counts, "by_kind": by_kind, "slow": slow, "slowest_s": slowest,
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _merge(total: dict, part: dict) -> None:
+    total["done"].append(part["lo"])
+    total["outcomes"].update(part["counts"])
+    for kind, counts in part["by_kind"].items():
+        total["by_kind"].setdefault(kind, Counter()).update(counts)
+    total["slow_over_5s"] += part["slow"]
+    total["slowest_s"] = max(total["slowest_s"], part["slowest_s"])
+    total["peak_rss_mib"] = max(total["peak_rss_mib"], part["rss_mib"])
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--inputs", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=1, help="processes (each single-threaded)")
+    p.add_argument("--chunk", type=int, default=5000, help="inputs per checkpointed unit of work")
+    p.add_argument("--hang", type=int, default=30, help="seconds after which an input counts as a hang")
     p.add_argument("--out", type=Path, default=REPO / "bench/results/fuzz-cpu.json")
     p.add_argument("--crashes", type=Path, default=Path(tempfile.gettempdir()) / "latentds-fuzz-crashes")
     args = p.parse_args()
-    import os
-
-    os.environ.setdefault("LATENTDS_PROBE", "0")
-    sys.setrecursionlimit(10_000)
-    counts: Counter[str] = Counter()
-    slow = 0
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        raw = base_file(tmp_path)
-        target = tmp_path / "input.lds"
-        for i in range(args.inputs):
-            rng = random.Random(args.seed * 1_000_003 + i)
-            target.write_bytes(mutate(raw, rng))
-            t0 = time.perf_counter()
-            outcome = run_one(target)
-            slow += time.perf_counter() - t0 > 5.0
-            counts[outcome] += 1
-            if outcome.startswith("!"):
-                args.crashes.mkdir(parents=True, exist_ok=True)
-                (args.crashes / f"input-{args.seed}-{i}.lds").write_bytes(target.read_bytes())
-            if (i + 1) % 1000 == 0:
-                rate = (i + 1) / (time.perf_counter() - start)
-                print(f"{i + 1:,} inputs, {rate:.0f}/s, failures {sum(v for k, v in counts.items() if k.startswith('!'))}",
-                      file=sys.stderr, flush=True)
-    seconds = time.perf_counter() - start
-    failures = {k: v for k, v in counts.items() if k.startswith("!")}
+    # Resumable: finished chunks are kept in OUT.partial.json; rerunning the same command continues from it.
+    partial = args.out.with_suffix(".partial.json")
+    key = {"inputs": args.inputs, "seed": args.seed, "chunk": args.chunk}
+    total = {"done": [], "outcomes": Counter(), "by_kind": {}, "slow_over_5s": 0, "slowest_s": 0.0,
+             "peak_rss_mib": 0.0, "seconds": 0.0}
+    if partial.exists():
+        saved = json.loads(partial.read_text())
+        if saved["key"] == key:
+            total.update(saved["total"], outcomes=Counter(saved["total"]["outcomes"]),
+                         by_kind={k: Counter(v) for k, v in saved["total"]["by_kind"].items()})
+            print(f"resuming: {len(total['done'])} chunks done", file=sys.stderr)
+    done = set(total["done"])
+    tasks = [(args.seed, lo, min(lo + args.chunk, args.inputs), args.hang)
+             for lo in range(0, args.inputs, args.chunk) if lo not in done]
+    start, before = time.perf_counter(), total["seconds"]
+    ctx = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="latentds-fuzz-") as workdir, ctx.Pool(
+        args.workers, initializer=_init_worker, initargs=(str(args.crashes), workdir)
+    ) as pool:
+        for part in pool.imap_unordered(run_chunk, tasks):
+            _merge(total, part)
+            total["seconds"] = before + time.perf_counter() - start
+            n = sum(total["outcomes"].values())
+            failures = sum(v for k, v in total["outcomes"].items() if k.startswith("!"))
+            print(f"{n:,} inputs, {n / total['seconds']:.0f}/s, failures {failures}, slow {total['slow_over_5s']}",
+                  file=sys.stderr, flush=True)
+            tmp = partial.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": key, "total": total}))
+            os.replace(tmp, partial)
+    n = sum(total["outcomes"].values())
+    failures = {k: v for k, v in total["outcomes"].items() if k.startswith("!")}
     result = {
-        "command": f"python tools/fuzz_lds.py --inputs {args.inputs} --seed {args.seed}",
-        "inputs": args.inputs, "seconds": round(seconds, 1), "inputs_per_s": round(args.inputs / seconds, 1),
-        "outcomes": dict(counts.most_common()), "failures": failures, "slow_over_5s": slow,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "command": f"python tools/fuzz_lds.py --inputs {args.inputs} --seed {args.seed} --workers {args.workers}",
+        "machine": _machine(),
+        "inputs": n, "seconds": round(total["seconds"], 1), "inputs_per_s": round(n / total["seconds"], 1),
+        "outcomes": dict(total["outcomes"].most_common()), "failures": failures,
+        "by_mutation": {k: dict(v.most_common()) for k, v in sorted(total["by_kind"].items())},
+        "slow_over_5s": total["slow_over_5s"], "slowest_input_s": round(total["slowest_s"], 2),
+        "peak_rss_mib_per_worker": round(total["peak_rss_mib"], 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
     print(json.dumps(result, indent=2))
-    return 1 if failures or slow else 0
+    return 1 if failures or total["slow_over_5s"] else 0
+
+
+def _machine() -> str:
+    import platform
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return f"{model}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

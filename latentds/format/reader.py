@@ -199,6 +199,14 @@ def parse_manifest(metadata: dict[str, str], tensors: dict[str, TensorInfo], whe
             f"{where}: tensors missing from the file: {missing or 'none'}; not listed in the manifest: "
             f"{extra or 'none'}"
         )
+    foreign = sorted(
+        name for name in tensors if name not in (spec.LATENTS, spec.LABELS) and not name.startswith(spec.GENERATOR_PREFIX)
+    )
+    if foreign:
+        raise TensorMismatchError(
+            f"{where}: tensor name(s) {foreign[:3]} are not part of format {spec.FORMAT_NAME} 1.x (only "
+            f"'{spec.LATENTS}', '{spec.LABELS}' and '{spec.GENERATOR_PREFIX}<key>')"
+        )
     for name, info in tensors.items():
         want = listed[name]
         if want["dtype"] != info.dtype or tuple(want["shape"]) != info.shape:
@@ -252,6 +260,11 @@ class LdsReader:
             raise HeaderLengthError(
                 f"{where}: declared header length {header_len} does not fit in a {self.file_size}-byte file; "
                 "the file is truncated or is not a .lds file"
+            )
+        if header_len % 8:
+            raise HeaderLengthError(
+                f"{where}: declared header length {header_len} is not a multiple of 8 (the format pads the header "
+                "so tensor data is 8-byte aligned); the file is corrupt or was not written as a .lds"
             )
         self._buffer_start = 8 + header_len
         self.header_bytes = header_len
