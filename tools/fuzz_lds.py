@@ -200,6 +200,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=REPO / "bench/results/fuzz-cpu.json")
     p.add_argument("--crashes", type=Path, default=Path(tempfile.gettempdir()) / "latentds-fuzz-crashes")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a plain kill still stops the workers and cleans up
     # Resumable: finished chunks are kept in OUT.partial.json; rerunning the same command continues from it.
     partial = args.out.with_suffix(".partial.json")
     key = {"inputs": args.inputs, "seed": args.seed, "chunk": args.chunk}
