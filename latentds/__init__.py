@@ -4,7 +4,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import logging
+
 from latentds.errors import LatentdsError, LdsError
+
+# Modules log to logging.getLogger(__name__) under "latentds": records only, no output unless someone listens
+# (the CLI installs a stderr handler; in Python: logging.basicConfig(level=logging.INFO)).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = ["LatentDataset", "LatentdsError", "LdsError", "__version__", "open_lds"]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -207,9 +208,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _byte_bar(path: str, desc: str, quiet: bool):
-    from tqdm.auto import tqdm
+    from latentds.common import progress_bar
 
-    return tqdm(total=Path(path).stat().st_size, desc=desc, unit="B", unit_scale=True, disable=quiet)
+    return progress_bar(None, not quiet, total=Path(path).stat().st_size, desc=desc, unit="B", unit_scale=True)
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -348,9 +349,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _LogHandler(logging.Handler):
+    """The library's log records on stderr, one line each, written around a live progress bar (tqdm.write)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                line = f"latentds: {record.levelname.lower()}: {line}"
+            if "tqdm" in sys.modules:  # a bar may be on screen: print above it, not through it
+                from tqdm import tqdm
+
+                tqdm.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - logging's own contract: report, never raise
+            self.handleError(record)
+
+
+def configure_logging(quiet: bool) -> None:
+    """Send the ``latentds`` logger to stderr: info and up, or warnings only with ``-q``."""
+    logger = logging.getLogger("latentds")
+    if not any(isinstance(h, _LogHandler) for h in logger.handlers):
+        logger.addHandler(_LogHandler())
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(bool(getattr(args, "quiet", False)))
     try:
         return int(args.func(args))
     except (LdsNotFoundError, SourceNotFoundError, UsageError) as exc:

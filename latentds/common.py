@@ -1,8 +1,10 @@
 """One home for the low-level helpers every layer uses: devices, uint8 -> normalized float, per-class
-selection, freezing a model. Nothing here knows about files, models or encoding."""
+selection, freezing a model, the library's logger and progress bars. Nothing here knows about files,
+models or encoding."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,7 +56,13 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 def progress_bar(iterable: Any = None, enabled: bool = True, **kwargs: Any) -> Any:
-    """A tqdm bar over ``iterable`` (hidden when not ``enabled``); tqdm is imported only when used."""
+    """A tqdm bar over ``iterable``: hidden when not ``enabled``, and when stderr is not a terminal (a log file
+    or CI gets the log lines, not carriage-return debris); notebooks keep their widget. tqdm is imported only
+    when used."""
     from tqdm.auto import tqdm
 
+    notebook = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)  # tqdm.auto picked the widget
+    if enabled and not notebook:  # a console bar: only on a terminal
+        stream = kwargs.get("file") or sys.stderr
+        enabled = bool(getattr(stream, "isatty", lambda: False)())
     return tqdm(iterable, disable=not enabled, **kwargs)

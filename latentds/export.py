@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from latentds.common import progress_bar
 from latentds.dataset import LatentDataset
 from latentds.errors import LatentdsError, UsageError
 
@@ -37,7 +37,7 @@ def iter_uint8(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (positions, images (B, H, W, C) uint8, labels (B,)) over the dataset, in order."""
     n = len(ds)
-    with tqdm(total=n, desc="decode", unit="img", disable=not progress) as bar:
+    with progress_bar(None, progress, total=n, desc="decode", unit="img") as bar:
         for lo in range(0, n, batch_size):
             pos = np.arange(lo, min(lo + batch_size, n))
             images, labels = ds.decode(pos)  # [0, 1]

@@ -174,3 +174,29 @@ def test_everyday_misuse_is_one_line(tmp_path, capsys):
     assert (tmp_path / "x.npz").read_bytes() == b"old"
     assert main(["-q", "export", str(src), str(tmp_path / "x.npz"), "--force"]) == 0  # replaced atomically
     assert (tmp_path / "x.npz").read_bytes()[:2] == b"PK"
+
+
+def test_progress_bars_stay_off_a_non_terminal_stderr(tiny_lds: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "latentds", "export", str(tiny_lds), str(tmp_path / "x.npz")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "img/s" not in proc.stderr  # a log file gets no carriage-return debris
+    assert proc.stdout.startswith("wrote ")
+
+
+def test_library_log_records_reach_stderr_one_line_each(capsys: pytest.CaptureFixture) -> None:
+    import logging
+
+    from latentds.cli import configure_logging
+
+    log = logging.getLogger("latentds.encode.pipeline")
+    try:
+        configure_logging(quiet=False)
+        log.info("[invert] class 3")
+        log.warning("disk almost full")
+        configure_logging(quiet=True)
+        log.info("hidden by -q")
+        out, err = capsys.readouterr()
+        assert out == "" and err == "[invert] class 3\nlatentds: warning: disk almost full\n"
+    finally:
+        configure_logging(quiet=False)

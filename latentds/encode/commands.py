@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +23,8 @@ __all__ = ["cmd_encode", "cmd_train_gan", "register"]
 
 DIST_TIMEOUT_HOURS = 24.0  # = distributed.DEFAULT_TIMEOUT_S; not imported from there, to keep torch out of --help
 
+logger = logging.getLogger(__name__)
+
 Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.ArgumentParser]
 
 
@@ -35,9 +37,10 @@ def _config(args: argparse.Namespace) -> EncodeConfig:
         from latentds.encode.pipeline import resolve_device
 
         preset = default_preset(str(resolve_device(args.device or "auto")))
-        if not args.quiet and os.environ.get("RANK", "0") == "0":
-            print(f"no --preset given: using '{preset}' for this {'GPU' if preset == 'paper' else 'CPU-only machine'} "
-                  f"(see --preset; 'smoke' checks the pipeline in minutes)", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":
+            logger.info(f"no --preset given: using '{preset}' for this "
+                        f"{'GPU' if preset == 'paper' else 'CPU-only machine'} "
+                        "(see --preset; 'smoke' checks the pipeline in minutes)")
     cfg = load_preset(preset)
     overrides = []
     for flag, key in (("ipc", "ipc"), ("seed", "seed"), ("device", "device"), ("latent_dtype", "latent_dtype"),
@@ -96,7 +99,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
 
     def log(line: str) -> None:
         if show:
-            print(line, file=sys.stderr, flush=True)
+            logger.info(line)
 
     data = load_source(args.source, "train", root=args.root, download=args.download, image_size=cfg.image_size,
                        progress=show)

@@ -23,10 +23,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from latentds.augment import DEFAULT_STRATEGY, DSAParams, SiameseAugment, apply_dsa
-from latentds.common import by_class, freeze
+from latentds.common import by_class, freeze, progress_bar
 from latentds.encode.embed import EmbeddingSampler, Normalizer, random_convnet
 from latentds.encode.invert import frozen_params
 from latentds.errors import ConfigError
@@ -274,7 +273,7 @@ def condense(
     opt = torch.optim.SGD([param], lr=lr, momentum=0.5) if pixel else torch.optim.Adam([param], lr=lr)
     curve: list = []  # per-iteration mean L_con, as 0-d tensors until the loop ends
     start = time.perf_counter()
-    bar = tqdm(total=cfg.iterations, desc=f"condense class {label}", unit="it", disable=not progress, leave=False)
+    bar = progress_bar(None, progress, total=cfg.iterations, desc=f"condense class {label}", unit="it", leave=False)
     with frozen_params(generator):
         eval_before = matching_loss(decode, n, eval_real, eval_nets, cfg.batch_syn) if eval_nets else None
         for _ in range(cfg.iterations):

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentds.checkpoint import load_model, read_model_metadata, save_model
+from latentds.common import progress_bar
 from latentds.encode.common import (
     check_int,
     config_diff,
@@ -375,8 +376,6 @@ def _train_loop(
 ) -> tuple[int, float]:
     """Train from ``state.it`` to ``cfg.iterations``: EMA, loss log, samples and checkpoints on schedule.
     Returns (iterations, seconds) of this session."""
-    from tqdm.auto import tqdm
-
     k, ckpt = data.num_classes, work_dir / CKPT_FILE
     reals = _RealSampler(data, device)
     latent_dim = generator_contract(state.g).latent_dim
@@ -388,7 +387,7 @@ def _train_loop(
         return diff_augment(x, cfg.diffaug, state.rng)
 
     log_every = min(LOG_EVERY, max(1, cfg.iterations // 10))
-    bar = tqdm(total=cfg.iterations, initial=state.it, desc="train-gan", unit="it", disable=not progress, leave=False)
+    bar = progress_bar(None, progress, total=cfg.iterations, initial=state.it, desc="train-gan", unit="it", leave=False)
     window = torch.zeros(2, dtype=torch.float64, device=device)  # summed (d_loss, g_loss) since the last log
     window_n, session_its = 0, 0
     session_start = time.perf_counter()

@@ -25,9 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from latentds.common import by_class
+from latentds.common import by_class, progress_bar
 from latentds.encode.embed import Normalizer
 from latentds.models import generator_contract
 from latentds.plan import Compute
@@ -221,7 +220,7 @@ def invert(
     sums = {"initial_recon_mse": 0.0, "final_recon_mse": 0.0, "initial_feature_loss": 0.0, "final_feature_loss": 0.0}
     start = time.perf_counter()
     passes = [units[i : i + per_pass] for i in range(0, len(units), per_pass)]
-    bar = tqdm(total=len(passes) * cfg.iterations, desc="invert", unit="it", disable=not progress, leave=False)
+    bar = progress_bar(None, progress, total=len(passes) * cfg.iterations, desc="invert", unit="it", leave=False)
     for group in passes:
         idx = torch.cat(group)
         local = list(torch.arange(len(idx)).split([len(g) for g in group]))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import logging
 import math
 import resource
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -35,6 +35,8 @@ __all__ = ["NON_RESULT_FIELDS", "Run", "RunLog", "check_work_dir", "resolve_comp
 # Fields that decide where or how verbosely a run goes, not what it computes: a rerun may change them.
 # The precision is recorded as what it resolved to (the work dir's "compute" entry), not as asked.
 NON_RESULT_FIELDS = ("device", "precision", "gan.checkpoint_every", "gan.sample_every", "condense.curve_points")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -90,7 +92,7 @@ def resolve_compute(device: torch.device, precision: str) -> Compute:
 
 
 class RunLog:
-    """Appends timestamped lines to the work dir's log file; echoes them unless quiet."""
+    """Appends timestamped lines to the work dir's log file; also logs them (``latentds`` logger) unless quiet."""
 
     def __init__(self, path: Path, quiet: bool, prefix: str = ""):
         self.path = path
@@ -102,7 +104,7 @@ class RunLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(f"{stamp} {self.prefix}{line}\n")
         if not self.quiet:
-            print(line, file=sys.stderr, flush=True)
+            logger.info(line)
 
 
 def duration(seconds: float) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,9 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"width\": 64}}', got {text!r}")
     return value
+
+
+logger = logging.getLogger(__name__)
 
 
 def register(add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -118,8 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from latentds.sources import load_test_source
 
     quiet = bool(getattr(args, "quiet", False))
-    out_stream = sys.stderr if args.json == "-" else sys.stdout
-    say: Callable[[str], None] = (lambda _: None) if quiet else (lambda line: print(line, file=out_stream))
+    say: Callable[[str], None] = (lambda _: None) if quiet else logger.info  # chatter; results go to stdout
     cfg = EvalConfig(
         arch=args.arch,
         model_args=dict(args.model_args or {}),
