@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from latentds.errors import (
@@ -42,13 +42,7 @@ def save_model(path: str | os.PathLike, model: nn.Module, extra: Mapping[str, st
         raise TypeError("save_model needs a model built by latentds.models.create_model")
     metadata = {META_ARCH: arch, META_ARGS: json.dumps(args, sort_keys=True), **dict(extra or {})}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.staging")
-    save_file(state, str(tmp), metadata=metadata)
-    try:
-        return atomic_write(path, [tmp.read_bytes()])
-    finally:
-        tmp.unlink(missing_ok=True)
+    return atomic_write(path, [save(state, metadata=metadata)])  # bytes in memory: no second staging file
 
 
 def read_model_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import torch
 from latentds.common import progress_bar
 from latentds.dataset import LatentDataset
 from latentds.errors import LatentdsError, UsageError
+from latentds.format.staging import replace_staged, staging_dir, staging_file
 
 EXPORT_FORMATS = ("folder", "npz", "h5")
 
@@ -73,13 +73,14 @@ def export(
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "folder":
         return _export_folder(ds, out, batch_size, progress)
-    tmp = Path(tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + out.suffix, dir=out.parent)[1])
+    fd, tmp = staging_file(out)
+    os.close(fd)
     try:
         if fmt == "npz":
             _export_npz(ds, tmp, batch_size, progress)
         else:
             _export_h5(ds, tmp, batch_size, progress)
-        os.replace(tmp, out)
+        replace_staged(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return out
@@ -112,7 +113,7 @@ def _export_h5(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) ->
 def _export_folder(ds: LatentDataset, out: Path, batch_size: int, progress: bool) -> Path:
     from PIL import Image
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = staging_dir(out)
     try:
         folders = _class_folders(ds.classes)
         for folder in folders:
@@ -125,7 +126,7 @@ def _export_folder(ds: LatentDataset, out: Path, batch_size: int, progress: bool
                 )
         if out.exists():
             out.rmdir()  # empty (checked by the caller)
-        os.replace(tmp, out)
+        replace_staged(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -254,10 +254,9 @@ def _read_cache(path: Path, key: dict[str, Any]) -> Plan | None:
 
 def _write_cache(path: Path, key: dict[str, Any], plan: Plan) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "plan": plan.to_dict()}, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        from latentds.format.staging import atomic_write
+
+        atomic_write(path, [json.dumps({"key": key, "plan": plan.to_dict()}, indent=2).encode("utf-8")])
     except OSError:
         pass  # a read-only home: the plan still holds for this process
 

@@ -3,6 +3,7 @@ BigGAN's "standing statistics" for its batch norms."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,14 +52,9 @@ def sample_grid(
         images = generate(generator, z, y, device=device)
     finally:
         generator.train(was_training)
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.staging.png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images * 0.5 + 0.5, str(tmp), nrow=per_class, padding=1)
-    try:
-        return atomic_write(path, [tmp.read_bytes()])
-    finally:
-        tmp.unlink(missing_ok=True)
+    buffer = io.BytesIO()
+    save_image(images * 0.5 + 0.5, buffer, format="png", nrow=per_class, padding=1)
+    return atomic_write(path, [buffer.getvalue()])
 
 
 @torch.no_grad()

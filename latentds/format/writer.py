@@ -8,8 +8,7 @@ import json
 import os
 import struct
 import sys
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 from latentds.errors import LatentdsError
 from latentds.format import spec
 from latentds.format.manifest import validate_manifest
+from latentds.format.staging import atomic_write
 
 _FLOAT_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
 
@@ -36,43 +36,6 @@ def _label_dtype(num_classes: int) -> torch.dtype:
     if num_classes <= 2**15:
         return torch.int16
     return torch.int32
-
-
-def atomic_write(
-    path: str | os.PathLike,
-    chunks: Iterable[bytes | memoryview],
-    check: Callable[[Path], None] | None = None,
-) -> Path:
-    """Write chunks to a temporary file in the target directory, fsync it, then rename it into place.
-
-    A crash or an exception leaves either the old file or no file under ``path``, never a partial one.
-    ``check(staged_path)`` runs on the complete staged file before the rename; raising there keeps the old file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        if check is not None:
-            check(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
 
 
 def write_lds(
@@ -192,12 +155,6 @@ def write_lds(
     if len(raw) > spec.MAX_HEADER_BYTES:
         raise LatentdsError(f"{where}: the header would exceed {spec.MAX_HEADER_BYTES} bytes")
     return atomic_write(path, [struct.pack("<Q", len(raw)), raw, *buffers.values()])
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _tool_version() -> str:
