@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from latentds.format.staging import staging_file, sweep_stale
+from latentds.format.staging import staging_file, sweep_stale, sweep_tree
 from tests.conftest import make_lds
 from tests.fakedata import create_image_folder
 
@@ -105,3 +105,16 @@ def test_exports_follow_the_umask(tmp_path: Path, fmt: str) -> None:
         os.umask(old)
     mode = stat.S_IMODE(out.stat().st_mode)
     assert mode == (0o755 if out.is_dir() else 0o644), oct(mode)  # not mkstemp's 0600 / mkdtemp's 0700
+
+
+def test_sweep_tree_clears_a_work_dir_of_dead_writers_only(tmp_path: Path) -> None:
+    fd, live = staging_file(tmp_path / "gan" / "state.safetensors")
+    os.close(fd)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = live.parent / live.name.replace(f"-{os.getpid()}.", f"-{dead.pid}.")
+    stale.write_bytes(b"half a checkpoint")
+    (tmp_path / "classes").mkdir()
+    stale_dir = tmp_path / "classes" / stale.name.replace("state.safetensors", "out_png")
+    stale_dir.mkdir()
+    assert sorted(sweep_tree(tmp_path)) == sorted([stale, stale_dir]) and live.exists()

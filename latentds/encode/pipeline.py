@@ -66,6 +66,7 @@ from latentds.encode.workdir import (
 )
 from latentds.errors import ConfigError, LdsNotFoundError
 from latentds.format import file_sha256
+from latentds.format.staging import sweep_tree
 from latentds.models import generator_contract
 from latentds.plan import resolve_precision
 from latentds.sources import ImageSet, is_named, load_source
@@ -219,6 +220,8 @@ def _open_run(req: _Request, group: Group) -> tuple[Run, nn.Module | None]:
         loaded = _load_generator(gen_file, data, device)
 
     work_dir.mkdir(parents=True, exist_ok=True)
+    if group.is_main:  # what a killed run left half-written (its finished files are what resume reads)
+        sweep_tree(work_dir)
     log = RunLog(work_dir / "encode.log", req.quiet or not group.is_main,
                  f"[rank {group.rank}/{group.world_size}] " if group.distributed else "")
     # Rank 0 chooses the precision and memory format (probed once per machine) and the others follow it.

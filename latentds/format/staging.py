@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["atomic_write", "staging_dir", "staging_file", "sweep_stale"]
+__all__ = ["atomic_write", "staging_dir", "staging_file", "sweep_stale", "sweep_tree"]
 
 logger = logging.getLogger(__name__)
 _STAGED = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)\.[A-Za-z0-9_]+\.tmp")
@@ -48,14 +48,27 @@ def _alive(pid: int) -> bool:
 def sweep_stale(path: str | os.PathLike) -> list[Path]:
     """Remove the staging files and folders left beside ``path`` by writers of it that were killed."""
     path = Path(path)
-    prefix, host, removed = f".{path.name}.", _host(), []
+    return _sweep(path.parent, path.name)
+
+
+def sweep_tree(root: str | os.PathLike) -> list[Path]:
+    """Remove every killed writer's staging entry under ``root`` (an encode work dir, on resume)."""
+    removed = []
+    for folder, dirs, _files in os.walk(root):
+        removed += _sweep(Path(folder), None)
+        dirs[:] = [d for d in dirs if not _STAGED.fullmatch(d)]
+    return removed
+
+
+def _sweep(folder: Path, name: str | None) -> list[Path]:
+    prefix, host, removed = f".{name}." if name else ".", _host(), []
     try:
-        entries = [e for e in os.scandir(path.parent) if e.name.startswith(prefix)]
+        entries = [e for e in os.scandir(folder) if e.name.startswith(prefix)]
     except OSError:
         return removed
     for entry in entries:
         m = _STAGED.fullmatch(entry.name)
-        if m is None or m["name"] != path.name or m["host"] != host or _alive(int(m["pid"])):
+        if m is None or (name and m["name"] != name) or m["host"] != host or _alive(int(m["pid"])):
             continue
         try:
             if entry.is_dir(follow_symlinks=False):
@@ -65,7 +78,7 @@ def sweep_stale(path: str | os.PathLike) -> list[Path]:
         except OSError:
             continue
         removed.append(Path(entry.path))
-        logger.info(f"removed {entry.path}, left by an interrupted write of {path.name}")
+        logger.info(f"removed {entry.path}, left by an interrupted write")
     return removed
 
 
