@@ -447,7 +447,7 @@ def test_unpack_of_a_non_lds_keeps_the_output(tiny_lds: Path, tmp_path: Path) ->
     other.write_bytes(_zst(b"not a .lds file at all" * 1000))
     good = tmp_path / "good.lds"
     good.write_bytes(tiny_lds.read_bytes())
-    with pytest.raises(errors.CompressionError, match="not a valid .lds"):
+    with pytest.raises(errors.CompressionError, match="not a valid .lds|not a .lds"):
         unpack(other, good)
     assert good.read_bytes() == tiny_lds.read_bytes()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging file left

@@ -98,7 +98,26 @@ def _iter_unpacked(src: Path, declared: int, progress: Callable[[int], None] | N
         raise CompressionError(f"{src}: inflates to {total:,} bytes but declares {declared:,}; the file is corrupt")
 
 
-def read_zst(src: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IN_MEMORY) -> bytes:
+def _iter_lds(src: Path, declared: int, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+    """``_iter_unpacked``, holding output back until the packed .lds header has arrived and agrees with the
+    frame's declared size: a frame that is no .lds is refused after its first step, not after inflating all of it."""
+    head = bytearray()
+    checked = False
+    for chunk in _iter_unpacked(src, declared, progress):
+        if checked:
+            yield chunk
+            continue
+        head += chunk
+        if len(head) >= 8 and _check_declared_size(src, head, declared):
+            checked = True
+            yield bytes(head)
+            head = bytearray()
+    if not checked:
+        _check_declared_size(src, head, declared, final=True)
+        yield bytes(head)
+
+
+def read_zst(src: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IN_MEMORY) -> bytearray:
     """Decompress a .lds.zst into memory: at most ``max_bytes``, and only as much as its .lds header declares."""
     src = Path(src)
     if not src.is_file():
@@ -107,15 +126,13 @@ def read_zst(src: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IN_MEMORY) -> 
     if declared > max_bytes:
         raise CompressionError(f"{src}: unpacks to {declared:,} bytes, more than the {max_bytes:,} read into memory; "
                                f"run `latentds unpack {src} FILE.lds` and open the .lds")
-    out = bytearray()
-    checked = False
-    for chunk in _iter_unpacked(src, declared, None):
-        out += chunk
-        if not checked and len(out) >= 8:
-            checked = _check_declared_size(src, out, declared)  # before inflating past the header
-    if not checked:
-        _check_declared_size(src, out, declared, final=True)
-    return bytes(out)
+    out, pos = None, 0
+    for chunk in _iter_lds(src, declared, None):
+        if out is None:  # sized once the header agreed with the frame: no regrowth, no final copy
+            out = bytearray(declared)
+        out[pos : pos + len(chunk)] = chunk
+        pos += len(chunk)
+    return out if out is not None else bytearray()
 
 
 def _check_declared_size(src: Path, head: bytearray, declared: int, final: bool = False) -> bool:
@@ -206,4 +223,4 @@ def unpack(
             raise CompressionError(f"{src}: unpacks to something that is not a valid .lds ({exc}); "
                                    f"{dst} was left as it was") from None
 
-    return atomic_write(dst, _iter_unpacked(src, declared, progress), check=check)
+    return atomic_write(dst, _iter_lds(src, declared, progress), check=check)

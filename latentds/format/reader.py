@@ -243,7 +243,7 @@ class LdsReader:
         if _is_zst(self.path):
             from latentds.format.compress import read_zst
 
-            data: bytes | mmap.mmap = read_zst(self.path)
+            data: bytearray | mmap.mmap = read_zst(self.path)
         else:
             data = self._map(self.path)
         self._data = data
@@ -311,6 +311,7 @@ class LdsReader:
         arr = np.frombuffer(
             self._data, dtype=spec.ST_TO_NUMPY[info.dtype], count=info.numel, offset=self._buffer_start + info.begin
         )
+        arr.flags.writeable = False  # the buffer of an in-memory .lds.zst is a bytearray: keep the view read-only
         return arr.reshape(info.shape)
 
     def raw_bytes(self, name: str) -> memoryview:
@@ -382,12 +383,21 @@ class LdsReader:
         except ChecksumError as exc:
             problems.extend(exc.problems)
         for name, info in self.tensors.items():  # cheap next to the sha256 of the same bytes
-            if info.dtype in ("F64", "F32", "F16", "BF16"):
-                try:
-                    self._check_finite(name, self.tensor(name))
-                except NonFiniteError as exc:
-                    problems.append(str(exc).split(": ", 1)[1])
+            if info.dtype in ("F64", "F32", "F16", "BF16") and (bad := self._count_nonfinite(name)):
+                problems.append(f"tensor {name!r} holds {bad} NaN or infinite values")
         return problems
+
+    def _count_nonfinite(self, name: str, block: int = 1 << 22) -> int:
+        """NaN/inf count of a floating tensor, read in blocks from the file's buffer (no copy of the tensor)."""
+        flat = self.array(name).reshape(-1)
+        bad = 0
+        for lo in range(0, flat.size, block):
+            part = flat[lo : lo + block]
+            if self.tensors[name].dtype == "BF16":  # uint16 bit patterns: exponent all ones is inf or NaN
+                bad += int(np.count_nonzero((part & 0x7F80) == 0x7F80))
+            else:
+                bad += part.size - int(np.count_nonzero(np.isfinite(part)))
+        return bad
 
     def verify_latent_rows(self, rows: np.ndarray) -> None:
         """Check the sha256 of every latent row chunk that ``rows`` touch; raise ChecksumError if one fails."""
