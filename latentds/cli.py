@@ -18,6 +18,7 @@ from typing import Any
 from latentds import __version__
 from latentds.argtypes import positive_int, zstd_level
 from latentds.errors import (
+    ConfigError,
     LatentdsError,
     LdsNotFoundError,
     SourceNotFoundError,
@@ -382,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(bool(getattr(args, "quiet", False)))
     try:
         return int(args.func(args))
-    except (LdsNotFoundError, SourceNotFoundError, UsageError) as exc:
+    except (ConfigError, LdsNotFoundError, SourceNotFoundError, UsageError) as exc:  # asked wrongly: usage
         print(f"latentds: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except LatentdsError as exc:

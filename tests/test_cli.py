@@ -200,3 +200,13 @@ def test_library_log_records_reach_stderr_one_line_each(capsys: pytest.CaptureFi
         assert out == "" and err == "[invert] class 3\nlatentds: warning: disk almost full\n"
     finally:
         configure_logging(quiet=False)
+
+
+def test_an_unusable_device_is_a_one_line_usage_error(tiny_lds: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run(capsys, "export", str(tiny_lds), str(tmp_path / "x.npz"), "--device", "cuda")
+    assert code == 2 and err.count("\n") == 1 and "CUDA is not available" in err
