@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from latentds.common import channel_stats
+from latentds.common import channel_stats, resolve_device
 from latentds.errors import LatentdsError, LdsError
 from latentds.format import LdsReader
 from latentds.lds import load_generator, open_lds
@@ -66,7 +66,7 @@ class LatentDataset(Dataset):
         self.path = Path(path)
         self.transform = transform
         self.target_transform = target_transform
-        self.device = torch.device(device)
+        self.device = resolve_device(device)  # "auto" works; an unusable device is a ConfigError
         self.normalize = normalize
         self.batch_transform = batch_transform
         if dtype is not None:

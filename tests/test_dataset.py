@@ -142,7 +142,8 @@ def test_verify_on_open(tiny_lds: Path) -> None:
 
 
 def test_cuda_decoding_is_refused_inside_workers(tiny_lds: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ds = LatentDataset(tiny_lds, device="cuda")  # constructing touches no GPU
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # as on a GPU machine: constructing touches no GPU
+    ds = LatentDataset(tiny_lds, device="cuda")
     monkeypatch.setattr("latentds.dataset.get_worker_info", lambda: object())
     with pytest.raises(LatentdsError, match="num_workers=0"):
         ds[0]
