@@ -48,10 +48,12 @@ def _file_summary(path: str) -> dict[str, Any]:
         for name, info in reader.tensors.items():
             key = "generator" if name.startswith(spec.GENERATOR_PREFIX) else name
             sizes[key] = sizes.get(key, 0) + info.nbytes
-        counts = [0] * len(m["classes"])
-        for y in reader.array(spec.LABELS).tolist():
-            counts[y] += 1
-        disk = Path(path).stat().st_size
+        counts: list[int | None] = [None] * len(m["classes"])  # remote: the header alone, labels not fetched
+        if not reader.is_remote:
+            counts = [0] * len(m["classes"])
+            for y in reader.array(spec.LABELS).tolist():
+                counts[y] += 1
+        disk = reader.file_size if reader.is_remote else Path(reader.path).stat().st_size
         image = m["image"]
         raw_pixels = m["num_samples"] * image["channels"] * image["height"] * image["width"]
         summary: dict[str, Any] = {
@@ -126,7 +128,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("format", f"{m['format']} {m['format_version']}"),
         ("samples", f"{m['num_samples']:,} latents x {m['latent_dim']} ({s['latent_dtype']}, {_mib(s['tensor_bytes']['latents'])})"),
         ("classes", f"{len(m['classes'])}: " + ", ".join(m["classes"][:10]) + (" ..." if len(m["classes"]) > 10 else "")),
-        ("per class", f"{min(counts):,} .. {max(counts):,}" if counts else "-"),
+        ("per class", "(not read: labels of a remote file are fetched when decoding)" if None in counts
+         else f"{min(counts):,} .. {max(counts):,}" if counts else "-"),
         ("generator", f"{gen['arch']} {json.dumps(gen['args'])}, {gen.get('param_count', gen.get('stored_numel', 0)):,} params ({_mib(s['tensor_bytes']['generator'])})"),
         ("image", f"{image['channels']}x{image['height']}x{image['width']}, mean {image['mean']}, std {image['std']}"),
         ("vs raw pixels", f"{_mib(s['raw_uint8_pixel_bytes'])} as uint8 -> {_ratio(s['ratio_vs_raw_pixels'])}"),

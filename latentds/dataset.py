@@ -15,6 +15,7 @@ from torch.utils.data import Dataset, get_worker_info
 from latentds.common import channel_stats, resolve_device
 from latentds.errors import LatentdsError, LdsError
 from latentds.format import LdsReader
+from latentds.format.remote import is_url
 from latentds.lds import load_generator, open_lds
 from latentds.plan import Plan, get_plan
 
@@ -63,7 +64,7 @@ class LatentDataset(Dataset):
         verify: bool = False,
         max_decode_batch: int | None = None,
     ):
-        self.path = Path(path)
+        self.path: Path | str = path if is_url(path) else Path(path)  # a URL is read in ranges (format/remote.py)
         self.transform = transform
         self.target_transform = target_transform
         self.device = resolve_device(device)  # "auto" works; an unusable device is a ConfigError

@@ -15,6 +15,8 @@ import math
 import mmap
 import os
 import struct
+import urllib.parse
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from latentds.errors import (
     TensorMismatchError,
     TruncatedFileError,
     UnsupportedVersionError,
+    UsageError,
 )
 from latentds.format import spec
 from latentds.format.manifest import validate_manifest
@@ -235,20 +238,36 @@ class LdsReader:
     """
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = False, check_labels: bool = True):
-        self.path = Path(path)
-        where = str(self.path)
-        if not self.path.is_file():
-            raise LdsNotFoundError(f"{where}: no such file" + ("" if not self.path.exists() else " (not a regular file)"))
-        self._mmap: mmap.mmap | None = None
-        if _is_zst(self.path):
-            from latentds.format.compress import read_zst
+        from latentds.format.remote import is_url, local_path, open_source
 
-            data: bytearray | mmap.mmap = read_zst(self.path)
+        self._mmap: mmap.mmap | None = None
+        self._remote: _RemoteTensors | None = None
+        self._data: bytes | bytearray | mmap.mmap = b""
+        source = None
+        if is_url(path) and local_path(str(path)) is None:  # read in byte ranges (format/remote.py)
+            self.path: Path | str = str(path)
+            where = self.path
+            if _is_zst(Path(urllib.parse.urlparse(where).path)):
+                raise UsageError(f"{where}: a .lds.zst cannot be read in ranges; download it and `latentds unpack` it")
+            source = open_source(where)
+            data: bytes | bytearray | mmap.mmap = source.read(0, 8)  # then exactly the header: two requests
+            self.file_size = source.size if source.size is not None else len(data)
         else:
-            data = self._map(self.path)
-        self._data = data
-        self.file_size = len(data)
-        if self.file_size < 8:
+            self.path = local_path(str(path)) or Path(path) if is_url(path) else Path(path)
+            where = str(self.path)
+            if not self.path.is_file():
+                raise LdsNotFoundError(
+                    f"{where}: no such file" + ("" if not self.path.exists() else " (not a regular file)")
+                )
+            if _is_zst(self.path):
+                from latentds.format.compress import read_zst
+
+                data = read_zst(self.path)
+            else:
+                data = self._map(self.path)
+            self._data = data
+            self.file_size = len(data)
+        if self.file_size < 8 or len(data) < 8:
             raise HeaderLengthError(f"{where}: {self.file_size} bytes is too short to be a .lds file (truncated?)")
         (header_len,) = struct.unpack("<Q", data[:8])
         if header_len > spec.MAX_HEADER_BYTES:
@@ -268,12 +287,18 @@ class LdsReader:
             )
         self._buffer_start = 8 + header_len
         self.header_bytes = header_len
+        if source is not None and len(data) < 8 + header_len:  # a header longer than the first request
+            data = bytes(data) + source.read(len(data), 8 + header_len)
         self.tensors, self.metadata = parse_header(
             bytes(data[8 : 8 + header_len]), self.file_size - self._buffer_start, where
         )
         self.manifest = parse_manifest(self.metadata, self.tensors, where)
         self.manifest_sha256: str = self.metadata[spec.META_MANIFEST_SHA256]  # the file's identity (hashes all tensors)
-        if check_labels:
+        self._labels_unchecked = False
+        if source is not None:
+            self._remote = _RemoteTensors(self, source)
+            self._labels_unchecked = check_labels  # checked when the labels are first fetched, not at open
+        elif check_labels:
             self._check_labels()
         if verify:
             problems = self.verify()
@@ -286,6 +311,18 @@ class LdsReader:
                 raise HeaderLengthError(f"{path}: the file is empty")
             self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return self._mmap
+
+    @property
+    def is_remote(self) -> bool:
+        """True when the file is read over the network in byte ranges (a URL)."""
+        return self._remote is not None
+
+    @property
+    def remote_stats(self) -> dict[str, int] | None:
+        """Requests made and bytes received so far (remote files only)."""
+        if self._remote is None:
+            return None
+        return {"requests": self._remote.source.requests, "bytes_read": self._remote.source.bytes_read}
 
     # --- manifest shortcuts -------------------------------------------------------------------------
     @property
@@ -308,13 +345,17 @@ class LdsReader:
     def array(self, name: str) -> np.ndarray:
         """A read-only numpy view of one tensor (bfloat16 appears as uint16)."""
         info = self.tensors[name]
-        arr = np.frombuffer(
-            self._data, dtype=spec.ST_TO_NUMPY[info.dtype], count=info.numel, offset=self._buffer_start + info.begin
-        )
+        arr = np.frombuffer(self.raw_bytes(name), dtype=spec.ST_TO_NUMPY[info.dtype], count=info.numel)
         arr.flags.writeable = False  # the buffer of an in-memory .lds.zst is a bytearray: keep the view read-only
+        if name == spec.LABELS and self._labels_unchecked:
+            self._labels_unchecked = False
+            self._check_labels()
         return arr.reshape(info.shape)
 
     def raw_bytes(self, name: str) -> memoryview:
+        """The bytes of one tensor: a view of the mapped file, or (remote) the checked bytes fetched for it."""
+        if self._remote is not None:
+            return memoryview(self._remote.tensor_bytes(name))
         info = self.tensors[name]
         start = self._buffer_start + info.begin
         return memoryview(self._data)[start : start + info.nbytes]
@@ -327,13 +368,17 @@ class LdsReader:
 
     def latents(self, rows: Iterable[int] | np.ndarray | slice | None = None, *, check: bool = False) -> torch.Tensor:
         """Latent vectors (stored dtype) for the given rows (all when None). ``check`` verifies the touched chunks."""
-        arr = self.array(spec.LATENTS)
         if rows is None:
             rows = slice(None)
-        if check:
-            idx = np.arange(self.num_samples)[rows] if isinstance(rows, slice) else np.asarray(rows)
-            self.verify_latent_rows(idx)
-        picked = np.array(arr[rows] if isinstance(rows, slice) else arr[np.asarray(rows, dtype=np.int64)])
+        if self._remote is not None:  # only the chunks these rows touch are fetched, each checked on arrival
+            idx = np.arange(self.num_samples)[rows] if isinstance(rows, slice) else np.asarray(rows, dtype=np.int64)
+            picked = self._remote.latent_rows(idx)
+        else:
+            arr = self.array(spec.LATENTS)
+            if check:
+                idx = np.arange(self.num_samples)[rows] if isinstance(rows, slice) else np.asarray(rows)
+                self.verify_latent_rows(idx)
+            picked = np.array(arr[rows] if isinstance(rows, slice) else arr[np.asarray(rows, dtype=np.int64)])
         out = torch.from_numpy(picked)
         out = out.view(torch.bfloat16) if self.tensors[spec.LATENTS].dtype == "BF16" else out
         self._check_finite(spec.LATENTS, out)
@@ -435,3 +480,153 @@ class LdsReader:
 
     def __repr__(self) -> str:
         return f"LdsReader({str(self.path)!r}, num_samples={self.num_samples}, latent_dim={self.latent_dim})"
+
+
+class _RemoteTensors:
+    """The tensor bytes of a remote file, fetched in few ranges and checked against the manifest's sha256 values.
+
+    Labels and generator (small, needed together) come in one request for the span they occupy; latents come
+    by row chunk (``integrity.latents_chunks``), adjacent missing chunks in one request. Checked ranges are kept
+    in memory (latent chunks up to ``MEMORY_BUDGET`` bytes, oldest dropped first) and in the local cache.
+    """
+
+    MEMORY_BUDGET = 256 * 2**20
+
+    def __init__(self, reader: LdsReader, source: Any):
+        from latentds.format.remote import RemoteCache
+
+        self.reader, self.source = reader, source
+        self.cache = RemoteCache(reader.manifest_sha256)
+        self.integrity = reader.manifest["integrity"]
+        self.tensors: dict[str, bytes] = {}
+        self.chunks: OrderedDict[int, bytes] = OrderedDict()
+        self.chunk_bytes = 0
+
+    def _read(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the data buffer."""
+        base = self.reader._buffer_start
+        return self.source.read(base + start, base + end)
+
+    def _expect(self, name: str, data: bytes | memoryview) -> None:
+        if hashlib.sha256(data).hexdigest() != self.integrity["tensors"][name]["sha256"]:
+            raise ChecksumError(
+                f"{self.reader.path}: the bytes served for tensor {name!r} fail their sha256 check (the file changed "
+                "on the server, or it is corrupt)", [f"tensor {name!r} fails its sha256 check"]
+            )
+
+    def tensor_bytes(self, name: str) -> bytes:
+        if name not in self.tensors:
+            if name == spec.LATENTS:
+                lat = self.reader.tensors[name]
+                data = self.rows_bytes(np.arange(self.reader.num_samples)) if lat.nbytes else b""
+                self._expect(name, data)
+                self.tensors[name] = data
+            else:
+                self._fetch_small()
+        return self.tensors[name]
+
+    def _fetch_small(self) -> None:
+        """Labels and generator tensors: from the cache, else one request for the span they occupy."""
+        infos = [t for t in self.reader.tensors.values() if t.name != spec.LATENTS]
+        if not infos:
+            return
+        lo, hi = min(t.begin for t in infos), max(t.end for t in infos)
+        lat = self.reader.tensors[spec.LATENTS]
+        span_sha = hashlib.sha256(
+            "".join(self.integrity["tensors"][t.name]["sha256"] for t in infos).encode()
+        ).hexdigest()  # names the cached span by what it must hold
+        if lat.begin < hi and lat.end > lo and lat.nbytes:  # latents in the middle (allowed, unusual): one by one
+            for t in infos:
+                data = self._read(t.begin, t.end)
+                self._expect(t.name, data)
+                self.tensors[t.name] = data
+            return
+        span = self.cache.get(f"span-{span_sha[:32]}", _SpanCheck(self, infos, lo))
+        fetched = span is None
+        if fetched:
+            span = self._read(lo, hi)
+        view = memoryview(span)
+        for t in infos:
+            part = bytes(view[t.begin - lo : t.end - lo])
+            self._expect(t.name, part)
+            self.tensors[t.name] = part
+        if fetched:
+            self.cache.put(f"span-{span_sha[:32]}", span)
+
+    def latent_rows(self, idx: np.ndarray) -> np.ndarray:
+        lat = self.reader.tensors[spec.LATENTS]
+        n, d = self.reader.num_samples, self.reader.latent_dim
+        dtype = spec.ST_TO_NUMPY[lat.dtype]
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"{self.reader.path}: latent rows must lie in [0, {n})")
+        return np.frombuffer(self.rows_bytes(idx), dtype=dtype).reshape(len(idx), d).copy()
+
+    def rows_bytes(self, idx: np.ndarray) -> bytes:
+        """The stored bytes of latent rows ``idx`` (in that order), fetching the chunks they touch."""
+        rows = int(self.integrity["latents_chunk_rows"])
+        row_bytes = self.reader.latent_dim * spec.ITEMSIZE[self.reader.tensors[spec.LATENTS].dtype]
+        if idx.size == 0 or row_bytes == 0:
+            return b""
+        chunk_of = idx // rows
+        wanted = np.unique(chunk_of).tolist()
+        self._fetch_chunks([c for c in wanted if c not in self.chunks], rows, row_bytes)
+        out = bytearray(len(idx) * row_bytes)
+        for c in wanted:
+            data = self.chunks[c]
+            for pos in np.flatnonzero(chunk_of == c).tolist():
+                r = int(idx[pos]) - c * rows
+                out[pos * row_bytes : (pos + 1) * row_bytes] = data[r * row_bytes : (r + 1) * row_bytes]
+        return bytes(out)
+
+    def _fetch_chunks(self, missing: list[int], rows: int, row_bytes: int) -> None:
+        n = self.reader.num_samples
+        base = self.reader.tensors[spec.LATENTS].begin
+        todo = []
+        for c in missing:
+            cached = self.cache.get(f"latents-{c}", self.integrity["latents_chunks"][c])
+            if cached is not None:
+                self._keep(c, cached)
+            else:
+                todo.append(c)
+        i = 0
+        while i < len(todo):  # runs of adjacent chunks: one request each
+            j = i
+            while j + 1 < len(todo) and todo[j + 1] == todo[j] + 1:
+                j += 1
+            lo_row, hi_row = todo[i] * rows, min((todo[j] + 1) * rows, n)
+            data = self._read(base + lo_row * row_bytes, base + hi_row * row_bytes)
+            for c in todo[i : j + 1]:
+                a, b = (c * rows - lo_row) * row_bytes, (min((c + 1) * rows, n) - lo_row) * row_bytes
+                part = data[a:b]
+                if hashlib.sha256(part).hexdigest() != self.integrity["latents_chunks"][c]:
+                    first, last = c * rows, min((c + 1) * rows, n) - 1
+                    raise ChecksumError(
+                        f"{self.reader.path}: the bytes served for latent rows {first}-{last} fail their sha256 "
+                        "check (the file changed on the server, or it is corrupt)",
+                        [f"latents rows {first}-{last} fail their sha256 check"],
+                    )
+                self.cache.put(f"latents-{c}", part)
+                self._keep(c, part)
+            i = j + 1
+
+    def _keep(self, c: int, data: bytes) -> None:
+        self.chunks[c] = data
+        self.chunk_bytes += len(data)
+        while self.chunk_bytes > self.MEMORY_BUDGET and len(self.chunks) > 1:
+            _, old = self.chunks.popitem(last=False)
+            self.chunk_bytes -= len(old)
+
+
+class _SpanCheck:
+    """The check a cached labels+generator span must pass: every tensor in it matches its sha256."""
+
+    def __init__(self, remote: _RemoteTensors, infos: list[TensorInfo], lo: int):
+        self.remote, self.infos, self.lo = remote, infos, lo
+
+    def __call__(self, data: bytes) -> bool:
+        view = memoryview(data)
+        return all(
+            hashlib.sha256(view[t.begin - self.lo : t.end - self.lo]).hexdigest()
+            == self.remote.integrity["tensors"][t.name]["sha256"]
+            for t in self.infos
+        ) and len(data) == max(t.end for t in self.infos) - self.lo
