@@ -196,7 +196,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from latentds.export import export
 
     out = export(args.file, args.out, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
-                 overwrite=args.force)
+                 overwrite=args.force, fmt=args.format, shard_size=args.shard_size)
     if not args.quiet:
         print(f"wrote {out}")
     return EXIT_OK
@@ -312,9 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("verify", cmd_verify, "check every checksum; exit 0 intact, 1 corrupt, 2 usage error")
     p.add_argument("file")
 
-    p = add("export", cmd_export, "decode everything to an ImageFolder tree (OUT/), OUT.npz or OUT.h5")
+    p = add("export", cmd_export, "decode everything to an ImageFolder tree (OUT/), OUT.npz, OUT.h5, "
+            "WebDataset shards or a Hugging Face datasets folder")
     p.add_argument("file")
     p.add_argument("out")
+    p.add_argument("--format", choices=("folder", "npz", "h5", "webdataset", "hf"), default=None,
+                   help="default: from OUT's suffix (.npz, .h5, none: folder); webdataset and hf write folders")
+    p.add_argument("--shard-size", type=positive_int, default=10_000, help="images per WebDataset shard")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")

@@ -1,4 +1,9 @@
-"""Decode a whole .lds into ordinary image data: an ImageFolder tree, a .npz or an HDF5 file; preview grids."""
+"""Decode a whole .lds into the data formats pipelines already read: an ImageFolder tree, a .npz or an HDF5 file,
+WebDataset tar shards, a Hugging Face ``datasets`` folder; preview grids.
+
+Every exporter streams: images are decoded in batches and written as they come, so memory stays at one batch
+whatever the file's size. Images keep the file's channel count (grey stays one channel).
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,16 @@ from latentds.dataset import LatentDataset
 from latentds.errors import LatentdsError, UsageError
 from latentds.format.staging import replace_staged, staging_dir, staging_file
 
-EXPORT_FORMATS = ("folder", "npz", "h5")
+EXPORT_FORMATS = ("folder", "npz", "h5", "webdataset", "hf")
+DIRECTORY_FORMATS = ("folder", "webdataset", "hf")
 
 
-def export_format(out: str | os.PathLike) -> str:
-    """The export format implied by an output path's suffix."""
+def export_format(out: str | os.PathLike, fmt: str | None = None) -> str:
+    """The export format: ``fmt`` when given, else the one implied by the output path's suffix."""
+    if fmt is not None:
+        if fmt not in EXPORT_FORMATS:
+            raise UsageError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+        return fmt
     suffix = Path(out).suffix.lower()
     if suffix == ".npz":
         return "npz"
@@ -53,26 +63,51 @@ def export(
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
+    fmt: str | None = None,
+    shard_size: int = 10_000,
 ) -> Path:
-    """Decode every image of ``path`` into ``out`` (format from its suffix). Returns the output path.
+    """Decode every image of ``path`` into ``out`` (format ``fmt``, else from its suffix). Returns the output path.
 
     ``overwrite``: replace an existing .npz/.h5 (atomically: the old file stays until the new one is complete);
     a folder output must be absent or empty either way.
 
     npz/h5 hold ``images`` (N, H, W, C) uint8, ``labels`` (N,) int64 and ``classes``: the layout
-    `latentds encode` reads back. A folder gets ``<class>/<index>.png``.
+    `latentds encode` reads back. A folder gets ``<class>/<index>.png``. ``webdataset``: a folder of tar shards
+    ``<name>-000000.tar`` (``shard_size`` images each) holding ``<index>.png`` and ``<index>.cls`` (the label as
+    text), plus ``classes.txt`` (one name per line). ``hf``: a Hugging Face ``datasets`` folder
+    (``save_to_disk``) with an ``image`` column (``Image``) and a ``label`` column (``ClassLabel`` with the class
+    names), for ``datasets.load_from_disk(out)``; needs ``pip install 'latentds[hf]'``.
     """
-    fmt = export_format(out)
+    fmt = export_format(out, fmt)
     out = Path(out)
+    if fmt == "hf":
+        _need_datasets()
+    if shard_size < 1:
+        raise UsageError(f"shard_size must be a positive number of images, got {shard_size}")
     ds = LatentDataset(path, device=device, normalize=False)
-    empty_dir = fmt == "folder" and out.is_dir() and not any(out.iterdir())
-    if out.exists() and not empty_dir and not (overwrite and fmt != "folder" and out.is_file()):
-        raise UsageError(f"{out}: already exists; " + ("remove it (a folder is never replaced)" if fmt == "folder"
+    is_dir = fmt in DIRECTORY_FORMATS
+    empty_dir = is_dir and out.is_dir() and not any(out.iterdir())
+    if out.exists() and not empty_dir and not (overwrite and not is_dir and out.is_file()):
+        raise UsageError(f"{out}: already exists; " + ("remove it (a folder is never replaced)" if is_dir
                                                        else "pass --force (overwrite=True) to replace it") +
                          ", or choose another output path")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "folder":
         return _export_folder(ds, out, batch_size, progress)
+    if fmt in ("webdataset", "hf"):
+        tmp = staging_dir(out)
+        try:
+            if fmt == "webdataset":
+                _export_webdataset(ds, tmp, out.name, batch_size, progress, shard_size)
+            else:
+                _export_hf(ds, tmp, batch_size, progress)
+            if out.exists():
+                out.rmdir()  # empty (checked above)
+            replace_staged(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return out
     fd, tmp = staging_file(out)
     os.close(fd)
     try:
@@ -87,12 +122,100 @@ def export(
 
 
 def _export_npz(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) -> None:
+    """np.savez's layout (one .npy per array in a zip), with ``images.npy`` written batch by batch."""
+    import zipfile
+
     c, h, w = ds.image_shape
-    images = np.empty((len(ds), h, w, c), dtype=np.uint8)
-    for pos, pixels, _ in iter_uint8(ds, batch_size, progress):
-        images[pos] = pixels
-    with open(tmp, "wb") as f:
-        np.savez(f, images=images, labels=ds.targets.astype(np.int64), classes=np.array(ds.classes))
+    with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
+        with zf.open("images.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+                    "shape": (len(ds), h, w, c)}
+            )
+            for _, pixels, _ in iter_uint8(ds, batch_size, progress):
+                f.write(np.ascontiguousarray(pixels).tobytes())
+        for name, array in (("labels", ds.targets.astype(np.int64)), ("classes", np.array(ds.classes))):
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
+
+
+def _png(img: np.ndarray) -> bytes:
+    """PNG bytes of one (H, W, C) uint8 image; one channel is saved as greyscale."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format="png")
+    return buf.getvalue()
+
+
+def _export_webdataset(ds: LatentDataset, tmp: Path, stem: str, batch_size: int, progress: bool,
+                       shard_size: int) -> None:
+    import io
+    import tarfile
+
+    width = len(str(max(len(ds) - 1, 0)))
+    shard: tarfile.TarFile | None = None
+
+    def add(name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o644, 0  # reproducible shards
+        shard.addfile(info, io.BytesIO(data))  # type: ignore[union-attr]
+
+    try:
+        for pos, pixels, labels in iter_uint8(ds, batch_size, progress):
+            for p, img, y in zip(pos.tolist(), pixels, labels.tolist()):
+                if p % shard_size == 0:
+                    if shard is not None:
+                        shard.close()
+                    shard = tarfile.open(tmp / f"{stem}-{p // shard_size:06d}.tar", "w", format=tarfile.USTAR_FORMAT)
+                key = f"{p:0{width}d}"
+                add(f"{key}.png", _png(img))
+                add(f"{key}.cls", str(int(y)).encode())
+    finally:
+        if shard is not None:
+            shard.close()
+    (tmp / "classes.txt").write_text("".join(f"{name}\n" for name in ds.classes), encoding="utf-8")
+
+
+def _need_datasets() -> None:
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise UsageError("exporting to Hugging Face datasets needs the datasets package: "
+                         "pip install 'latentds[hf]'") from None
+
+
+def _export_hf(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) -> None:
+    import tempfile
+
+    import datasets
+
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=list(ds.classes))}
+    )
+
+    def rows(path: str, seed: int) -> Iterator[dict]:  # arguments only make the generator's cache key unique
+        for _, pixels, labels in iter_uint8(ds, batch_size, progress):
+            for img, y in zip(pixels, labels.tolist()):
+                yield {"image": {"bytes": _png(img), "path": None}, "label": int(y)}
+
+    from datasets.utils import logging as hf_logging
+
+    quiet = not progress and hf_logging.is_progress_bar_enabled()
+    if quiet:
+        hf_logging.disable_progress_bar()
+    try:
+        with tempfile.TemporaryDirectory(prefix="latentds-hf-") as cache:  # the Arrow files are written here first
+            built = datasets.Dataset.from_generator(
+                rows, features=features, cache_dir=cache, gen_kwargs={"path": str(ds.path), "seed": 0},
+                keep_in_memory=False,
+            )
+            built.save_to_disk(str(tmp))
+    finally:
+        if quiet:
+            hf_logging.enable_progress_bar()
 
 
 def _export_h5(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) -> None:
