@@ -324,3 +324,16 @@ def test_config_default_strategy_is_augments():
     from latentds.evaluate import config
 
     assert config.DEFAULT_STRATEGY == augment.DEFAULT_STRATEGY  # a copy: the config module stays torch-free
+
+
+def test_python_api_evaluate(tmp_path):
+    import latentds
+
+    train, test = colored_set(per_class=6), colored_set(per_class=3, seed=1)
+    npz = tmp_path / "set.npz"
+    np.savez(npz, images=train.images.permute(0, 2, 3, 1).numpy(), labels=train.labels.numpy(),
+             test_images=test.images.permute(0, 2, 3, 1).numpy(), test_labels=test.labels.numpy(),
+             classes=np.array(CLASSES))
+    result = latentds.evaluate(npz, npz, epochs=2, seeds=2, ipc=3, batch_size=8, device="cpu",
+                               model_args={"width": 8}, progress=False)
+    assert len(result.accuracies) == 2 and 0 <= result.mean <= 100 and result.train == str(npz)

@@ -344,3 +344,46 @@ def test_dm_pixel_baseline_runs_through_the_pipeline(folder, tmp_path):
     out = pipeline.encode(str(folder), tmp_path / "dm.npz", cfg, progress=False, quiet=True)
     with np.load(out, allow_pickle=False) as z:
         assert np.array_equal(z["images"], first)
+
+
+def test_python_api_encode_returns_a_typed_result(reference, folder, tmp_path):
+    """latentds.encode: the CLI's layers (preset, config file, overrides, fields) and a result read from the file."""
+    import latentds
+
+    generator = reference.with_suffix(".work") / "gan" / "generator.safetensors"
+    config = tmp_path / "run.toml"
+    config.write_text('preset = "smoke"\nseed = 3\n[invert]\niterations = 2\n')
+    result = latentds.encode(
+        str(folder), tmp_path / "api.lds", config=config, generator=generator, progress=False,
+        overrides={k: json.loads(v) if v[0].isdigit() else v
+                   for k, v in (item.split("=", 1) for item in FAST if not item.startswith("gan."))},
+        ipc=2, latent_dtype="float32",
+    )
+    assert isinstance(result, latentds.EncodeResult) and result.preset == "smoke"
+    assert result.num_samples == 6 and result.num_classes == 3 and result.file_bytes == result.path.stat().st_size
+    assert result.manifest["provenance"]["encode_config"]["seed"] == 3
+    assert result.manifest["provenance"]["encode_config"]["invert"]["iterations"] == 3  # overrides beat the file
+    assert "total" in result.stage_seconds and result.final_losses["condense_loss"] is not None
+
+
+def test_config_file_layers_and_errors(tmp_path):
+    from latentds.encode.config import build_config
+
+    f = tmp_path / "c.json"
+    f.write_text('{"preset": "smoke", "ipc": 4, "gan": {"width": 8}}')
+    cfg, preset = build_config(None, f, ["gan.width=16"], seed=9, condense={"lr": 0.5})
+    assert preset == "smoke" and cfg.ipc == 4 and cfg.gan.width == 16 and cfg.seed == 9 and cfg.condense.lr == 0.5
+    f.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        build_config(None, f)
+    with pytest.raises(ConfigError, match="cannot read"):
+        build_config(None, tmp_path / "missing.toml")
+
+
+def test_python_api_train_gan(folder, tmp_path):
+    import latentds
+    from latentds.checkpoint import load_model
+
+    out, stats = latentds.train_gan(str(folder), tmp_path / "g.safetensors", "smoke", device="cpu", progress=False,
+                                    gan={"iterations": 2, "ema_start": 1, "batch_size": 4})
+    assert load_model(out).num_classes == 3 and stats["iterations"] == 2

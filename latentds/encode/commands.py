@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from latentds.encode.presets import (
     ENCODE_PRECISIONS,
     LATENT_DTYPES,
-    default_preset,
     list_presets,
 )
 
@@ -29,26 +28,21 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 
 
 def _config(args: argparse.Namespace) -> EncodeConfig:
-    """The preset (by device when none is named), then the dedicated flags, then --set overrides (later wins)."""
-    from latentds.encode.config import apply_overrides, load_preset
+    """The preset (by device when none is named), --config, the dedicated flags, then --set (later wins)."""
+    from latentds.encode.config import build_config
 
-    preset = args.preset
-    if preset is None:
-        from latentds.encode.pipeline import resolve_device
-
-        preset = default_preset(str(resolve_device(args.device or "auto")))
-        if os.environ.get("RANK", "0") == "0":
-            logger.info(f"no --preset given: using '{preset}' for this "
-                        f"{'GPU' if preset == 'paper' else 'CPU-only machine'} "
-                        "(see --preset; 'smoke' checks the pipeline in minutes)")
-    cfg = load_preset(preset)
     overrides = []
     for flag, key in (("ipc", "ipc"), ("seed", "seed"), ("device", "device"), ("latent_dtype", "latent_dtype"),
                       ("precision", "precision"), ("image_size", "image_size")):
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
-    return apply_overrides(cfg, overrides + list(args.set or []))
+    cfg, preset = build_config(args.preset, args.config, overrides + list(args.set or []))
+    if args.preset is None and args.config is None and os.environ.get("RANK", "0") == "0":
+        logger.info(f"no --preset given: using '{preset}' for this "
+                    f"{'GPU' if preset == 'paper' else 'CPU-only machine'} "
+                    "(see --preset; 'smoke' checks the pipeline in minutes)")
+    return cfg
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -66,6 +60,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="fetch cifar10/cifar100 into --root when missing (default: yes; needs a network)")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a JSON or TOML file of config fields (and optionally \"preset\"); flags and --set apply on top")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a config field, e.g. --set condense.lr=0.01 --set gan.width=32 (repeatable)")
 

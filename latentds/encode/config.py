@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Union
 
 from latentds.encode.classifier import ClassifierConfig
@@ -36,10 +39,12 @@ __all__ = [
     "EncodeConfig",
     "apply_overrides",
     "asdict",
+    "build_config",
     "config_from_dict",
     "default_preset",
     "list_presets",
     "load_preset",
+    "read_config_file",
 ]
 
 SECTIONS = ("gan", "classifier", "invert", "condense")
@@ -256,3 +261,60 @@ def apply_overrides(cfg: EncodeConfig, overrides: list[str] | tuple[str, ...]) -
                 value = text
             data[key] = value
     return config_from_dict(data)
+
+
+# --- one config from every place it can come from ----------------------------------------------------------
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A config file: JSON or TOML (by suffix), holding any subset of the fields and optionally ``preset``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError
+        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'} ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file holds an object of fields, found {type(data).__name__}")
+    return data
+
+
+def build_config(
+    preset: str | None = None,
+    config: str | os.PathLike | Mapping[str, Any] | None = None,
+    overrides: Sequence[str] | Mapping[str, Any] | None = None,
+    **fields: Any,
+) -> tuple[EncodeConfig, str]:
+    """The config a run uses and the preset it started from, each source on top of the one before:
+
+    the preset (default: ``config``'s ``"preset"``, else by device: "paper" on a GPU, "cpu" otherwise), then
+    ``config`` (a JSON/TOML file or a dict, nested by section), then ``overrides`` (``"gan.width=32"``
+    strings or a ``{"gan.width": 32}`` mapping), then ``fields`` (``ipc=10``, ``gan={"iterations": 100}``).
+    """
+    data = dict(read_config_file(config) if isinstance(config, (str, os.PathLike)) else (config or {}))
+    from_file = data.pop("preset", None)
+    items = list(overrides.items()) if isinstance(overrides, Mapping) else None
+    texts = [f"{k}={json.dumps(v)}" for k, v in items] if items is not None else list(overrides or [])
+    if preset is None:
+        preset = from_file
+    if preset is None:
+        from latentds.common import (
+            resolve_device,  # torch: only when no preset names the device's defaults
+        )
+
+        named = [t.partition("=")[2] for t in texts if t.partition("=")[0].strip() == "device"]
+        device = fields.get("device") or (_parse_value(named[-1]) if named else None) or data.get("device") or "auto"
+        preset = default_preset(str(resolve_device(device)))
+    cfg = config_from_dict(data, base=load_preset(preset)) if data else load_preset(preset)
+    for name, value in fields.items():
+        if name in SECTIONS and isinstance(value, Mapping):
+            texts += [f"{name}.{k}={json.dumps(v)}" for k, v in value.items()]
+        else:
+            texts.append(f"{name}={json.dumps(value)}")
+    return (apply_overrides(cfg, texts) if texts else cfg), preset

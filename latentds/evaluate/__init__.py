@@ -15,6 +15,8 @@ Names are re-exported lazily, so importing the config does not import torch.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __all__ = [
@@ -50,3 +52,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _CallableModule(types.ModuleType):
+    """This package can be called: ``latentds.evaluate(...)`` is :func:`latentds.api.evaluate` (the package and the
+    top-level function share the name; calling the package is the function)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from latentds import api
+
+        return api.evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
