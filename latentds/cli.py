@@ -251,6 +251,17 @@ def cmd_unpack(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import_itgan(args: argparse.Namespace) -> int:
+    from latentds.itgan import import_itgan
+
+    _refuse_existing(args.out, args.force)
+    out = import_itgan(args.generator, args.latents, args.labels_from, args.out, latents_key=args.latents_key,
+                       root=args.root, download=args.download, progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {out} (verified)")
+    return EXIT_OK
+
+
 def cmd_merge(args: argparse.Namespace) -> int:
     import torch
 
@@ -346,6 +357,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latent-dtype", choices=("float32", "float16", "bfloat16"), default=None,
                    help="storage dtype of the merged latents (default: the inputs' if they agree, else float32)")
     p.add_argument("--force", action="store_true", help="replace the output if it exists")
+
+    p = add("import-itgan", cmd_import_itgan,
+            "convert the official IT-GAN release (G_Pretrained_*.pth + EfficientGAN_final_*.pt) into a verified .lds")
+    p.add_argument("generator", help="G_Pretrained_<dataset>_exp<k>.pth (BigGAN state dict)")
+    p.add_argument("latents", help="EfficientGAN_final_...pt (z_eff_all) or GANInversion_final_...pt (z_inverse_all)")
+    p.add_argument("out", help="the .lds to write")
+    p.add_argument("--labels-from", required=True, metavar="SOURCE",
+                   help="the dataset the latents follow row for row: cifar10, cifar100, or any source latentds reads")
+    p.add_argument("--latents-key", default=None, help="the dict key of the latents (default: z_eff_all or z_inverse_all)")
+    p.add_argument("--root", default=None, help="where cifar10/cifar100 live (default: the user cache dir)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=False,
+                   help="fetch cifar10/cifar100 into --root when missing (needs a network)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
     add("models", cmd_models, "list registered architectures")
 

@@ -130,3 +130,7 @@ class ConfigError(LatentdsError):
 # --- merge -------------------------------------------------------------------------------------------------
 class MergeError(LatentdsError):
     """.lds files that cannot be merged: different generators, classes or image specs, or a file given twice."""
+
+
+class ReleaseFormatError(LatentdsError):
+    """A file given to ``import-itgan`` is not what the official IT-GAN release ships."""
