@@ -174,3 +174,13 @@ def test_fsspec_urls_read_in_ranges_too(tmp_path: Path) -> None:
             assert r.is_remote and r.verify() == []
     finally:
         fs.rm("/shared/a.lds")
+
+
+def test_dataloader_workers_read_a_url(server: RangeServer) -> None:
+    from torch.utils.data import DataLoader
+
+    path, url = _publish(server, 40, chunk_rows=8)
+    local = torch.cat([x for x, _ in DataLoader(LatentDataset(path, precision="fp32"), batch_size=8)])
+    loader = DataLoader(LatentDataset(url, precision="fp32"), batch_size=8, num_workers=2)
+    remote = torch.cat([x for x, _ in loader])
+    assert torch.allclose(remote, local, atol=1e-6)
