@@ -12,42 +12,15 @@ reader) compared with the sizes the input declares: a hostile input may make lat
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import struct
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, machine, run_cli, save_result  # noqa: E402
+
 MIB = 1 << 20
-
-
-CHILD = (
-    "import atexit, sys\n"
-    "def hwm():\n"
-    "    kib = next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]\n"
-    "    open(sys.argv[1], 'w').write(kib)\n"
-    "atexit.register(hwm)\n"
-    "from latentds.cli import main\n"
-    "sys.exit(main(['-q', *sys.argv[2:]]))\n"
-)
-
-
-def run_cli(*argv: str) -> dict:
-    """Run ``latentds -q ARGV`` in a child; exit code, last stderr line, peak RSS (MiB) and seconds."""
-    env = {**os.environ, "LATENTDS_PROBE": "0", "OMP_NUM_THREADS": "1"}
-    with tempfile.NamedTemporaryFile("r", suffix=".hwm") as hwm:
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", CHILD, hwm.name, *argv], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-        seconds = time.perf_counter() - start
-        peak_kib = int(hwm.read() or 0)
-    return {"exit": proc.returncode, "message": (proc.stderr.strip().splitlines() or [""])[-1][:160],
-            "peak_rss_mib": round(peak_kib / 1024, 1), "seconds": round(seconds, 2)}
 
 
 def big_lds(path: Path, mib: int) -> Path:
@@ -88,13 +61,6 @@ def header_bomb(path: Path, kind: str) -> Path:
     return path
 
 
-def _machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--mib", type=int, default=256, help="size of the large latents tensor")
@@ -122,13 +88,13 @@ def main() -> int:
              ("unpack", str(packed), str(t / "unpacked.lds"))),
             (f"verify a {zeros.stat().st_size // 1024} KiB zstd frame declaring 4 GiB of zeros (not a .lds)",
              4 * 1024 * MIB, ("verify", str(zeros))),
-            (f"unpack that 4 GiB zeros frame", 4 * 1024 * MIB, ("unpack", str(zeros), str(t / "zeros.lds"))),
+            ("unpack that 4 GiB zeros frame", 4 * 1024 * MIB, ("unpack", str(zeros), str(t / "zeros.lds"))),
             ("verify a 16 MiB header of nested '['", 16 * MIB, ("verify", str(header_bomb(t / "nest.lds", "nesting")))),
             ("verify a 16 MiB header listing 200,000 empty tensors", 16 * MIB,
              ("verify", str(header_bomb(t / "many.lds", "many")))),
         ]
         for what, declared, argv in plan:
-            r = run_cli(*argv)
+            r = run_cli(*argv, env={"OMP_NUM_THREADS": "1"})
             cases.append({"case": what, "declared_mib": round(declared / MIB, 1), **r})
             print(f"{r['peak_rss_mib']:8.1f} MiB  exit {r['exit']}  {what}: {r['message']}", flush=True)
     base = cases[0]["peak_rss_mib"]
@@ -137,14 +103,12 @@ def main() -> int:
         c["above_declared_mib"] = round(c["peak_rss_mib"] - base - c["declared_mib"], 1)
     result = {
         "command": f"python tools/bench_bombs.py --mib {args.mib}",
-        "machine": _machine(),
-        "note": "peak RSS of a fresh `latentds -q ...` child (ru_maxrss); above_declared = peak - baseline - "
+        "machine": machine(),
+        "note": "peak RSS of a fresh `latentds -q ...` child (VmHWM); above_declared = peak - baseline - "
                 "declared size (negative: less than the input declares)",
         "cases": cases,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result(result, args.out)
     return 0
 
 

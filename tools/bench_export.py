@@ -12,17 +12,13 @@ grows is the point: exporters stream batches, they do not hold the decoded set.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_bombs import CHILD, _machine  # noqa: E402 - the same measured child
+from benchlib import REPO, machine, run_cli, save_result  # noqa: E402
 
 
 def _size(path: Path) -> int:
@@ -37,7 +33,6 @@ def main() -> int:
                    help="generator width (64 is the paper's, ~38 img/s on 2 CPU cores: decoding would hide the formats)")
     p.add_argument("--out", type=Path, default=REPO / "bench/results/export-cpu.json")
     args = p.parse_args()
-    import subprocess
 
     import torch
 
@@ -51,20 +46,14 @@ def main() -> int:
         g = create_model("biggan32", num_classes=10, latent_dim=128, width=args.width).eval()
         src = save_lds(t / "set.lds", g, torch.randn(args.rows, 128), torch.arange(args.rows) % 10,
                        [f"class{i}" for i in range(10)], image_spec([0.5] * 3, [0.25] * 3), latent_dtype=torch.float16)
-        env = {**os.environ, "LATENTDS_PROBE": "0"}
         for fmt in args.formats.split(","):
             out = t / ("out.npz" if fmt == "npz" else "out.h5" if fmt == "h5" else f"out_{fmt}")
-            with tempfile.NamedTemporaryFile("r", suffix=".hwm") as hwm:
-                start = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-c", CHILD, hwm.name, "export", str(src), str(out),
-                                       "--format", fmt], capture_output=True, text=True, env=env, cwd=REPO)
-                seconds = time.perf_counter() - start
-                peak = int(hwm.read() or 0) / 1024
-            if proc.returncode != 0:
-                print(proc.stderr[-2000:], file=sys.stderr)
+            r = run_cli("export", str(src), str(out), "--format", fmt)
+            if r["exit"] != 0:
+                print(r["message"], file=sys.stderr)
                 return 1
-            run = {"format": fmt, "images": args.rows, "seconds": round(seconds, 2),
-                   "images_per_s": round(args.rows / seconds, 1), "peak_rss_mib": round(peak, 1),
+            run = {"format": fmt, "images": args.rows, "seconds": r["seconds"],
+                   "images_per_s": round(args.rows / r["seconds"], 1), "peak_rss_mib": r["peak_rss_mib"],
                    "output_mib": round(_size(out) / 2**20, 2)}
             runs.append(run)
             print(f"{fmt:>10}: {run['images_per_s']:8.1f} img/s, peak {run['peak_rss_mib']:7.1f} MiB, "
@@ -73,14 +62,12 @@ def main() -> int:
     result = {
         "command": f"python tools/bench_export.py --rows {args.rows} --formats {args.formats} --width {args.width}",
         "generator": f"biggan32 width {args.width}",
-        "machine": _machine(), "threads": torch.get_num_threads(),
+        "machine": machine(), "threads": torch.get_num_threads(),
         "note": f"the decoded set is {decoded_mib:.1f} MiB as uint8; seconds include process start and the "
                 "generator's load (about 2-3 s)",
         "runs": runs,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result(result, args.out)
     return 0
 
 

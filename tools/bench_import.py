@@ -7,13 +7,13 @@ state-dict layout (random weights and SN buffers), decoded images against the re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, save_result  # noqa: E402
 
 
 def main() -> int:
@@ -54,9 +54,7 @@ def main() -> int:
             "note": "pixels in [0, 1]; latentds decodes the imported plain weights, the reference recomputes "
                     "spectral norms from u0 at every call as BigGAN-PyTorch does in eval mode",
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result(result, args.out)
     return 0
 
 

@@ -10,7 +10,6 @@ requests made and body bytes served for each step, against the file's size, with
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -18,7 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, save_result  # noqa: E402
 
 
 def main() -> int:
@@ -74,9 +74,7 @@ def main() -> int:
         "file_bytes": size, "header_bytes": header, "latents_chunk_rows": chunk_rows,
         "generator": "biggan32 width 64 (fp32), latents fp16", "steps": steps,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save_result(result, args.out)
     return 0
 
 
