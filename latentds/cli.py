@@ -265,14 +265,13 @@ def cmd_import_itgan(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     import torch
 
-    from latentds.errors import MergeError
     from latentds.merge import merge
 
-    if len(args.files) < 3:
-        raise MergeError("usage: latentds merge A.lds B.lds [...] OUT.lds (at least two inputs and the output)")
+    if len(args.files) < 3:  # asked wrongly, like every usage error: exit 2
+        raise UsageError("usage: latentds merge A.lds B.lds [...] OUT.lds (at least two inputs and the output)")
     *inputs, out = args.files
     if out.endswith(".zst"):
-        raise MergeError(f"{out}: merge writes a plain .lds; compress it afterwards with `latentds pack`")
+        raise UsageError(f"{out}: merge writes a plain .lds; compress it afterwards with `latentds pack`")
     _refuse_existing(out, args.force)
     dtype = getattr(torch, args.latent_dtype) if args.latent_dtype else None
     path = merge(inputs, out, latent_dtype=dtype)

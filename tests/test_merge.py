@@ -107,7 +107,7 @@ def test_merge_command(tiny_lds, tmp_path, capsys):
     out = tmp_path / "cli.lds"
     assert main(["merge", str(a), str(b), str(out)]) == 0
     assert "24 latents from 2 files" in capsys.readouterr().out
-    assert main(["merge", str(a), str(out)]) == 1  # only one input
+    assert main(["merge", str(a), str(out)]) == 2  # only one input: a usage error
     assert "at least two inputs" in capsys.readouterr().err
     other = make_lds(tmp_path / "other.lds", seed=5)
     assert main(["merge", str(a), str(other), str(tmp_path / "x.lds")]) == 1
