@@ -86,8 +86,10 @@ class HTTPSource:
                             "reads remote files in ranges (HTTP 206). Download the file and open it locally"
                         )
                     total = _content_range_total(resp.headers.get("Content-Range", ""))
-                    if total is not None:
-                        self.size = total
+                    if total is None:
+                        raise RemoteReadError(f"{self.url}: the server's partial answer has no usable Content-Range "
+                                              "header (the file's size); download the file and open it locally")
+                    self.size = total
                     data = resp.read(end - start)
                 self.bytes_read += len(data)
                 want = end - start if self.size is None else min(end, self.size) - start
