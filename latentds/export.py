@@ -92,12 +92,12 @@ def export(
                                                        else "pass --force (overwrite=True) to replace it") +
                          ", or choose another output path")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "folder":
-        return _export_folder(ds, out, batch_size, progress)
-    if fmt in ("webdataset", "hf"):
+    if is_dir:  # written into a staging folder, renamed over the (absent or empty) output when complete
         tmp = staging_dir(out)
         try:
-            if fmt == "webdataset":
+            if fmt == "folder":
+                _export_folder(ds, tmp, batch_size, progress)
+            elif fmt == "webdataset":
                 _export_webdataset(ds, tmp, out.name, batch_size, progress, shard_size)
             else:
                 _export_hf(ds, tmp, batch_size, progress)
@@ -139,14 +139,19 @@ def _export_npz(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) -
                 np.lib.format.write_array(f, array, allow_pickle=False)
 
 
-def _png(img: np.ndarray) -> bytes:
-    """PNG bytes of one (H, W, C) uint8 image; one channel is saved as greyscale."""
-    import io
-
+def _pil(img: np.ndarray):  # noqa: ANN202 - PIL is imported lazily
+    """One (H, W, C) uint8 image as a PIL image; one channel becomes greyscale."""
     from PIL import Image
 
+    return Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+
+
+def _png(img: np.ndarray) -> bytes:
+    """PNG bytes of one (H, W, C) uint8 image."""
+    import io
+
     buf = io.BytesIO()
-    Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format="png")
+    _pil(img).save(buf, format="png")
     return buf.getvalue()
 
 
@@ -233,27 +238,14 @@ def _export_h5(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) ->
         f.attrs["source"] = str(ds.path)
 
 
-def _export_folder(ds: LatentDataset, out: Path, batch_size: int, progress: bool) -> Path:
-    from PIL import Image
-
-    tmp = staging_dir(out)
-    try:
-        folders = _class_folders(ds.classes)
-        for folder in folders:
-            (tmp / folder).mkdir()
-        width = len(str(max(len(ds) - 1, 0)))
-        for pos, pixels, labels in iter_uint8(ds, batch_size, progress):
-            for p, img, y in zip(pos, pixels, labels):
-                Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(
-                    tmp / folders[int(y)] / f"{int(p):0{width}d}.png"
-                )
-        if out.exists():
-            out.rmdir()  # empty (checked by the caller)
-        replace_staged(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+def _export_folder(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) -> None:
+    folders = _class_folders(ds.classes)
+    for folder in folders:
+        (tmp / folder).mkdir()
+    width = len(str(max(len(ds) - 1, 0)))
+    for pos, pixels, labels in iter_uint8(ds, batch_size, progress):
+        for p, img, y in zip(pos, pixels, labels):
+            _pil(img).save(tmp / folders[int(y)] / f"{int(p):0{width}d}.png")
 
 
 def _class_folders(classes: list[str]) -> list[str]:
