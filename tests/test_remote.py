@@ -184,3 +184,14 @@ def test_dataloader_workers_read_a_url(server: RangeServer) -> None:
     loader = DataLoader(LatentDataset(url, precision="fp32"), batch_size=8, num_workers=2)
     remote = torch.cat([x for x, _ in loader])
     assert torch.allclose(remote, local, atol=1e-6)
+
+
+def test_reads_larger_than_the_memory_budget(server: RangeServer, monkeypatch) -> None:
+    """Chunks dropped from memory while one read fetches more than the budget must not be lost to that read."""
+    from latentds.format import reader as reader_module
+
+    path, url = _publish(server, 400, chunk_rows=10)
+    monkeypatch.setattr(reader_module._RemoteTensors, "MEMORY_BUDGET", 3 * 10 * 128 * 2)  # three fp16 chunks
+    remote, local = LdsReader(url), LdsReader(path)
+    rows = list(range(0, 400, 7))
+    assert torch.equal(remote.latents(rows), local.latents(rows)) and remote.verify() == []

@@ -253,7 +253,7 @@ class LdsReader:
             data: bytes | bytearray | mmap.mmap = source.read(0, 8)  # then exactly the header: two requests
             self.file_size = source.size if source.size is not None else len(data)
         else:
-            self.path = local_path(str(path)) or Path(path) if is_url(path) else Path(path)
+            self.path = local_path(str(path)) if is_url(path) else Path(path)  # file:// is a local path
             where = str(self.path)
             if not self.path.is_file():
                 raise LdsNotFoundError(
@@ -316,13 +316,6 @@ class LdsReader:
     def is_remote(self) -> bool:
         """True when the file is read over the network in byte ranges (a URL)."""
         return self._remote is not None
-
-    @property
-    def remote_stats(self) -> dict[str, int] | None:
-        """Requests made and bytes received so far (remote files only)."""
-        if self._remote is None:
-            return None
-        return {"requests": self._remote.source.requests, "bytes_read": self._remote.source.bytes_read}
 
     # --- manifest shortcuts -------------------------------------------------------------------------
     @property
@@ -508,7 +501,7 @@ class _RemoteTensors:
         return self.source.read(base + start, base + end)
 
     def _expect(self, name: str, data: bytes | memoryview) -> None:
-        if hashlib.sha256(data).hexdigest() != self.integrity["tensors"][name]["sha256"]:
+        if not self._matches(name, data):
             raise ChecksumError(
                 f"{self.reader.path}: the bytes served for tensor {name!r} fail their sha256 check (the file changed "
                 "on the server, or it is corrupt)", [f"tensor {name!r} fails its sha256 check"]
@@ -516,11 +509,8 @@ class _RemoteTensors:
 
     def tensor_bytes(self, name: str) -> bytes:
         if name not in self.tensors:
-            if name == spec.LATENTS:
-                lat = self.reader.tensors[name]
-                data = self.rows_bytes(np.arange(self.reader.num_samples)) if lat.nbytes else b""
-                self._expect(name, data)
-                self.tensors[name] = data
+            if name == spec.LATENTS:  # every chunk is checked on arrival; verify() hashes the whole tensor
+                self.tensors[name] = self.rows_bytes(np.arange(self.reader.num_samples))
             else:
                 self._fetch_small()
         return self.tensors[name]
@@ -541,17 +531,19 @@ class _RemoteTensors:
                 self._expect(t.name, data)
                 self.tensors[t.name] = data
             return
-        span = self.cache.get(f"span-{span_sha[:32]}", _SpanCheck(self, infos, lo))
-        fetched = span is None
-        if fetched:
-            span = self._read(lo, hi)
-        view = memoryview(span)
-        for t in infos:
-            part = bytes(view[t.begin - lo : t.end - lo])
-            self._expect(t.name, part)
-            self.tensors[t.name] = part
-        if fetched:
-            self.cache.put(f"span-{span_sha[:32]}", span)
+        key = f"span-{span_sha[:32]}"
+        cached = self.cache.get(key, lambda data: len(data) == hi - lo)
+        parts = _split(cached, infos, lo) if cached is not None else None
+        if parts is None or not all(self._matches(name, data) for name, data in parts.items()):
+            span = self._read(lo, hi)  # not cached, or the cached copy no longer matches
+            parts = _split(span, infos, lo)
+            for name, data in parts.items():
+                self._expect(name, data)
+            self.cache.put(key, span)
+        self.tensors.update(parts)
+
+    def _matches(self, name: str, data: bytes | memoryview) -> bool:
+        return hashlib.sha256(data).hexdigest() == self.integrity["tensors"][name]["sha256"]
 
     def latent_rows(self, idx: np.ndarray) -> np.ndarray:
         lat = self.reader.tensors[spec.LATENTS]
@@ -569,22 +561,27 @@ class _RemoteTensors:
             return b""
         chunk_of = idx // rows
         wanted = np.unique(chunk_of).tolist()
-        self._fetch_chunks([c for c in wanted if c not in self.chunks], rows, row_bytes)
+        have = {c: self.chunks[c] for c in wanted if c in self.chunks}  # held here: _keep may evict while fetching
+        have.update(self._fetch_chunks([c for c in wanted if c not in have], rows, row_bytes))
         out = bytearray(len(idx) * row_bytes)
         for c in wanted:
-            data = self.chunks[c]
+            data = have[c]
             for pos in np.flatnonzero(chunk_of == c).tolist():
                 r = int(idx[pos]) - c * rows
                 out[pos * row_bytes : (pos + 1) * row_bytes] = data[r * row_bytes : (r + 1) * row_bytes]
         return bytes(out)
 
-    def _fetch_chunks(self, missing: list[int], rows: int, row_bytes: int) -> None:
+    def _fetch_chunks(self, missing: list[int], rows: int, row_bytes: int) -> dict[int, bytes]:
+        """The checked bytes of latent chunks ``missing``: from the local cache, else fetched (runs of adjacent
+        chunks in one request each); also kept in memory for later reads."""
         n = self.reader.num_samples
         base = self.reader.tensors[spec.LATENTS].begin
+        got: dict[int, bytes] = {}
         todo = []
         for c in missing:
             cached = self.cache.get(f"latents-{c}", self.integrity["latents_chunks"][c])
             if cached is not None:
+                got[c] = cached
                 self._keep(c, cached)
             else:
                 todo.append(c)
@@ -606,8 +603,10 @@ class _RemoteTensors:
                         [f"latents rows {first}-{last} fail their sha256 check"],
                     )
                 self.cache.put(f"latents-{c}", part)
+                got[c] = part
                 self._keep(c, part)
             i = j + 1
+        return got
 
     def _keep(self, c: int, data: bytes) -> None:
         self.chunks[c] = data
@@ -617,16 +616,7 @@ class _RemoteTensors:
             self.chunk_bytes -= len(old)
 
 
-class _SpanCheck:
-    """The check a cached labels+generator span must pass: every tensor in it matches its sha256."""
-
-    def __init__(self, remote: _RemoteTensors, infos: list[TensorInfo], lo: int):
-        self.remote, self.infos, self.lo = remote, infos, lo
-
-    def __call__(self, data: bytes) -> bool:
-        view = memoryview(data)
-        return all(
-            hashlib.sha256(view[t.begin - self.lo : t.end - self.lo]).hexdigest()
-            == self.remote.integrity["tensors"][t.name]["sha256"]
-            for t in self.infos
-        ) and len(data) == max(t.end for t in self.infos) - self.lo
+def _split(span: bytes, infos: list[TensorInfo], lo: int) -> dict[str, bytes]:
+    """The bytes of each tensor in ``infos`` from ``span``, a range of the data buffer starting at ``lo``."""
+    view = memoryview(span)
+    return {t.name: bytes(view[t.begin - lo : t.end - lo]) for t in infos}
