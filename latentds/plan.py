@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from latentds.cachedir import ENV_CACHE, cache_home
 from latentds.errors import ConfigError
 
 __all__ = [
@@ -52,7 +53,6 @@ __all__ = [
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENV_PRECISION = "LATENTDS_PRECISION"
-ENV_CACHE = "LATENTDS_CACHE_DIR"
 ENV_PROBE = "LATENTDS_PROBE"  # "0": never measure, use the fixed defaults (fp32, contiguous, chunk 16 on a CPU)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PLAN_VERSION = 1  # bump when the probe changes what it measures: old cache entries are then ignored
@@ -189,11 +189,7 @@ def resolve_precision(precision: str | None) -> str:
 def cache_dir() -> Path:
     """Where probed plans are cached (see the module docstring)."""
     explicit = os.environ.get(ENV_CACHE, "")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "latentds" / "plans"
+    return Path(explicit) if explicit else cache_home() / "plans"
 
 
 def get_plan(

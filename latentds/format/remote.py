@@ -154,12 +154,10 @@ def open_source(url: str) -> RangeSource:
 
 
 def cache_root() -> Path:
-    explicit = os.environ.get("LATENTDS_CACHE_DIR", "")
-    if explicit:
-        return Path(explicit) / "remote"
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "latentds" / "remote"
+    from latentds.cachedir import ENV_CACHE, cache_home
+
+    explicit = os.environ.get(ENV_CACHE, "")
+    return Path(explicit) / "remote" if explicit else cache_home() / "remote"
 
 
 class RemoteCache:
