@@ -113,27 +113,44 @@ def train_gan(
 
     The file is what ``encode(..., generator=out)`` and ``latentds eval gan:FILE`` take.
     """
+    from latentds.encode.config import build_config
+
+    cfg, _ = build_config(preset, config, overrides, **fields)
+    run = _train_gan_file(str(source), Path(out), cfg, work_dir, root, download, progress)
+    return Path(out), run.stats
+
+
+@dataclass
+class _GANRun:
+    generator: Any
+    stats: dict[str, Any]
+    data: Any  # sources.ImageSet
+    device: Any
+    compute: Any
+    work_dir: Path
+
+
+def _train_gan_file(source: str, out: Path, cfg: Any, work_dir: str | os.PathLike | None, root: Any,
+                    download: bool, progress: bool) -> _GANRun:
+    """Load ``source``, train (or resume) the generator in the work dir, copy it to ``out`` (``train-gan`` too)."""
     import logging
 
     from latentds.common import resolve_device
-    from latentds.encode.config import build_config
     from latentds.encode.gan import GENERATOR_FILE
     from latentds.encode.gan import train_gan as run_train_gan
     from latentds.encode.workdir import resolve_compute
     from latentds.format.staging import atomic_write
     from latentds.sources import load_source
 
-    cfg, _ = build_config(preset, config, overrides, **fields)
-    out = Path(out)
     folder = Path(work_dir) if work_dir is not None else out.with_suffix(".work")
     device = resolve_device(cfg.device)
-    data = load_source(str(source), "train", root=root, download=download, image_size=cfg.image_size,
-                       progress=progress)
-    log = logging.getLogger("latentds.train_gan").info
-    _, stats = run_train_gan(data, cfg.gan, folder / "gan", device, progress, log,
-                             compute=resolve_compute(device, cfg.precision))
+    compute = resolve_compute(device, cfg.precision)
+    data = load_source(source, "train", root=root, download=download, image_size=cfg.image_size, progress=progress)
+    log = logging.getLogger("latentds.train_gan").info if progress else (lambda _line: None)
+    generator, stats = run_train_gan(data, cfg.gan, folder / "gan", device, progress, log, compute=compute)
+    # The work dir's copy carries the GAN config, data fingerprint and training stats in its metadata.
     atomic_write(out, [(folder / "gan" / GENERATOR_FILE).read_bytes()])
-    return out, stats
+    return _GANRun(generator, stats, data, device, compute, folder)
 
 
 @dataclass(frozen=True)

@@ -81,27 +81,19 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_train_gan(args: argparse.Namespace) -> int:
     import torch
 
-    from latentds.encode.gan import GENERATOR_FILE, gan_quality, sample_grid, train_gan
-    from latentds.encode.pipeline import resolve_compute, resolve_device
-    from latentds.format.writer import atomic_write
-    from latentds.sources import load_source
+    from latentds.api import _train_gan_file
+    from latentds.encode.gan import gan_quality, sample_grid
 
     cfg = _config(args)
     out = Path(args.out)
-    work_dir = args.work_dir or out.with_suffix(".work")
-    device = resolve_device(cfg.device)
-    compute = resolve_compute(device, cfg.precision)
     show = not args.quiet
+    run = _train_gan_file(args.source, out, cfg, args.work_dir, args.root, args.download, show)
+    generator, stats, data, device, compute = run.generator, run.stats, run.data, run.device, run.compute
 
     def log(line: str) -> None:
         if show:
             logger.info(line)
 
-    data = load_source(args.source, "train", root=args.root, download=args.download, image_size=cfg.image_size,
-                       progress=show)
-    generator, stats = train_gan(data, cfg.gan, Path(work_dir) / "gan", device, show, log, compute=compute)
-    # The work dir's copy carries the GAN config, data fingerprint and training stats in its metadata.
-    atomic_write(out, [(Path(work_dir) / "gan" / GENERATOR_FILE).read_bytes()])
     samples = out.with_name(out.name.split(".")[0] + ".samples.png")
     per_class = min(10, max(1, 100 // data.num_classes))
     sample_grid(generator, data.num_classes, per_class, samples, seed=cfg.seed, device=device)
@@ -110,7 +102,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     if not args.no_quality:
         from latentds.encode.classifier import train_classifier
 
-        classifier, _ = train_classifier(data, cfg.classifier, Path(work_dir) / "classifier", device, show, log,
+        classifier, _ = train_classifier(data, cfg.classifier, run.work_dir / "classifier", device, show, log,
                                          compute=compute)
         with torch.no_grad():
             quality = gan_quality(generator, classifier, data.num_classes, args.quality_per_class, cfg.seed, device)
