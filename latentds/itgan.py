@@ -20,7 +20,6 @@ release's within float rounding. Labels and class names come from the named data
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from latentds.errors import ReleaseFormatError, SourceNotFoundError
+from latentds.format.reader import file_sha256
 
 __all__ = ["RELEASE_NORMALIZATION", "import_itgan", "release_to_state_dict"]
 
@@ -127,14 +127,6 @@ def release_to_state_dict(state: dict[str, torch.Tensor], where: str = "generato
     return out, args
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def import_itgan(
     generator: str | os.PathLike,
     latents: str | os.PathLike,
@@ -191,8 +183,8 @@ def import_itgan(
     provenance = {
         "method": "itgan-import",
         "release": {
-            "generator_file": gpath.name, "generator_sha256": _sha256(gpath),
-            "latents_file": zpath.name, "latents_sha256": _sha256(zpath), "latents_key": key,
+            "generator_file": gpath.name, "generator_sha256": file_sha256(gpath),
+            "latents_file": zpath.name, "latents_sha256": file_sha256(zpath), "latents_key": key,
             "labels_from": labels_from, "normalization": "release" if name in RELEASE_NORMALIZATION else "data",
         },
         "source": {"name": data.name, "fingerprint": data.fingerprint, "num_images": len(data)},
