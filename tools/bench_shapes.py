@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,9 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.fakedata: the same generated folders the tests use
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlib import cpu_model  # noqa: E402
 
 from tests.fakedata import create_image_folder  # noqa: E402
 
@@ -96,15 +98,8 @@ def main() -> None:
     args = p.parse_args()
     result: dict = {
         "command": "python tools/bench_shapes.py" + (" --compare-tree OLD" if args.compare_tree else ""),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-        result["machine"]["cpu"] = cpu
-    except (OSError, StopIteration):
-        pass
     result["help_s"] = {"this": help_wall(REPO)}
     if args.compare_tree:
         result["help_s"]["compare_tree"] = help_wall(args.compare_tree.resolve())

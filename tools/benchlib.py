@@ -27,11 +27,15 @@ CHILD = (
 )
 
 
-def machine() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``'s), or the architecture where /proc/cpuinfo does not say."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
-    return f"{model}, {os.cpu_count()} cores"
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
+
+
+def machine() -> str:
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def save_result(result: dict[str, Any], out: Path) -> None:

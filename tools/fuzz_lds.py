@@ -31,7 +31,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import REPO, machine  # noqa: E402
+
 HOSTILE_VALUES = [0, -1, 2**31, 2**63, 2**64 + 5, 10**400, 1e30, -1e-9, float("nan"), True, None, "x", "\x1b[2J",
                   [], [1, 2], {}, {"a": 1}, "F32", [[[[[[]]]]]]]
 
@@ -238,7 +240,7 @@ def main() -> int:
     failures = {k: v for k, v in total["outcomes"].items() if k.startswith("!")}
     result = {
         "command": f"python tools/fuzz_lds.py --inputs {args.inputs} --seed {args.seed} --workers {args.workers}",
-        "machine": _machine(),
+        "machine": machine(),
         "inputs": n, "seconds": round(total["seconds"], 1), "inputs_per_s": round(n / total["seconds"], 1),
         "outcomes": dict(total["outcomes"].most_common()), "failures": failures,
         "by_mutation": {k: dict(v.most_common()) for k, v in sorted(total["by_kind"].items())},
@@ -252,14 +254,6 @@ def main() -> int:
     partial.unlink(missing_ok=True)
     print(json.dumps(result, indent=2))
     return 1 if failures or any(s["cpu_s"] > 5 for s in total["slow"]) else 0
-
-
-def _machine() -> str:
-    import platform
-
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return f"{model}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

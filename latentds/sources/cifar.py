@@ -22,9 +22,9 @@ CIFAR = {
 
 def default_root() -> Path:
     """Where named datasets live by default: ``$XDG_CACHE_HOME/latentds/datasets`` or ``~/.cache/latentds/datasets``."""
-    cache = os.environ.get("XDG_CACHE_HOME", "")
-    base = Path(cache) if cache and os.path.isabs(cache) else Path.home() / ".cache"
-    return base / "latentds" / "datasets"
+    from latentds.cachedir import cache_home
+
+    return cache_home() / "datasets"
 
 
 def cifar_in_dir(path: Path, split: str) -> tuple[str, Path] | None:
