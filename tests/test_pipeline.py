@@ -378,6 +378,9 @@ def test_config_file_layers_and_errors(tmp_path):
         build_config(None, f)
     with pytest.raises(ConfigError, match="cannot read"):
         build_config(None, tmp_path / "missing.toml")
+    f.write_text('{"preset": 5}')
+    with pytest.raises(ConfigError, match="unknown preset 5"):
+        build_config(None, f)
 
 
 def test_python_api_train_gan(folder, tmp_path):

@@ -209,7 +209,7 @@ def config_from_dict(data: dict[str, Any], base: EncodeConfig | None = None) -> 
 def load_preset(name: str) -> EncodeConfig:
     """The preset ``name`` (``latentds/presets/<name>.json``) on top of the paper's defaults."""
     path = PRESET_DIR / f"{name}.json"
-    if not name or "/" in name or not path.is_file():
+    if not isinstance(name, str) or not name or "/" in name or not path.is_file():  # a config file's "preset": 5
         raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
