@@ -195,3 +195,18 @@ def test_reads_larger_than_the_memory_budget(server: RangeServer, monkeypatch) -
     remote, local = LdsReader(url), LdsReader(path)
     rows = list(range(0, 400, 7))
     assert torch.equal(remote.latents(rows), local.latents(rows)) and remote.verify() == []
+
+
+def test_a_filesystem_s_own_exception_becomes_a_remote_read_error(monkeypatch) -> None:
+    """hf:// without a network raised httpx's ConnectError as a traceback: filesystems raise their own types."""
+    fsspec = pytest.importorskip("fsspec")
+
+    class ConnectError(Exception):
+        pass
+
+    def unreachable(self, path):  # noqa: ARG001
+        raise ConnectError("Name or service not known")
+
+    monkeypatch.setattr(type(fsspec.filesystem("memory")), "size", unreachable)
+    with pytest.raises(errors.LdsError, match="ConnectError"):
+        LdsReader("memory://somewhere/a.lds")

@@ -133,8 +133,8 @@ class FsspecSource:
             raise UsageError(f"{url}: {exc}") from None
         except FileNotFoundError:
             raise LdsNotFoundError(f"{url}: not found") from None
-        except (OSError, ValueError) as exc:
-            raise RemoteReadError(f"{url}: cannot read ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - each filesystem raises its own (httpx, botocore, ...)
+            raise RemoteReadError(f"{url}: cannot read ({type(exc).__name__}: {exc})") from None
         self.requests = 1
         self.bytes_read = 0
 
@@ -142,8 +142,8 @@ class FsspecSource:
         try:
             self.requests += 1
             data = self._fs.cat_file(self._path, start=start, end=min(end, self.size))
-        except (OSError, ValueError) as exc:
-            raise RemoteReadError(f"{self.url}: cannot read bytes {start}-{end - 1} ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - each filesystem raises its own (httpx, botocore, ...)
+            raise RemoteReadError(f"{self.url}: cannot read bytes {start}-{end - 1} ({type(exc).__name__}: {exc})") from None
         self.bytes_read += len(data)
         return data
 
