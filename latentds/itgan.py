@@ -44,7 +44,7 @@ SN_EPS = 1e-8  # BigGAN-PyTorch's SN eps for G
 
 def _load(path: Path, what: str) -> Any:
     if not path.is_file():
-        raise SourceNotFoundError(f"{path}: no such file ({what})")
+        raise SourceNotFoundError(f"{path}: " + ("not a regular file" if path.exists() else "no such file") + f" ({what})")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling refusals, zip and EOF errors: all mean "not this file"
