@@ -166,8 +166,12 @@ def train_classifier(
     *,
     stop_after: int | None = None,
     compute: Compute | None = None,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train (or load the cached) classifier on ``data``; returns (model in eval mode, stats).
+
+    ``normalization``: the input (mean, std); default ``data.mean_std()`` (a pool run on a subset passes the
+    whole set's, so every embedding net sees the inputs condensation feeds it).
 
     ``compute``: autocast dtype and memory format (default fp32, contiguous: bit-identical resumes).
 
@@ -180,7 +184,8 @@ def train_classifier(
     device = torch.device(device)
     say = log or (lambda _line: None)
     start = time.perf_counter()
-    mean, std = data.mean_std()
+    mean, std = ([float(v) for v in normalization[0]], [float(v) for v in normalization[1]]) if normalization \
+        else data.mean_std()
     cfg_dict = asdict(cfg)
     final = work_dir / CLASSIFIER_FILE
 

@@ -24,6 +24,7 @@ from latentds.encode.classifier import ClassifierConfig
 from latentds.encode.condense import CondenseConfig
 from latentds.encode.gan import GANConfig
 from latentds.encode.invert import InvertConfig
+from latentds.encode.pool import PoolConfig
 from latentds.encode.presets import (
     ENCODE_PRECISIONS,
     LATENT_DTYPES,
@@ -47,7 +48,7 @@ __all__ = [
     "read_config_file",
 ]
 
-SECTIONS = ("gan", "classifier", "invert", "condense")
+SECTIONS = ("gan", "classifier", "pool", "invert", "condense")
 
 
 @dataclass
@@ -56,6 +57,7 @@ class EncodeConfig:
 
     gan: GANConfig = field(default_factory=GANConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    pool: PoolConfig = field(default_factory=PoolConfig)  # condensation's embedding nets beyond the snapshots
     invert: InvertConfig = field(default_factory=InvertConfig)
     condense: CondenseConfig = field(default_factory=CondenseConfig)
     ipc: int | None = None  # latents (images) per class; None: one per training image (the paper)
@@ -92,6 +94,7 @@ class EncodeConfig:
 _SECTION_TYPES: dict[str, type] = {
     "gan": GANConfig,
     "classifier": ClassifierConfig,
+    "pool": PoolConfig,
     "invert": InvertConfig,
     "condense": CondenseConfig,
 }

@@ -268,7 +268,8 @@ def _generator_stage(run: Run, loaded: nn.Module | None, generator_path: str | P
 
 def _classifier_stage(run: Run, need_feature_net: bool = True) -> tuple[nn.Module | None, list[nn.Module], dict]:
     """The real-data classifier (inversion's feature net) and its snapshots (condensation's embedding pool)."""
-    from latentds.encode.classifier import load_snapshots, train_classifier
+    from latentds.encode.classifier import train_classifier
+    from latentds.encode.pool import build_pool
 
     cfg, group, folder = run.cfg, run.group, run.work_dir / "classifier"
     if not need_feature_net and cfg.condense.pool_prob == 0:
@@ -283,10 +284,21 @@ def _classifier_stage(run: Run, need_feature_net: bool = True) -> tuple[nn.Modul
         feature_net, stats = train_classifier(run.data, cfg.classifier, folder, run.device, False, run.log,
                                               compute=run.compute)
     feature_net = run.compute.prepare(freeze(fresh_storage(feature_net.to(run.device)))) if need_feature_net else None
-    pool = load_snapshots(folder, run.device) if cfg.condense.pool_prob > 0 else []
-    pool = [run.compute.prepare(fresh_storage(net)) for net in pool]
-    run.log(f"classifier: done; embedding pool of {len(pool)} pre-trained nets"
-            + ("" if pool or cfg.condense.pool_prob == 0 else " (classifier.snapshot_every is 0: random nets only)"))
+    pool: list[nn.Module] = []
+    if cfg.condense.pool_prob > 0:
+        if group.is_main:
+            pool, stats["pool"] = build_pool(run.data, cfg.classifier, cfg.pool, folder, run.device, cfg.seed,
+                                             progress=run.show, log=run.log, compute=run.compute,
+                                             normalization=(run.mean, run.std))
+        group.share_dir(folder)
+        if not group.is_main:  # the pool runs' files are there now: this loads them
+            pool, stats["pool"] = build_pool(run.data, cfg.classifier, cfg.pool, folder, run.device, cfg.seed,
+                                             compute=run.compute, normalization=(run.mean, run.std))
+        pool = [run.compute.prepare(fresh_storage(net)) for net in pool]
+    stats["pool_prob"] = cfg.condense.pool_prob
+    run.log(f"classifier: done; embedding pool of {len(pool)} pre-trained nets, drawn with probability "
+            f"{cfg.condense.pool_prob:g} (else a fresh random ConvNet)"
+            + ("" if pool or cfg.condense.pool_prob == 0 else " (no snapshots and pool.runs 0: random nets only)"))
     return feature_net, pool, stats
 
 
