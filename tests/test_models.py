@@ -372,3 +372,20 @@ def test_convnet_by_resolution(shape: tuple[int, int, int], depth: int, feat: in
     assert net.feat_dim == feat  # width 128
     assert net(torch.randn(2, *shape)).shape == (2, 4)
     assert input_args("resnet18_cifar", shape) == {"channels": shape[0]}
+
+
+def test_resnet18_cifar_uses_pytorchs_default_init():
+    """The reference evaluation nets keep PyTorch's default init: conv weights ~ U(-b, b), b = 1/sqrt(fan_in)
+    (kaiming-uniform with a = sqrt(5)), not torchvision's kaiming-normal (std sqrt(2 / fan_out))."""
+    import math
+
+    from latentds.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("resnet18_cifar", num_classes=10)
+    w = net.layer4[0].conv1.weight  # 256 -> 512, 3x3: fan_in 2304, fan_out 4608
+    bound = 1.0 / math.sqrt(256 * 9)
+    assert float(w.abs().max()) <= bound
+    assert abs(float(w.std()) - bound / math.sqrt(3)) < 0.05 * bound  # uniform: std = bound / sqrt(3)
+    fc = net.fc.weight
+    assert float(fc.abs().max()) <= 1.0 / math.sqrt(512)

@@ -22,9 +22,13 @@ class CifarResNet(ResNet):
     def __init__(self, layers: list[int], num_classes: int = 10, channels: int = 3):
         super().__init__(BasicBlock, layers, num_classes=num_classes)
         self.conv1 = nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision
         self.maxpool = nn.Identity()
         self.feat_dim = self.fc.in_features  # 512
+        # PyTorch's default init, as the reference's ResNet-18 (DC/DSA/DM ``networks.py``) and the evaluation
+        # docs have it, not torchvision's kaiming-normal re-init (method.md, "Facts checked").
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+                m.reset_parameters()
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Globally pooled features: (B, C, H, W) -> (B, 512)."""
