@@ -371,3 +371,33 @@ def test_standing_stats_match_batch_statistics() -> None:
         assert not g.training
         standing = g(z, y)
     assert (standing - batch_stats).abs().mean() < 0.3 * (stale - batch_stats).abs().mean()
+
+
+def test_frechet_distance_matches_its_closed_forms():
+    from latentds.encode.gan_samples import frechet_distance
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(400, 1, generator=g), 3 + 2 * torch.randn(300, 1, generator=g)
+    # one dimension: (mu_a - mu_b)^2 + (sd_a - sd_b)^2 with the unbiased sample sd
+    a, b = a.double(), b.double()
+    expected = float((a.mean() - b.mean()) ** 2 + (a.std() - b.std()) ** 2)
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+    x = torch.randn(500, 6, generator=g)
+    assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-8)
+    y = torch.randn(500, 6, generator=g) @ torch.randn(6, 6, generator=g) + 1
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))  # a rotation of both: same distance
+    assert frechet_distance(x.double() @ q, y.double() @ q) == pytest.approx(frechet_distance(x, y), rel=1e-7)
+    assert frechet_distance(x, y) == pytest.approx(frechet_distance(y, x), rel=1e-7)  # symmetric
+
+
+def test_gan_quality_frechet_against_real_images():
+    from tests.conftest import blobs
+
+    torch.manual_seed(0)
+    data = blobs(12)
+    generator = create_model("biggan32_tiny", num_classes=3, width=4).eval()
+    classifier = create_model("convnet3", num_classes=3, width=8).eval()
+    q = gan_quality(generator, classifier, 3, n_per_class=5, mean=[0.5] * 3, std=[0.25] * 3, real=data)
+    assert q["frechet_n"] == [15, 15] and "ConvNet.embed" in q["frechet_feature"]
+    # untrained generator: its samples sit further from the real images than a second real draw does
+    assert q["frechet"] > q["frechet_real"] >= 0

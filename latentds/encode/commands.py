@@ -105,10 +105,14 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
         classifier, _ = train_classifier(data, cfg.classifier, run.work_dir / "classifier", device, show, log,
                                          compute=compute)
         with torch.no_grad():
-            quality = gan_quality(generator, classifier, data.num_classes, args.quality_per_class, cfg.seed, device)
+            quality = gan_quality(generator, classifier, data.num_classes, args.quality_per_class, cfg.seed, device,
+                                  real=data)
         if show:
             print(f"quality: a real-data {cfg.classifier.arch} classifies {quality['accuracy']:.1%} of "
                   f"{quality['n']} class-conditional samples correctly")
+            if "frechet" in quality:
+                print(f"quality: Fréchet distance in its feature space ({quality['frechet_feature']}) "
+                      f"{quality['frechet']:.2f}; between two real draws of the same size {quality['frechet_real']:.2f}")
     return 0
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from latentds.common import normalize
 from latentds.models import generator_contract
 
-__all__ = ["gan_quality", "generate", "random_latents", "sample_grid", "standing_stats"]
+__all__ = ["frechet_distance", "gan_quality", "generate", "random_latents", "sample_grid", "standing_stats"]
 
 
 @torch.no_grad()
@@ -67,11 +67,19 @@ def gan_quality(
     device: str | torch.device = "cpu",
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    real: Any = None,
 ) -> dict[str, Any]:
-    """Accuracy of a real-data classifier on class-conditional samples (higher: more recognizable samples).
+    """Accuracy of a real-data classifier on class-conditional samples (higher: more recognizable samples), and
+    with ``real`` (an :class:`~latentds.sources.ImageSet`) a Fréchet distance in that classifier's feature space.
 
     ``mean``/``std``: the classifier's input normalization; by default ``classifier.normalization``
     (set by :func:`latentds.encode.classifier.train_classifier` / ``load_classifier``).
+
+    The Fréchet distance is FID's formula on the classifier's ``embed`` features (for ConvNet-3 the flattened
+    last block) instead of Inception-v3's pool features: ``frechet`` between the samples and as many real
+    images of the same classes, and ``frechet_real`` between those real images and as many *other* real ones,
+    the floor that sampling noise alone gives at this size. Its scale is not FID's: compare it only with
+    figures from the same classifier. Lower is better.
     """
     if mean is None or std is None:
         norm = getattr(classifier, "normalization", None)
@@ -89,7 +97,47 @@ def gan_quality(
         pred = classifier(normalize(images, mean, std)).argmax(1).cpu()
         correct += torch.bincount(y[i : i + 500][pred == y[i : i + 500]], minlength=num_classes)
     per_class = (correct.double() / n_per_class).tolist()
-    return {"accuracy": float(correct.sum()) / z.shape[0], "per_class_accuracy": per_class, "n": int(z.shape[0])}
+    out: dict[str, Any] = {"accuracy": float(correct.sum()) / z.shape[0], "per_class_accuracy": per_class,
+                           "n": int(z.shape[0])}
+    if real is not None and hasattr(classifier, "embed"):
+        # two disjoint real draws of n_per_class per class (fewer where a class is small)
+        pick = torch.Generator().manual_seed(seed + 1)
+        first, second = [], []
+        for c in range(num_classes):
+            idx = real.class_indices(c)
+            idx = idx[torch.randperm(idx.numel(), generator=pick)]
+            k = min(n_per_class, idx.numel() // 2)
+            first.append(idx[:k])
+            second.append(idx[k : 2 * k])
+        first, second = torch.cat(first), torch.cat(second)
+
+        def features(batches) -> Tensor:
+            return torch.cat([classifier.embed(normalize(x.to(device), mean, std)).double().cpu() for x in batches])
+
+        fake = features(generator(z[i : i + 500].to(device), y[i : i + 500].to(device)) * 0.5 + 0.5
+                        for i in range(0, z.shape[0], 500))
+        real_a = features(real.images[first[i : i + 500]].float() / 255.0 for i in range(0, first.numel(), 500))
+        real_b = features(real.images[second[i : i + 500]].float() / 255.0 for i in range(0, second.numel(), 500))
+        out.update(frechet=frechet_distance(fake, real_a), frechet_real=frechet_distance(real_b, real_a),
+                   frechet_feature=f"{type(classifier).__name__}.embed, {fake.shape[1]}-d",
+                   frechet_n=[int(fake.shape[0]), int(real_a.shape[0])])
+    return out
+
+
+def frechet_distance(a: Tensor, b: Tensor) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2) of two (N, D) feature sets, in float64.
+
+    The matrix square roots come from symmetric eigendecompositions (no scipy), negative eigenvalues from
+    rounding clipped to zero.
+    """
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    d = a.shape[1]
+    cov_a, cov_b = torch.cov(a.T).reshape(d, d), torch.cov(b.T).reshape(d, d)
+    w, v = torch.linalg.eigh(cov_a)
+    root_a = (v * w.clamp_min(0).sqrt()) @ v.T
+    middle = torch.linalg.eigvalsh(root_a @ cov_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * middle)
 
 
 def random_latents(
