@@ -15,6 +15,8 @@ Methods, at each images-per-class (ipc) size:
 - ``dm``         distribution matching on pixels: :func:`latentds.encode.condense.condense` with
                  ``parametrization="pixel"``, the same loss, schedule, embedding nets and augmentation as
                  itgan's condensation, initialized from the same real images itgan's latents were inverted from
+- ``dm_random``  DM as published: the same, but a freshly initialized random ConvNet every step
+                 (``condense.pool_prob=0``) instead of itgan's pool of pre-trained nets
 - ``real``       the whole real training set (ConvNet only, a few epochs; an upper bound, stated as such)
 
 A *cell* is (method, ipc, architecture): ``seeds`` freshly initialized networks trained on the method's
@@ -49,18 +51,19 @@ DEFAULT_GENERATOR = Path("bench/artifacts/cifar10-biggan32-w16-2000it.safetensor
 DEFAULT_OUT = Path("bench/results")
 DEFAULT_WORK = Path("/tmp/latentds-bench")
 
-METHODS = ("gan", "inversion", "itgan", "random", "dm", "real")
-RUN_ORDER = ("random", "gan", "itgan", "inversion", "dm", "real")  # within an ipc; the real row last
-DEFAULT_METHODS = ("random", "gan", "itgan", "inversion", "dm")  # "real" is opt-in (--with-real): ~40 min on a CPU
+METHODS = ("gan", "inversion", "itgan", "random", "dm", "dm_random", "real")
+RUN_ORDER = ("random", "gan", "itgan", "inversion", "dm", "dm_random", "real")  # within an ipc; the real row last
+DEFAULT_METHODS = ("random", "gan", "itgan", "inversion", "dm", "dm_random")  # "real": opt-in (--with-real), ~40 min on a CPU
 GAN_METHODS = ("gan", "inversion", "itgan")  # artefacts made with the generator
-ENCODE_METHODS = ("inversion", "itgan", "dm")  # artefacts that depend on the encode config
+ENCODE_METHODS = ("inversion", "itgan", "dm", "dm_random")  # artefacts that depend on the encode config
 ARCH_LABELS = {"convnet3": "ConvNet-3", "resnet18_cifar": "ResNet-18"}
 METHOD_LABELS = {
     "gan": "GAN (random z)",
     "inversion": "GAN inversion",
     "itgan": "IT-GAN",
     "random": "random real",
-    "dm": "DM (pixels)",
+    "dm": "DM (pixels, IT-GAN's pool)",
+    "dm_random": "DM (pixels, random nets)",
     "real": "whole real set",
 }
 
@@ -312,7 +315,7 @@ def estimate_artifact(s: Settings, method: str, ipc: int | None, reuse_inversion
     cfg = encode_config(s, ipc)
     if method in ("gan", "random", "real"):
         return 0.0
-    if method == "dm":
+    if method in ("dm", "dm_random"):
         a, b = COST["dm_step"]
         batch = min(n, cfg.condense.batch_syn)
         return cfg.condense.iterations * k * (a + b * batch) * math.ceil(n / cfg.condense.batch_syn)
@@ -588,29 +591,33 @@ def torch_equal(a, b) -> bool:
     return a.shape == b.shape and bool(torch.equal(a, b))
 
 
-def build_dm(s: Settings, ipc: int | None, data: Data, log: Log) -> Artifact:
+def build_dm(s: Settings, ipc: int | None, data: Data, log: Log, method: str = "dm") -> Artifact:
     """DM: ``latentds encode`` with ``condense.parametrization=pixel``: itgan's selection, loss, schedule, nets,
-    augmentation and seeds, on pixels (SGD, momentum 0.5, lr_pixel 1.0: the library's pixel-mode defaults)."""
+    augmentation and seeds, on pixels (SGD, momentum 0.5, lr_pixel 1.0: the library's pixel-mode defaults).
+    ``dm_random``: the same with a fresh random ConvNet every step, as DM was published."""
     from latentds.encode.pipeline import encode
     from latentds.encode.state import load_state
 
-    name = artifact_name("dm", ipc)
+    name = artifact_name(method, ipc)
     out = s.artifacts / f"{name}.npz"
     sidecar = s.artifacts / f"{name}.json"
     work_dir = s.work / "encode" / f"{name}.work"
-    extra = DM_OVERRIDES
+    extra = DM_OVERRIDES + (("condense.pool_prob=0",) if method == "dm_random" else ())
     make = (f"latentds encode {shlex.quote(s.data)} {shlex.quote(str(out))} {encode_flags(s, extra)} "
             f"{'' if ipc is None else f'--ipc {ipc} '}--work-dir {shlex.quote(str(work_dir))}")
     cfg = encode_config(s, ipc, extra)
     if not (out.exists() and sidecar.exists()):
-        classifier = ensure_classifier(s, data, log)  # the same embedding pool as itgan: copied, not retrained
         work_dir.mkdir(parents=True, exist_ok=True)
-        if cfg.condense.pool_prob > 0 and not (work_dir / "classifier").exists():
-            shutil.copytree(classifier, work_dir / "classifier")
+        classifier = None
+        if cfg.condense.pool_prob > 0:
+            classifier = ensure_classifier(s, data, log)  # the same embedding pool as itgan: copied, not retrained
+            if not (work_dir / "classifier").exists():
+                shutil.copytree(classifier, work_dir / "classifier")
         log(f"dm {name}: {make}")
         encode(s.data, out, cfg, work_dir=work_dir, progress=not s.quiet and sys.stderr.isatty(), quiet=s.quiet)
         seconds = sum(float(load_state(f)[1]["stats"]["seconds"]) for f in sorted((work_dir / "units").glob("*.safetensors")))
-        write_atomic(sidecar, json.dumps({"dm_s": seconds, "classifier_s": classifier_seconds(classifier),
+        cls_s = classifier_seconds(classifier) if classifier is not None else 0.0
+        write_atomic(sidecar, json.dumps({"dm_s": seconds, "classifier_s": cls_s,
                                           "condense": asdict(cfg.condense)}, indent=2).encode())
         log(f"dm {name}: wrote {out} ({fmt_s(seconds)} of condensation)")
     info = json.loads(sidecar.read_text(encoding="utf-8"))
@@ -639,8 +646,8 @@ def _npz_count(path: Path) -> int:
 def build_artifact(s: Settings, method: str, ipc: int | None, data: Data, log: Log) -> Artifact:
     if method in ("itgan", "inversion"):
         return build_encode(s, method, ipc, data, log)
-    if method == "dm":
-        return build_dm(s, ipc, data, log)
+    if method in ("dm", "dm_random"):
+        return build_dm(s, ipc, data, log, method)
     if method == "gan":
         gen = ensure_generator(s, data, log)
         info = generator_info(gen)
@@ -756,6 +763,7 @@ def write_markdown(s: Settings, records: list[dict[str, Any]], planned: list[Cel
         lines.append("| " + " | ".join([METHOD_LABELS.get(method, method), "all" if ipc is None else str(ipc),
                                          *cells_md, storage, enc, ", ".join(evals)]) + " |")
 
+    lines += storage_matched_lines(records, archs)
     gen = next((r["generator"] for r in records if r.get("generator")), None)
     sched = sorted({(r["arch"], r["ipc"], r["epochs"]) for r in records} | {(c.arch, c.ipc, c.epochs) for c in planned},
                    key=lambda t: (t[0], t[1] is None, t[1] or 0))
@@ -770,7 +778,8 @@ def write_markdown(s: Settings, records: list[dict[str, Any]], planned: list[Cel
         "Shortened from the paper's 300 (ConvNet) / 200 (ResNet-18) epochs to fit a CPU.",
         f"Encode: preset `{s.preset}`" + (f" with {', '.join(f'`{o}`' for o in s.overrides)}" if s.overrides else "")
         + "; inversion = the same with `condense.iterations=0`; DM = the same condensation on pixels (SGD, momentum "
-        "0.5, lr 1.0 as in DM; initialized from the same real images, same embedding nets and augmentation), stored as uint8.",
+        "0.5, lr 1.0 as in DM; initialized from the same real images, same augmentation), stored as uint8, with "
+        "IT-GAN's embedding pool (DM, pool) or a fresh random ConvNet every step as published (DM, random nets).",
         "Storage: the .lds file (generator included) for inversion and IT-GAN; generator file + fp16 latents for GAN; "
         f"uint8 pixels (N x 3072 B) for random, DM and the real set. Raw CIFAR-10: {mib(CIFAR10_RAW_PIXEL_BYTES)} of "
         f"uint8 pixels, {mib(CIFAR10_ARCHIVE_BYTES)} for the official archive.",
@@ -789,6 +798,36 @@ def write_markdown(s: Settings, records: list[dict[str, Any]], planned: list[Cel
     kind = "GPU" if resolve_device(s).startswith("cuda") else "CPU"
     title = "# Benchmark harness check (tiny synthetic problem)\n\n" if s.tiny else f"# CIFAR-10 benchmark ({kind})\n\n"
     write_atomic(path, portable(title + "\n".join(lines + notes) + "\n").encode("utf-8"))
+
+
+def storage_matched_lines(records: list[dict[str, Any]], archs: list[str]) -> list[str]:
+    """IT-GAN against the pixel methods at equal bytes: for each IT-GAN cell, each pixel method's measured cell
+    with the most images that still fit in the .lds's bytes (the paper's own framing: same storage)."""
+    last = latest(records)
+    pixel_methods = [m for m in ("random", "dm", "dm_random") if any(k[0] == m for k in last)]
+    rows = []
+    for a in archs:
+        for (method, ipc, arch), r in sorted(last.items(), key=lambda kv: _order(kv[0][0], kv[0][1])):
+            if method != "itgan" or arch != a or ipc is None:
+                continue
+            budget = r["bytes"]
+            per_image = next((q["bytes"] / q["num_images"] for q in last.values() if q["method"] == "random"), 3072)
+            classes = max(1, r["num_images"] // ipc)
+            fits = int(budget // (per_image * classes))  # images per class that fit in the .lds's bytes
+            cols = []
+            for m in pixel_methods:
+                cands = [q for (mm, qi, qa), q in last.items() if mm == m and qa == a and qi is not None and q["bytes"] <= budget]
+                best = max(cands, key=lambda q: q["bytes"], default=None)
+                cols.append("-" if best is None else f"{best['acc_mean']:.2f} ± {best['acc_std']:.2f} ({best['ipc']}/class, "
+                            f"{mib(best['bytes'])})" + ("" if best["ipc"] == fits else f"; {fits}/class fit: pending"))
+            rows.append(f"| {ARCH_LABELS.get(a, a)} | IT-GAN {ipc}/class: {r['acc_mean']:.2f} ± {r['acc_std']:.2f} "
+                        f"({mib(budget)}) | " + " | ".join(cols) + " |")
+    if not rows:
+        return []
+    head = ["net", "IT-GAN (.lds bytes)"] + [f"{METHOD_LABELS[m]}, at most the same bytes" for m in pixel_methods]
+    return ["", "At equal storage (uint8 pixels against the whole .lds, generator included; "
+            "`--ipc N --only random dm dm_random` measures the N/class that fit):", "",
+            "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *rows]
 
 
 def write_plot(s: Settings, records: list[dict[str, Any]], path: Path, log: Log) -> None:

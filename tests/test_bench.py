@@ -71,7 +71,10 @@ def test_tiny_run_records(tiny_run: dict) -> None:
     ipc = bench.TINY_IPCS[0]
     n = 2 * ipc  # two classes
     assert by[("random", ipc, "convnet3")]["bytes"] == n * 3072  # uint8 pixels
-    assert by[("dm", ipc, "convnet3")]["bytes"] == n * 3072
+    assert by[("dm", ipc, "convnet3")]["bytes"] == by[("dm_random", ipc, "convnet3")]["bytes"] == n * 3072
+    # DM as published draws random nets only; DM beside IT-GAN shares its pool
+    assert "condense.pool_prob=0" in by[("dm_random", ipc, "convnet3")]["command"]
+    assert "pool_prob" not in by[("dm", ipc, "convnet3")]["command"]
     gen = by[("gan", ipc, "convnet3")]["generator"]
     assert by[("gan", ipc, "convnet3")]["bytes"] == gen["bytes"] + n * 128 * 2  # generator + fp16 latents
     lds = Path(by[("itgan", ipc, "convnet3")]["artifact"]["spec"])
@@ -82,11 +85,16 @@ def test_tiny_run_records(tiny_run: dict) -> None:
 def test_tiny_run_markdown_and_log(tiny_run: dict) -> None:
     bench = _module()
     md = (tiny_run["out"] / "tiny-cpu.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    main_table = md.split("\n\n")[1]  # the title, then the table of every cell
+    rows = [line for line in main_table.splitlines() if line.startswith("| ") and not line.startswith("| method")]
     labels = [(cells[1].strip(), cells[2].strip()) for cells in (row.split("|") for row in rows)]
     expected = [(bench.METHOD_LABELS[m], str(i)) for i in bench.TINY_IPCS for m in bench.RUN_ORDER if m != "real"]
     assert labels == expected + [(bench.METHOD_LABELS["real"], "all")]
-    assert "pending" not in md and "epochs" in md and "Machine:" in md
+    assert "pending" not in main_table and "epochs" in md and "Machine:" in md
+    # the equal-storage table: per IT-GAN cell, each pixel method's largest cell within the .lds's bytes
+    matched = md.split("At equal storage")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(matched) == len(bench.TINY_IPCS) + 1  # ConvNet at both sizes, ResNet at the first
+    assert all(line.count("|") == 6 for line in matched)
     log = (tiny_run["work"] / "bench.log").read_text()
     assert log.count("cell start:") == log.count("cell done:") == len(rows) + len(bench.DEFAULT_METHODS)
     try:
@@ -131,8 +139,8 @@ def test_plan_prints_cells_and_total(tmp_path: Path, capsys: pytest.CaptureFixtu
     bench = _module()
     assert bench.main(["--plan", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "r"), "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert sum(line.strip().startswith("eval ") for line in lines) == 15  # 5 methods x (ConvNet 10, 50; ResNet 10)
-    assert sum(line.strip().startswith("encode ") for line in lines) == 6  # itgan, inversion, dm at 10 and 50
+    assert sum(line.strip().startswith("eval ") for line in lines) == 18  # 6 methods x (ConvNet 10, 50; ResNet 10)
+    assert sum(line.strip().startswith("encode ") for line in lines) == 8  # itgan, inversion, dm, dm_random at 10 and 50
     assert any(line.startswith("total:") and " h" in line for line in lines)
     assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()  # --plan runs nothing
 
