@@ -174,3 +174,16 @@ def test_existing_artifact_is_checked_before_reuse(tiny_run: dict, tmp_path: Pat
     other = save_model(tmp_path / "other.safetensors", create_model("biggan32_tiny", num_classes=2, width=4))
     with pytest.raises(SystemExit, match="another generator"):
         bench.check_existing_lds(lds, bench.encode_config(s, ipc), other)
+
+
+def test_schedule_paper_or_cpu() -> None:
+    bench = _module()
+
+    def epochs(*argv: str) -> dict:
+        return bench.settings_from_args(bench.build_parser().parse_args(list(argv)), list(argv)).epochs
+
+    assert epochs("--device", "cpu") == bench.DEFAULT_EPOCHS  # a CPU gets the shortened schedule
+    paper = epochs("--schedule", "paper", "--device", "cpu")
+    assert paper[("convnet3", 10)] == paper[("convnet3", 50)] == 300 and paper[("resnet18_cifar", 10)] == 200
+    assert epochs("--schedule", "cpu", "--device", "cuda") == bench.DEFAULT_EPOCHS
+    assert epochs("--schedule", "paper", "--epochs", "convnet3:10=7")[("convnet3", 10)] == 7  # overrides still win
