@@ -527,6 +527,16 @@ def lds_encode_seconds(path: Path) -> tuple[float, dict[str, float]]:
     return sum(parts.values()), parts
 
 
+def lds_pool(path: Path) -> dict[str, Any] | None:
+    """The embedding pool an encode used (size, runs, filter, held-out accuracy range, mix), from its provenance."""
+    from latentds.lds import open_lds
+
+    with open_lds(path) as reader:
+        cls = (reader.manifest["provenance"].get("losses") or {}).get("classifier") or {}
+    pool = {k: v for k, v in (cls.get("pool") or {}).items() if k != "nets"}  # the per-net table stays in the .lds
+    return {**pool, "pool_prob": cls.get("pool_prob")} if pool else None
+
+
 def build_encode(s: Settings, method: str, ipc: int | None, data: Data, log: Log) -> Artifact:
     """itgan / inversion: ``latentds encode`` with the preset (inversion: condense.iterations=0)."""
     from latentds.encode.pipeline import encode
@@ -563,7 +573,8 @@ def build_encode(s: Settings, method: str, ipc: int | None, data: Data, log: Log
         check_existing_lds(out, encode_config(s, ipc, extra), gen)
         log(f"encode {name}: using the existing {out} (its encode config and generator match)")
     encode_s, parts = lds_encode_seconds(out)
-    return Artifact(str(out), None, out.stat().st_size, encode_s, make, generator_info(gen), {"encode_parts_s": parts})
+    return Artifact(str(out), None, out.stat().st_size, encode_s, make, generator_info(gen),
+                    {"encode_parts_s": parts, "embedding_pool": lds_pool(out)})
 
 
 def check_existing_lds(path: Path, cfg, generator: Path) -> None:
