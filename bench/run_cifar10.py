@@ -198,16 +198,26 @@ def cells(s: Settings) -> list[Cell]:
 
 
 # --- records ---------------------------------------------------------------------------------------------
+# How the evaluation ResNets are initialized. Records from before PyTorch's default init (the reference's) carry no
+# "init" field: they were made with torchvision's kaiming-normal re-init, are marked in the table and rerun.
+EVAL_INIT = "pytorch-default"
+
+
+def _init_tag(arch: str, init: str | None) -> str | None:
+    return (init or "torchvision") if arch.startswith("resnet") else None
+
+
 def record_key(rec: dict[str, Any]) -> tuple:
     gen = rec.get("generator") or {}
     enc = (rec.get("encode_preset"), tuple(rec.get("encode_overrides") or ())) if rec["method"] in ENCODE_METHODS else None
-    return (rec["method"], rec["ipc"], rec["arch"], rec["epochs"], rec["seeds"], gen.get("sha256"), enc)
+    return (rec["method"], rec["ipc"], rec["arch"], rec["epochs"], rec["seeds"], gen.get("sha256"), enc,
+            _init_tag(rec["arch"], rec.get("init")))
 
 
 def cell_key(s: Settings, cell: Cell, gen_sha: str | None) -> tuple:
     enc = (s.preset, tuple(s.overrides)) if cell.method in ENCODE_METHODS else None
     sha = gen_sha if cell.method in GAN_METHODS else None
-    return (cell.method, cell.ipc, cell.arch, cell.epochs, cell.seeds, sha, enc)
+    return (cell.method, cell.ipc, cell.arch, cell.epochs, cell.seeds, sha, enc, _init_tag(cell.arch, EVAL_INIT))
 
 
 def load_records(path: Path) -> list[dict[str, Any]]:
@@ -731,6 +741,7 @@ def run_cell(s: Settings, cell: Cell, art: Artifact, data: Data, log: Log) -> di
         "artifact": {"spec": art.spec, **art.extra},
         "final_train_loss": [c["loss"][-1] for c in result.curves],
         "final_train_acc": [c["train_acc"][-1] for c in result.curves],
+        "init": EVAL_INIT,
         "tiny": s.tiny,
         "finished": _dt.datetime.now().isoformat(timespec="seconds"),
         "torch": _torch_version(),
@@ -778,7 +789,8 @@ def write_markdown(s: Settings, records: list[dict[str, Any]], planned: list[Cel
             any_rec = any_rec or r
             train = r.get("final_train_acc")
             train_txt = f", train {sum(train) / len(train):.0f} %" if train else ""
-            cells_md.append(f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f} ({r['epochs']} ep{train_txt})")
+            stale = "†" if _init_tag(a, r.get("init")) not in (None, EVAL_INIT) else ""
+            cells_md.append(f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f}{stale} ({r['epochs']} ep{train_txt})")
             evals.append(f"{ARCH_LABELS.get(a, a).split('-')[0]} {fmt_s(r['eval_s'])}")
         if any_rec is not None:
             storage = f"{mib(any_rec['bytes'])} ({pct(any_rec['bytes'], raw)} of raw)"
@@ -820,6 +832,9 @@ def write_markdown(s: Settings, records: list[dict[str, Any]], planned: list[Cel
                      f"sha256 {gen['sha256'][:12]}; trained {cfgg.get('iterations', '?')} iterations "
                      f"(batch {cfgg.get('batch_size', '?')}, {cfgg.get('d_steps', '?')} D steps, EMA "
                      f"{cfgg.get('ema_decay', '?')}) in {fmt_s(gen.get('train_s'))} on {gen.get('train_device') or '?'}.")
+    if any(_init_tag(r["arch"], r.get("init")) not in (None, EVAL_INIT) for r in last.values()):
+        notes.append("† measured with torchvision's kaiming-normal ResNet init, before the evaluation nets took "
+                     "PyTorch's default init (the reference's); rerunning the harness remeasures these cells.")
     notes.append(f"Machine: {'; '.join(devices)}. Figures are whatever was measured (no tuning for an ordering).")
     notes.append(f"Reproduce: `python bench/run_cifar10.py{' --tiny' if s.tiny else ''}`; each record's `command` in "
                  f"`{s.stem}.json` reruns one cell.")
