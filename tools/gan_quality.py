@@ -14,6 +14,7 @@ Its test accuracy is reported too: the samples' accuracy is read against it. Wri
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,11 +27,8 @@ from benchlib import machine, save_result  # noqa: E402
 
 
 def _rel(path: Path) -> str:
-    """A path inside the repo as repo-relative; others as given (they name a work dir, not this machine's repo)."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
+    """A path relative to the repository (``../work/...`` outside it), never this machine's absolute layout."""
+    return os.path.relpath(Path(path).resolve(), REPO)
 
 
 def main(argv: list[str] | None = None) -> int:
