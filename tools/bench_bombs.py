@@ -95,6 +95,7 @@ def main() -> int:
         ]
         for what, declared, argv in plan:
             r = run_cli(*argv, env={"OMP_NUM_THREADS": "1"})
+            r["message"] = r["message"].replace(f"{t}/", "")  # the scratch dir is this run's, not the reader's
             cases.append({"case": what, "declared_mib": round(declared / MIB, 1), **r})
             print(f"{r['peak_rss_mib']:8.1f} MiB  exit {r['exit']}  {what}: {r['message']}", flush=True)
     base = cases[0]["peak_rss_mib"]

@@ -55,7 +55,9 @@ def run(label: str, argv: list[str], nproc: int, threads: int, cwd: Path) -> dic
     print(f"{label:44} {wall:7.1f} s   ({', '.join(f'{k} {v:.1f}' for k, v in timing.items() if k != 'total')})",
           flush=True)
     return {"label": label, "processes": nproc, "threads_per_process": threads, "wall_s": round(wall, 2),
-            "rank0_timing_s": timing, "command": f"OMP_NUM_THREADS={threads} python " + " ".join(cmd[1:]),
+            "rank0_timing_s": timing,
+            # the scratch dir is this run's own; the record names it $TMP so the command reads the same everywhere
+            "command": f"OMP_NUM_THREADS={threads} python " + " ".join(cmd[1:]).replace(f"{cwd}/", "$TMP/"),
             "latents": r.latents()}
 
 
