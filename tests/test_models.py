@@ -383,9 +383,9 @@ def test_resnet18_cifar_uses_pytorchs_default_init():
 
     torch.manual_seed(0)
     net = create_model("resnet18_cifar", num_classes=10)
-    w = net.layer4[0].conv1.weight  # 256 -> 512, 3x3: fan_in 2304, fan_out 4608
+    w = net.layer4[0].conv1.weight.detach()  # 256 -> 512, 3x3: fan_in 2304, fan_out 4608
     bound = 1.0 / math.sqrt(256 * 9)
     assert float(w.abs().max()) <= bound
     assert abs(float(w.std()) - bound / math.sqrt(3)) < 0.05 * bound  # uniform: std = bound / sqrt(3)
-    fc = net.fc.weight
+    fc = net.fc.weight.detach()
     assert float(fc.abs().max()) <= 1.0 / math.sqrt(512)
