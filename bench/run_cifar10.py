@@ -158,6 +158,7 @@ class Settings:
     overrides: list[str]
     device: str
     threads: int
+    precision: str  # auto (the hardware class's rule) | fp32 | bf16: numerics of every encode and eval
     stem: str
     tiny: bool
     quiet: bool
@@ -703,13 +704,15 @@ def build_artifact(s: Settings, method: str, ipc: int | None, data: Data, log: L
 def run_cell(s: Settings, cell: Cell, art: Artifact, data: Data, log: Log) -> dict[str, Any]:
     from latentds.evaluate import EvalConfig, evaluate, training_set
 
-    cfg = EvalConfig(arch=cell.arch, epochs=cell.epochs, seeds=cell.seeds, seed=0, device=s.device)
+    cfg = EvalConfig(arch=cell.arch, epochs=cell.epochs, seeds=cell.seeds, seed=0, device=s.device,
+                     precision=s.precision)
     train = training_set(art.spec, ipc=art.ipc, seed=0, device=resolve_device(s), progress=False)
     label = f"{cell.method} ipc {fmt_ipc(cell.ipc)} {cell.arch}"
     result = evaluate(train, data.test, cfg, progress=not s.quiet and sys.stderr.isatty(),
                       log=lambda line: log(f"  {label}: {line}"))
     ipc_flag = f" --ipc {art.ipc}" if art.ipc is not None else ""
-    device_flag = "" if s.device == "auto" else f" --device {s.device}"
+    device_flag = ("" if s.device == "auto" else f" --device {s.device}") + (
+        "" if s.precision == "auto" else f" --precision {s.precision}")
     eval_cmd = (f"latentds eval {shlex.quote(art.spec)}{ipc_flag} --test {shlex.quote(s.data)} --arch {cell.arch} "
                 f"--epochs {cell.epochs} --seeds {cell.seeds}{device_flag}")
     return {
@@ -1027,6 +1030,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="encode config override (repeatable)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="numerics of every encode and eval: auto (the hardware class's rule, latentds.plan) or pinned")
     p.add_argument("--stem", default=None, help="results file name stem (default cifar10-cpu; --tiny: tiny-cpu)")
     p.add_argument("--plan", action="store_true", help="print the cells, their estimated times and the total; run nothing")
     p.add_argument("--artifacts-only", action="store_true", help="build the artefacts of the selected cells, no evaluation")
@@ -1064,6 +1069,8 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> Settings:
     else:
         data = args.data
         overrides = (list(CPU_SCHEDULE) if args.preset in (None, "cpu") else []) + list(args.set)
+    if args.precision != "auto":  # the encodes' numerics, recorded in their commands like any override
+        overrides.append(f"precision={args.precision}")
     return Settings(
         data=data,
         out=args.out if args.out is not None else (work / "results" if args.tiny else REPO / DEFAULT_OUT),
@@ -1081,6 +1088,7 @@ def settings_from_args(args: argparse.Namespace, argv: list[str]) -> Settings:
         overrides=overrides,
         device=args.device,
         threads=args.threads or os.cpu_count() or 1,
+        precision=args.precision,
         stem=args.stem or ("tiny-cpu" if args.tiny else "cifar10-cpu"),
         tiny=args.tiny,
         quiet=args.quiet,

@@ -1,4 +1,4 @@
-"""Where latentds keeps what it can recompute (probed plans, checked remote byte ranges)."""
+"""Where latentds keeps what it can recompute (checked remote byte ranges, downloaded datasets)."""
 
 from __future__ import annotations
 

@@ -76,15 +76,18 @@ def _file_summary(path: str) -> dict[str, Any]:
 
 
 def cmd_system(args: argparse.Namespace) -> int:
-    """`latentds info --system`: this machine, and the execution plan latentds uses on it."""
+    """`latentds info --system`: this machine, its hardware class and the plan latentds runs with on it."""
     import torch
 
-    from latentds.plan import cache_dir, get_plan, machine_info
+    from latentds.plan import CLASSES, get_plan, machine_info, measure
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     info = machine_info(device)
-    plan = get_plan(device, args.precision, probe=not args.no_probe)
-    report = {"machine": info, "plan": plan.to_dict(), "cache_dir": str(cache_dir())}
+    plan = get_plan(device, args.precision)
+    report: dict = {"machine": info, "plan": plan.to_dict(), "rule": CLASSES[plan.hardware].evidence}
+    if args.measure:
+        logging.getLogger("latentds").info("measuring decode and training rates for each precision and memory format (about 15 s)")
+        report["measured"] = measure(device)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -94,16 +97,14 @@ def cmd_system(args: argparse.Namespace) -> int:
         ("device", f"{device}: {hw}" + (f", {info['threads']} threads" if "threads" in info else "")),
         ("bf16 hardware", ("yes" if info["bf16_hardware"] else "no") + (f" ({', '.join(info['bf16_flags'])})" if info.get("bf16_flags") else "")),
         ("torch", f"{info['torch']}" + (f", CUDA {info['cuda']}" if info.get("cuda") else "") + (f", {info['capability']}" if isinstance(info.get("capability"), str) else "")),
+        ("hardware class", plan.hardware),
         ("decode", f"{plan.precision}, {'channels_last' if plan.channels_last else 'contiguous'}, chunks of {plan.decode_chunk}"),
-        ("training", f"{plan.train_precision}, {'channels_last' if plan.train_channels_last else 'contiguous'}"
-                     + (", TF32, cuDNN autotuning" if plan.tf32 else "")),
-        ("chosen by", {"probe": "a probe just now", "cache": f"an earlier probe (cached in {cache_dir()})",
-                       "fixed": "no probe (fixed defaults)"}[plan.source]),
+        ("training", f"{plan.train_precision}, {'channels_last' if plan.train_channels_last else 'contiguous'}"),
+        ("chosen by", "--precision " + plan.requested if plan.requested != "auto" else "the class's rule (auto), not by timing"),
+        ("rule's evidence", report["rule"]),
     ]
-    for part in ("decode", "train"):
-        figures = plan.measured.get(part)
-        if figures:
-            lines.append((f"measured {part}", ", ".join(f"{k} {v:g}/s" for k, v in figures.items())))
+    for part, figures in report.get("measured", {}).items():
+        lines.append((f"measured {part}", ", ".join(f"{k} {v:g}/s" for k, v in figures.items())))
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key:<{width}}  {value}")
@@ -314,10 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--system", action="store_true",
                    help="instead of a file: this machine, its bf16 hardware and the execution plan (precision, memory "
-                        "format, decode chunk) that latentds measured for it")
+                        "format, decode chunk) that latentds uses on its hardware class")
     p.add_argument("--device", default=None, help="with --system: cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="with --system")
-    p.add_argument("--no-probe", action="store_true", help="with --system: show the fixed defaults, measure nothing")
+    p.add_argument("--measure", action="store_true",
+                   help="with --system: also time each precision and memory format here (about 15 s); informational, "
+                        "the plan stays its rule")
 
     p = add("verify", cmd_verify, "check every checksum; exit 0 intact, 1 corrupt, 2 usage error")
     p.add_argument("file")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,9 +29,9 @@ class LatentDataset(Dataset):
         device: where the generator runs. ``"cuda"`` decodes in the main process only (use
             ``num_workers=0``); CPU decoding works in any number of workers.
         normalize: True returns images normalized with the manifest's mean/std; False returns [0, 1].
-        precision: "auto" (default; ``$LATENTDS_PRECISION`` if set): the fastest of fp32 / bf16 / fp16
-            that this device runs natively, with the memory format and decode chunk size, from a short
-            probe cached per machine (:mod:`latentds.plan`); "fp32", "bf16" or "fp16" (GPU) fix the dtype.
+        precision: "auto" (default; ``$LATENTDS_PRECISION`` if set): the dtype, memory format and decode
+            chunk that the device's hardware class runs fastest, a fixed rule per class, never a timing
+            (:mod:`latentds.plan`); "fp32", "bf16" or "fp16" (GPU) pin the dtype.
             Images are returned as float32 either way. bf16 decoding differs from fp32 by less than one
             8-bit level (tested: max 2/255, mean 0.2/255 on [0, 1] pixels).
         dtype: the older spelling of ``precision`` (``torch.bfloat16`` = "bf16"); overrides it when given.
@@ -41,8 +40,8 @@ class LatentDataset(Dataset):
         indices: rows of the file this dataset exposes (default all); see :meth:`subset`.
         verify: check every sha256 in the file when it is opened.
         max_decode_batch: images per generator forward pass; a larger request is decoded in chunks of
-            this size. Default: the plan's, measured on this device (small chunks that keep activations
-            in cache often win on a CPU; 1024 or more on a GPU).
+            this size. Default: the plan's (16 on a CPU, where small chunks keep activations in cache;
+            1024 on a GPU). Chunks of 8 or more decode each row to the same bits.
 
     ``__getitems__`` decodes a whole DataLoader batch in batched forward passes. Images and labels come
     back on ``device``; the tensors are ordinary (not inference-mode) tensors, so they can be trained on.
@@ -82,9 +81,7 @@ class LatentDataset(Dataset):
             self.manifest: dict[str, Any] = reader.manifest
             self._manifest_sha256 = reader.manifest_sha256  # pins the file: a reopen must find the same one
             all_labels = reader.labels().numpy()
-            gen = self.manifest["generator"]
-            self.plan: Plan = get_plan(self.device, precision, workload=f"{gen['arch']}:{json.dumps(gen['args'], sort_keys=True)}",
-                                       generator=lambda: load_generator(reader, self.device))
+        self.plan: Plan = get_plan(self.device, precision)
         self.dtype = self.plan.decode_dtype
         self.max_decode_batch = int(max_decode_batch) if max_decode_batch is not None else self.plan.decode_chunk
         n = len(all_labels)

@@ -1,68 +1,93 @@
-"""The execution plan: which precision, memory format and batch sizes run fastest on the device at hand.
+"""The execution plan: the numerics and batch sizes latentds runs with on the device at hand.
 
-    plan = get_plan("cpu")                        # probed once per machine, then read from the user cache
+    plan = get_plan("cpu")                        # a rule for this machine's hardware class: no stopwatch
     plan.decode_dtype, plan.channels_last, plan.decode_chunk
     compute = plan.compute()                      # what training stages use: autocast dtype, memory format
     with compute.autocast(): loss = net(x)
 
-Nothing is hard-coded per machine kind. A short probe times the candidates on this device and keeps the
-fastest; a candidate is only tried where the hardware runs it natively (bf16 on CPUs with AVX512-BF16 or AMX,
-bf16 on GPUs of compute capability 8.0 and up, fp16 on any GPU), so a machine without bf16 hardware keeps
-fp32 and is never slower than before. Two workloads are probed, because they disagree: decoding (a frozen
-BigGAN forward, no gradient) and training (ConvNet-3 forward + backward, the shape of every encode stage
-and of ``eval``). Measured on a 2-core AMD EPYC: channels_last decodes 1.3-1.9x faster, but trains
-ConvNet-3 0.7x as fast, so the two choices are separate.
+Results depend on the seed, the config and declared numeric choices, never on timing. Every choice that
+changes numbers (the autocast dtype of training, the decode dtype, the memory format, the decode chunk) is a
+*rule per hardware class* (:data:`CLASSES`), each backed by a measurement recorded next to it; nothing is
+probed or cached, so the same command on the same machine class gives the same bytes. ``latentds info
+--system --measure`` times the alternatives on the machine at hand, to check a rule, without changing it.
 
-Precision: ``"auto"`` (the probe), ``"fp32"`` (today's numbers, bit-reproducible resumes on the CPU),
-``"bf16"``, ``"fp16"`` (GPU decoding only; training stages use bf16 or fp32 because fp16 training needs
-loss scaling). The environment variable ``LATENTDS_PRECISION`` sets the default for every call that gets
-``"auto"``; an explicit argument wins over it. The cache lives in ``$LATENTDS_CACHE_DIR``, else
-``$XDG_CACHE_HOME/latentds/plans`` or ``~/.cache/latentds/plans``, one JSON file per machine key (device
-model, CPU flags, thread count, torch version, workload); delete it to probe again. ``LATENTDS_PROBE=0``
-turns measuring off (fp32 or the fixed precision, contiguous, chunks of 16 on a CPU and 1024 on a GPU).
+Precision: ``"auto"`` (the hardware class's rule), ``"fp32"`` (fp32 everywhere, TF32 off),
+``"bf16"`` (bf16 training autocast and bf16 decoding, also on a CPU without bf16 hardware, where it is
+slow), ``"fp16"`` (GPU decoding only; training stays fp32 because fp16 training needs loss scaling). The
+environment variable ``LATENTDS_PRECISION`` sets the default for every call that gets ``"auto"``; an explicit
+argument wins over it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
+import logging
 import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from latentds.cachedir import ENV_CACHE, cache_home
 from latentds.errors import ConfigError
 
 __all__ = [
+    "CLASSES",
     "PRECISIONS",
     "Compute",
+    "HardwareClass",
     "Plan",
-    "cache_dir",
     "get_plan",
+    "hardware_class",
     "machine_info",
+    "measure",
     "resolve_precision",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENV_PRECISION = "LATENTDS_PRECISION"
-ENV_PROBE = "LATENTDS_PROBE"  # "0": never measure, use the fixed defaults (fp32, contiguous, chunk 16 on a CPU)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-PLAN_VERSION = 1  # bump when the probe changes what it measures: old cache entries are then ignored
-CPU_CHUNKS = (8, 16, 32, 64, 128, 256)  # decode chunk candidates (images per generator pass)
-GPU_CHUNKS = (256, 1024, 4096)
-PROBE_SECONDS = 0.25  # minimum timed seconds per candidate
-DECODE_BUDGET_S = 12.0  # give up on larger chunks once the decode probe has taken this long
-ROUNDS = 3  # interleaved measurement rounds per candidate (the best of them counts)
-TRAIN_WIDTH = 128  # the training probe's ConvNet-3 width: the paper's embedding and evaluation net
-MARGIN = 1.10  # a candidate must beat fp32/contiguous by 10 % to replace it: near-ties keep today's numbers
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HardwareClass:
+    """The plan's rule for one kind of hardware: what ``"auto"`` means there and why."""
+
+    name: str
+    auto_train: str  # autocast dtype of training stages under "auto": fp32 | bf16
+    auto_decode: str  # decode weight dtype under "auto": fp32 | bf16 | fp16
+    decode_channels_last: bool
+    decode_chunk: int  # images per generator pass
+    evidence: str  # the measurement the rule rests on
+
+
+# Each rule is a measurement, not a guess; a class nobody has measured keeps fp32 (an explicit precision
+# still works there). Decoding chunks of 8 or more give bit-identical images per row whatever the chunk
+# (BigGAN-32 width 16, fp32 and bf16, contiguous and channels_last, measured on the AMX Xeon), so the chunk
+# only sets speed; the dtype and memory format change the rounding and are fixed per class.
+CLASSES: dict[str, HardwareClass] = {
+    "cpu": HardwareClass(
+        "cpu", "fp32", "fp32", True, 16,
+        "2-core AMD EPYC, no bf16 hardware (bench/results/speed-cpu.json): decode fp32 channels_last 1.4-1.8x "
+        "contiguous; ConvNet-3 training channels_last 7-12 % slower; emulated bf16 matmul 110x slower than fp32. "
+        "CPUs with AVX512-BF16 but no AMX are in this class until measured (--precision bf16 tries it)"),
+    "cpu-amx": HardwareClass(
+        "cpu-amx", "bf16", "bf16", True, 16,
+        "2-core Xeon with AMX (bench/results/plan-rules-cpu-amx.json, python tools/bench_plan_rules.py): a ConvNet-3 "
+        "width-128 training step in bf16 1.7-2.3x fp32 and 2.5x bf16 channels_last; BigGAN-32 width-16 decode in bf16 "
+        "channels_last 3-5x fp32 at 16 per pass, with 16-32 per pass the fastest chunks"),
+    "cuda": HardwareClass(
+        "cuda", "fp32", "fp16", False, 1024,
+        "GPUs before compute capability 8.0 run bf16 emulated; fp16 decodes natively. Not yet measured here"),
+    "cuda-bf16": HardwareClass(
+        "cuda-bf16", "bf16", "bf16", False, 1024,
+        "compute capability 8.0+ runs bf16 natively. Not yet measured here (tools/gpu_check.sh measures it)"),
+}
 
 
 @dataclass(frozen=True)
@@ -91,21 +116,16 @@ class Compute:
 
 @dataclass(frozen=True)
 class Plan:
-    """The choices for one device; ``source`` says where they came from (probe, cache or fixed)."""
+    """The choices for one device: the hardware class's rule applied to the requested precision."""
 
     device: str
     precision: str  # decode weights dtype: fp32 | bf16 | fp16
     channels_last: bool  # decode memory format
     decode_chunk: int  # images per generator pass when decoding
     train_precision: str  # autocast dtype of training stages: fp32 | bf16
-    train_channels_last: bool
-    # torch.compile is not probed: on the 2-core EPYC it took 31.6 s to compile the width-16 generator for a
-    # 1.12x faster decode (344 -> 386 img/s), which pays off only after ~100,000 images; always False for now.
-    compile: bool = False
-    tf32: bool = False  # TF32 matmul/conv on CUDA (fp32 stages)
-    cudnn_benchmark: bool = False
-    source: str = "fixed"
-    measured: dict[str, Any] = field(default_factory=dict)  # the probe's figures, images/s per candidate
+    train_channels_last: bool  # training memory format: contiguous on every class measured so far
+    hardware: str = "cpu"  # the name of the HardwareClass the rule came from
+    requested: str = "auto"  # the precision asked for ("auto" or a pinned one)
 
     @property
     def decode_dtype(self) -> torch.dtype:
@@ -117,12 +137,20 @@ class Plan:
         return Compute(torch.device(self.device), amp, self.train_channels_last)
 
     def apply_backend_flags(self) -> None:
-        """Turn on TF32 and cuDNN autotuning where the plan says so (process-wide; CUDA only)."""
-        if self.tf32:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        if self.cudnn_benchmark:
-            torch.backends.cudnn.benchmark = True
+        """On CUDA, fix what would otherwise vary: no TF32 in fp32 stages, no cuDNN autotuning by stopwatch
+        (it picks convolution algorithms by timing, and they round differently). Process-wide; a no-op on a CPU."""
+        if torch.device(self.device).type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+
+    def describe(self) -> str:
+        """One line for logs: what runs, and the rule that chose it."""
+        how = "pinned" if self.requested != "auto" else f"auto, rule for {self.hardware}"
+        layout = "channels_last" if self.channels_last else "contiguous"
+        return (f"training {self.train_precision}, decoding {self.precision} {layout} in chunks of "
+                f"{self.decode_chunk} ({how}; pin with --precision or ${ENV_PRECISION})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,12 +181,25 @@ def _cpu_has_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def _cpu_has_amx() -> bool:
+    _, flags = _cpu_model_and_flags()
+    return "amx_bf16" in flags
+
+
 def _cuda_has_bf16(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device) >= (8, 0)  # Ampere and later; earlier GPUs emulate it
 
 
+def hardware_class(device: str | torch.device = "cpu") -> HardwareClass:
+    """The rule that applies to ``device`` (decided by CPU flags or CUDA capability, never by timing)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return CLASSES["cuda-bf16" if _cuda_has_bf16(device) else "cuda"]
+    return CLASSES["cpu-amx" if _cpu_has_amx() else "cpu"]
+
+
 def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
-    """What the plan is keyed on: device model, bf16 hardware, threads, torch and CUDA versions."""
+    """The machine: device model, bf16 hardware, threads, torch and CUDA versions, hardware class."""
     device = torch.device(device)
     info: dict[str, Any] = {"device_type": device.type, "torch": torch.__version__, "machine": platform.machine()}
     if device.type == "cuda":
@@ -170,6 +211,7 @@ def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
         info.update(cpu=model, threads=torch.get_num_threads(), bf16_hardware=_cpu_has_bf16(),
                     bf16_flags=sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "bf16"}),
                     capability=torch.backends.cpu.get_cpu_capability())
+    info["hardware_class"] = hardware_class(device).name
     return info
 
 
@@ -186,209 +228,77 @@ def resolve_precision(precision: str | None) -> str:
     return precision
 
 
-def cache_dir() -> Path:
-    """Where probed plans are cached (see the module docstring)."""
-    explicit = os.environ.get(ENV_CACHE, "")
-    return Path(explicit) if explicit else cache_home() / "plans"
-
-
-def get_plan(
-    device: str | torch.device = "cpu",
-    precision: str | None = "auto",
-    workload: str = "biggan32",
-    generator: Callable[[], nn.Module] | None = None,
-    probe: bool = True,
-    decode: bool = True,
-) -> Plan:
-    """The execution plan for ``device``.
-
-    ``precision``: "auto" probes (or reads the cache); "fp32"/"bf16"/"fp16" fix the dtype and probe only the
-    memory format and chunk size. ``workload`` names the generator the decode figures are for (its arch and
-    args; the cache is keyed on it) and ``generator`` builds it for the probe (default: a BigGAN-32 at width
-    16). ``probe=False`` skips all measuring: fp32 (or the fixed precision), contiguous, default chunks.
-    ``decode=False`` probes only the training settings (what ``encode`` and ``eval`` need).
-    """
+def get_plan(device: str | torch.device = "cpu", precision: str | None = "auto") -> Plan:
+    """The execution plan for ``device`` at ``precision`` ("auto": the hardware class's rule)."""
     device = torch.device(device)
     precision = resolve_precision(precision)
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("precision fp16 is for GPU decoding; on the CPU use auto, fp32 or bf16")
-    if not probe or os.environ.get(ENV_PROBE, "").strip() == "0":
-        return _default_plan(device, precision)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(device)!r} requested but CUDA is not available; use device 'cpu'")
-    info = machine_info(device)
-    key = {"version": PLAN_VERSION, "precision": precision, "workload": workload if decode else None, **info}
-    path = cache_dir() / f"plan-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.json"
-    cached = _read_cache(path, key)
-    if cached is not None:
-        return cached
-    plan = _probe(device, precision, generator if decode else None, decode)
-    _write_cache(path, key, plan)
-    return plan
+    rule = hardware_class(device)
+    decode = rule.auto_decode if precision == "auto" else precision
+    train = rule.auto_train if precision == "auto" else ("fp32" if precision == "fp16" else precision)
+    return Plan(str(device), decode, rule.decode_channels_last, rule.decode_chunk, train, False,
+                hardware=rule.name, requested=precision)
 
 
-def _default_plan(device: torch.device, precision: str) -> Plan:
-    cuda = device.type == "cuda"
-    fixed = "fp32" if precision == "auto" else precision
-    return Plan(str(device), fixed, False, GPU_CHUNKS[1] if cuda else 16,
-                "fp32" if fixed == "fp16" else fixed, False, tf32=cuda, cudnn_benchmark=cuda)
-
-
-def _read_cache(path: Path, key: dict[str, Any]) -> Plan | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("key") != key:
-            return None
-        plan = replace(Plan(**data["plan"]), source="cache")
-        ok = (plan.precision in DTYPES and plan.train_precision in ("fp32", "bf16") and type(plan.decode_chunk) is int
-              and plan.decode_chunk >= 1 and all(isinstance(getattr(plan, f), bool) for f in
-                                                 ("channels_last", "train_channels_last", "tf32", "cudnn_benchmark")))
-        return plan if ok else None  # an edited or damaged entry: probe again
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None  # missing or unreadable: probe again
-
-
-def _write_cache(path: Path, key: dict[str, Any], plan: Plan) -> None:
-    try:
-        from latentds.format.staging import atomic_write
-
-        atomic_write(path, [json.dumps({"key": key, "plan": plan.to_dict()}, indent=2).encode("utf-8")])
-    except OSError:
-        pass  # a read-only home: the plan still holds for this process
-
-
-# --- the probe ----------------------------------------------------------------------------------------------
-def _rate(fn: Callable[[], Any], items: int, sync: Callable[[], None], min_seconds: float = PROBE_SECONDS) -> float:
-    """Items per second of ``fn``: one warm-up call, then at least 3 timed calls and ``min_seconds``; the
-    median call, so that a moment of load from another process does not decide the plan."""
+# --- measuring a rule (informational: nothing here changes a plan) ----------------------------------------------
+def _rate(fn: Callable[[], Any], items: int, sync: Callable[[], None], seconds: float) -> float:
+    """Items per second of ``fn``: one warm-up call, then the fastest of three timed spans of ``seconds / 3``."""
     fn()
     sync()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < min_seconds:
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return items / sorted(times)[len(times) // 2]
-
-
-def _best_of_rounds(calls: dict[str, Callable[[], Any]], items: int, sync: Callable[[], None],
-                    rounds: int | None = None) -> dict[str, float]:
-    """Each candidate's best rate over ``rounds`` interleaved rounds: load from other processes only slows
-    a measurement down, and interleaving spreads it over all candidates alike."""
-    best = dict.fromkeys(calls, 0.0)
-    for _ in range(ROUNDS if rounds is None else rounds):
-        for key, fn in calls.items():
-            best[key] = max(best[key], _rate(fn, items, sync))
+    best = 0.0
+    for _ in range(3):
+        calls, start = 0, time.perf_counter()
+        while calls == 0 or time.perf_counter() - start < seconds / 3:
+            fn()
+            sync()
+            calls += 1
+        best = max(best, calls * items / (time.perf_counter() - start))
     return best
 
 
-def _pick(rates: dict[str, float]) -> str:
-    """The first candidate (fp32, contiguous), unless a later one beats the best so far by MARGIN."""
-    keys = list(rates)
-    winner = keys[0]
-    for key in keys[1:]:
-        if rates[key] > rates[winner] * MARGIN:
-            winner = key
-    return winner
-
-
-def _candidates(device: torch.device, precision: str, training: bool) -> list[str]:
-    if precision != "auto":
-        return ["fp32" if training and precision == "fp16" else precision]
-    if device.type == "cuda":
-        native_bf16 = _cuda_has_bf16(device)
-        if training:
-            return ["fp32", "bf16"] if native_bf16 else ["fp32"]
-        return ["fp32", "bf16", "fp16"] if native_bf16 else ["fp32", "fp16"]
-    return ["fp32", "bf16"] if _cpu_has_bf16() else ["fp32"]
-
-
-def _probe(device: torch.device, precision: str, generator: Callable[[], nn.Module] | None, decode: bool) -> Plan:
+def measure(device: str | torch.device = "cpu", generator: nn.Module | None = None,
+            seconds: float = 0.6) -> dict[str, dict[str, float]]:
+    """Images per second of each numeric choice on this machine (decode and a ConvNet-3 training step), for
+    ``latentds info --system --measure``: shows whether the hardware class's rule fits, never changes it."""
     from latentds.models import create_model
 
+    device = torch.device(device)
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    if cuda:  # measure the fp32 candidates as they will run
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    measured: dict[str, Any] = {"decode": {}, "train": {}}
     gen = torch.Generator().manual_seed(0)
-
-    default = _default_plan(device, precision)
-    dtype, cl, best_chunk = default.precision, default.channels_last, default.decode_chunk
-    if decode:
-        dtype, cl, best_chunk = _probe_decode(device, precision, generator, sync, measured["decode"], gen)
-
-    # Training: ConvNet-3 at width 128 (the paper's embedding and evaluation net) forward + backward under
-    # autocast, contiguous or channels_last. The winner depends on the width: on a 2-core EPYC channels_last
-    # was 1.1x faster at width 64 and 0.8x at width 128, so the probe measures the width that costs the most.
+    dtypes = ["fp32", "bf16"] + (["fp16"] if cuda else [])
+    out: dict[str, dict[str, float]] = {"decode": {}, "train": {}}
+    base = (generator or create_model("biggan32", num_classes=10, width=16)).eval().requires_grad_(False)
+    chunk = CLASSES["cuda"].decode_chunk if cuda else CLASSES["cpu"].decode_chunk
+    z = torch.randn(chunk, int(base.latent_dim), generator=gen).to(device)
+    y = (torch.arange(chunk) % int(base.num_classes)).to(device)
+    with torch.no_grad():
+        for name in dtypes:
+            for cl in (False, True):
+                g = _decode_model(base, device, name, cl)
+                zd = z.to(DTYPES[name])
+                out["decode"][f"{name}{'/channels_last' if cl else ''}@{chunk}"] = round(
+                    _rate(lambda g=g, zd=zd: g(zd, y), chunk, sync, seconds), 1)
     batch = 256 if cuda else 64
     x = torch.randn(batch, 3, 32, 32, generator=gen).to(device)
-    y = (torch.arange(batch) % 10).to(device)
-    steps: dict[str, tuple[Callable[[], None], str, bool]] = {}
-    for tdtype in _candidates(device, precision, training=True):
-        for tcl in (False, True):
-            net = create_model("convnet3", num_classes=10, width=TRAIN_WIDTH).to(device)
-            compute = Compute(device, None if tdtype == "fp32" else DTYPES[tdtype], tcl)
+    t = (torch.arange(batch) % 10).to(device)
+    for name in dtypes[:2]:
+        for cl in (False, True):
+            net = create_model("convnet3", num_classes=10, width=128).to(device)
+            compute = Compute(device, None if name == "fp32" else DTYPES[name], cl)
             compute.prepare(net)
-            xin = x.contiguous(memory_format=torch.channels_last) if tcl else x
+            xin = x.contiguous(memory_format=torch.channels_last) if cl else x
 
             def step(net: nn.Module = net, compute: Compute = compute, xin: torch.Tensor = xin) -> None:
                 with compute.autocast():
-                    loss = torch.nn.functional.cross_entropy(net(xin).float(), y)
+                    loss = torch.nn.functional.cross_entropy(net(xin).float(), t)
                 loss.backward()
 
-            steps[f"{tdtype}{'/channels_last' if tcl else ''}@{batch}"] = (step, tdtype, tcl)
-    rates = _best_of_rounds({k: v[0] for k, v in steps.items()}, batch, sync)
-    measured["train"].update({k: round(v, 1) for k, v in rates.items()})
-    _, train_dtype, train_cl = steps[_pick(rates)]
-    return Plan(str(device), dtype, cl, best_chunk, train_dtype, train_cl, tf32=cuda, cudnn_benchmark=cuda,
-                source="probe", measured=measured)
-
-
-def _probe_decode(
-    device: torch.device, precision: str, generator: Callable[[], nn.Module] | None, sync: Callable[[], None],
-    measured: dict[str, Any], gen: torch.Generator,
-) -> tuple[str, bool, int]:
-    """Decoding: dtype x memory format at one chunk size, then the chunk size for the winner."""
-    from latentds.models import create_model
-
-    cuda = device.type == "cuda"
-    build = generator or (lambda: create_model("biggan32", num_classes=10, width=16))
-    base = build().eval().requires_grad_(False)
-    latent_dim, classes = int(base.latent_dim), int(base.num_classes)
-    first = 512 if cuda else 32
-    z_all = torch.randn(max(GPU_CHUNKS) if cuda else max(CPU_CHUNKS), latent_dim, generator=gen).to(device)
-    y_all = (torch.arange(z_all.shape[0]) % classes).to(device)
-    models, calls = {}, {}
-    for dtype in _candidates(device, precision, training=False):
-        for cl in (False, True):
-            g = models[dtype, cl] = _decode_model(base, device, dtype, cl)
-            z = z_all[:first].to(DTYPES[dtype])
-            calls[f"{dtype}{'/channels_last' if cl else ''}@{first}"] = (lambda g=g, z=z: g(z, y_all[:first]))
-    with torch.no_grad():
-        rates = _best_of_rounds(calls, first, sync)
-    measured.update({k: round(v, 1) for k, v in rates.items()})
-    winner = _pick(rates)
-    dtype, cl = winner.split("@")[0].split("/")[0], "/channels_last" in winner
-    best = (rates[winner], dtype, cl)
-    g = models[dtype, cl]
-    chunks = GPU_CHUNKS if cuda else CPU_CHUNKS
-    best_chunk, best_rate, started = first, best[0], time.perf_counter()
-    for chunk in chunks:
-        if chunk == first:
-            continue
-        if time.perf_counter() - started + 3 * chunk / best_rate > DECODE_BUDGET_S:
-            break  # this chunk would take too long to measure on this device
-        with torch.no_grad():
-            rate = _rate(lambda: g(z_all[:chunk].to(DTYPES[dtype]), y_all[:chunk]), chunk, sync)
-        measured[f"{dtype}{'/channels_last' if cl else ''}@{chunk}"] = round(rate, 1)
-        if rate > best_rate:
-            best_chunk, best_rate = chunk, rate
-    return dtype, cl, best_chunk
+            out["train"][f"{name}{'/channels_last' if cl else ''}@{batch}"] = round(_rate(step, batch, sync, seconds), 1)
+    return out
 
 
 def _decode_model(base: nn.Module, device: torch.device, dtype: str, channels_last: bool) -> nn.Module:

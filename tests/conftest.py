@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,13 +18,31 @@ from latentds.sources import ImageSet
 CLASSES = ["cat", "dog", "ship"]
 
 
-@pytest.fixture(autouse=True)
-def _fixed_plan(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The suite runs with the fixed plan (fp32, contiguous, today's chunks), whatever machine it is on, and
-    never writes the user's plan cache; tests of the probe itself (test_plan.py) turn it back on."""
-    monkeypatch.setenv("LATENTDS_PROBE", "0")
-    monkeypatch.delenv("LATENTDS_PRECISION", raising=False)
-    monkeypatch.setenv("LATENTDS_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "plans"))
+# The suite's environment, pinned when pytest loads this file: before any test module is imported (test_bench
+# copies os.environ at import), before module-scoped fixtures run, and inherited by every subprocess and
+# torchrun rank. fp32 everywhere, so a test compares like with like on every machine class (the determinism
+# tests below choose their precision explicitly); caches in a private folder, never the user's ~/.cache.
+_SCRATCH = tempfile.mkdtemp(prefix="latentds-tests-")
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+os.environ.update({
+    "LATENTDS_PRECISION": "fp32",
+    "LATENTDS_CACHE_DIR": os.path.join(_SCRATCH, "cache"),
+    "XDG_CACHE_HOME": os.path.join(_SCRATCH, "xdg"),
+})
+
+ENV_FORCE_BF16 = "LATENTDS_TEST_BF16"  # "1": run the bf16 determinism tests without bf16 hardware (emulated, slow)
+
+
+def precisions() -> list:
+    """The numerics-changing paths to test here: fp32 everywhere, bf16 where the CPU runs it natively (or
+    when forced), each bf16 skip saying why."""
+    from latentds.plan import _cpu_has_bf16
+
+    run_bf16 = _cpu_has_bf16() or os.environ.get(ENV_FORCE_BF16) == "1"
+    reason = f"no bf16 hardware on this CPU (bf16 would be emulated); {ENV_FORCE_BF16}=1 runs it anyway"
+    return ["fp32", pytest.param("bf16", marks=() if run_bf16 else pytest.mark.skip(reason=reason))]
+
+
 MEAN, STD = [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]
 
 

@@ -150,7 +150,7 @@ def test_epochs_fallback_and_overrides() -> None:
     epochs = {**bench.DEFAULT_EPOCHS, **bench.parse_epochs(["convnet3:20=77", "vgg11_cifar=5"])}
     s = bench.Settings(data="d", out=Path("o"), work=Path("w"), generator=Path("g"), ipcs=[10], seeds=3,
                        methods=["random"], archs=["convnet3"], resnet_ipcs=[10], epochs=epochs, preset="cpu",
-                       overrides=[], device="cpu", threads=1, stem="x", tiny=False, quiet=True)
+                       overrides=[], device="cpu", threads=1, precision="auto", stem="x", tiny=False, quiet=True)
     assert s.epochs_for("convnet3", 20) == 77
     assert s.epochs_for("convnet3", 30) == bench.DEFAULT_EPOCHS[("convnet3", 50)]  # the next configured size up
     assert s.epochs_for("convnet3", 500) == bench.DEFAULT_EPOCHS[("convnet3", 50)]  # beyond: the largest

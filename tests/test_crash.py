@@ -37,7 +37,7 @@ ENCODE_FAST = [
 
 
 def _run(argv: list[str], *, die: bool) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LATENTDS_PROBE": "0", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", DIE_AT_RENAME, *argv] if die else [sys.executable, "-m", "latentds", *argv]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
 

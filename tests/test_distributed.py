@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pipeline import FAST, folder, reference  # noqa: F401 (fixtures: the single-process encode to match)
+from conftest import precisions
+from test_pipeline import FAST, fast_config, folder, reference  # noqa: F401 (fixtures: the single-process encode to match)
 
 from latentds.encode.distributed import Group, assign, from_env
 from latentds.format import LdsReader
@@ -47,9 +48,9 @@ def torchrun(tmp_path: Path, argv: list[str], nproc: int = 2, **env: str) -> sub
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=600)
 
 
-def encode_argv(folder: Path, out: Path) -> list[str]:
+def encode_argv(folder: Path, out: Path, precision: str = "fp32") -> list[str]:
     sets = [x for s in FAST for x in ("--set", s)]
-    return ["encode", str(folder), str(out), "--preset", "smoke", "--quiet", *sets]
+    return ["encode", str(folder), str(out), "--preset", "smoke", "--quiet", "--precision", precision, *sets]
 
 
 def assert_same_tensors(a: Path, b: Path) -> None:
@@ -68,9 +69,15 @@ def untimed(d):
     return d
 
 
-def test_two_ranks_write_the_single_process_file(reference, folder, tmp_path):
+@pytest.mark.parametrize("precision", precisions())
+def test_two_ranks_write_the_single_process_file(precision, reference, folder, tmp_path):
+    if precision != "fp32":  # the module's reference is the suite's fp32
+        from latentds.encode import pipeline
+
+        reference = pipeline.encode(str(folder), tmp_path / "ref.lds", fast_config(f"precision={precision}"),
+                                    progress=False, quiet=True)
     out = tmp_path / "two.lds"
-    res = torchrun(tmp_path, encode_argv(folder, out))
+    res = torchrun(tmp_path, encode_argv(folder, out, precision))
     assert res.returncode == 0, res.stdout + res.stderr
     assert_same_tensors(reference, out)
     m = LdsReader(out).manifest["provenance"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import precisions
 from PIL import Image
 
 from latentds.encode import pipeline
@@ -294,23 +295,50 @@ def test_smoke_preset_end_to_end_unchanged(tmp_path):
     assert LdsReader(out, verify=True).manifest["num_samples"] == 24
 
 
-# --- precision: recorded in the work dir, resumes within it --------------------------------------------------
-def test_bf16_run_resumes_bit_identically_and_records_its_precision(folder, tmp_path, monkeypatch):
-    """bf16 autocast on the CPU is deterministic, so an interrupted bf16 run resumes to the same bits."""
-    cfg = fast_config("precision=bf16")
+# --- precision: a rule, recorded in the work dir, resumes within it ------------------------------------------
+def same_tensors(a: Path, b: Path) -> None:
+    """Latents, labels and every generator tensor of two files, bit for bit."""
+    ra, rb = LdsReader(a), LdsReader(b)
+    assert set(ra.tensors) == set(rb.tensors)
+    for name in ra.tensors:
+        assert torch.equal(ra.tensor(name), rb.tensor(name)), name
+
+
+def test_same_encode_twice_with_the_default_settings_gives_the_same_file(folder, tmp_path, monkeypatch):
+    """No pinned precision: "auto" is the hardware class's rule (bf16 on AMX CPUs, fp32 elsewhere), never a
+    timing, so two runs in one process store the same tensors, and record the same compute."""
+    from latentds.plan import get_plan
+
+    monkeypatch.delenv("LATENTDS_PRECISION")
+    first = pipeline.encode(str(folder), tmp_path / "a.lds", fast_config(), progress=False, quiet=True)
+    second = pipeline.encode(str(folder), tmp_path / "b.lds", fast_config(), progress=False, quiet=True)
+    same_tensors(first, second)
+    expected = get_plan("cpu").compute().describe()
+    for path in (first, second):
+        assert LdsReader(path).manifest["provenance"]["run"]["compute"] == {"device_type": "cpu", **expected}
+    assert "precision: training" in (tmp_path / "a.work" / "encode.log").read_text()  # auto's choice, said once
+
+
+@pytest.mark.parametrize("precision", precisions())
+def test_interrupted_run_resumes_bit_identically_at_each_precision(precision, folder, tmp_path, monkeypatch):
+    """Each numerics path this machine runs: an interrupted run resumes to the bits of an uninterrupted one
+    and records its precision; "auto" adopts the work dir's, an explicit other precision is refused."""
+    cfg = fast_config(f"precision={precision}")
     ref = pipeline.encode(str(folder), tmp_path / "ref.lds", cfg, progress=False, quiet=True)
     compute = LdsReader(ref).manifest["provenance"]["run"]["compute"]
-    assert compute == {"device_type": "cpu", "amp_dtype": "bfloat16", "channels_last": False}
+    amp = None if precision == "fp32" else "bfloat16"
+    assert compute == {"device_type": "cpu", "amp_dtype": amp, "channels_last": False}
     out = tmp_path / "resumed.lds"
     monkeypatch.setattr(pipeline, "_after_unit", crash_after(3, []))
     with pytest.raises(KeyboardInterrupt):
         pipeline.encode(str(folder), out, cfg, progress=False, quiet=True)
     monkeypatch.setattr(pipeline, "_after_unit", None)
-    # "auto" adopts the work dir's bf16 (a probe here would say fp32); an explicit fp32 is refused
-    with pytest.raises(ConfigError, match="was run with cpu bfloat16, this run would use cpu float32"):
-        pipeline.encode(str(folder), out, fast_config("precision=fp32"), progress=False, quiet=True)
+    other = "fp32" if precision == "bf16" else "bf16"
+    with pytest.raises(ConfigError, match=f"was run with cpu {amp or 'float32'}, this run would use cpu"):
+        pipeline.encode(str(folder), out, fast_config(f"precision={other}"), progress=False, quiet=True)
+    monkeypatch.delenv("LATENTDS_PRECISION")  # "auto", whatever this machine's rule says: adopts the work dir's
     pipeline.encode(str(folder), out, fast_config(), progress=False, quiet=True)
-    assert torch.equal(LdsReader(ref).latents(), LdsReader(out).latents())
+    same_tensors(ref, out)
 
 
 def test_packed_inversion_units_match_one_unit_per_pass(reference, folder, tmp_path):

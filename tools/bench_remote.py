@@ -30,7 +30,6 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["LATENTDS_CACHE_DIR"] = str(Path(tmp) / "cache")
-        os.environ.setdefault("LATENTDS_PROBE", "0")
         import torch
 
         from latentds.dataset import LatentDataset

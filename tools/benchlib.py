@@ -46,7 +46,7 @@ def save_result(result: dict[str, Any], out: Path) -> None:
 
 def run_cli(*argv: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``latentds -q ARGV`` in a fresh child: exit code, last stderr line, peak RSS (MiB), seconds."""
-    env = {**os.environ, "LATENTDS_PROBE": "0", **(env or {})}
+    env = {**os.environ, **(env or {})}
     with tempfile.NamedTemporaryFile("r", suffix=".hwm") as hwm:
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", CHILD, hwm.name, *argv], stdout=subprocess.DEVNULL,

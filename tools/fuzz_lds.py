@@ -150,7 +150,6 @@ _STATE: dict = {}
 def _init_worker(crashes: str, workdir: str) -> None:
     import torch
 
-    os.environ.setdefault("LATENTDS_PROBE", "0")
     sys.setrecursionlimit(10_000)
     torch.set_num_threads(1)
     signal.signal(signal.SIGALRM, _alarm)

@@ -66,7 +66,7 @@ class EncodeConfig:
     latent_dtype: str = "float16"  # storage dtype in the .lds; fp16 halves the file, decoded images barely change
     subset_size: int = 1250  # latents learned jointly per unit (paper: 1250 for CIFAR-10, 500 for CIFAR-100)
     device: str = "auto"  # "auto": cuda if available, else cpu
-    precision: str = "auto"  # training stages: "auto" (probed per machine, latentds.plan), "fp32" or "bf16"
+    precision: str = "auto"  # training stages: "auto" (the hardware class's rule, latentds.plan), "fp32" or "bf16"
 
     def check(self) -> None:
         """Raise ConfigError on values that cannot run (section dataclasses check their own on creation)."""

@@ -68,7 +68,7 @@ from latentds.errors import ConfigError, LdsNotFoundError
 from latentds.format import file_sha256
 from latentds.format.staging import sweep_tree
 from latentds.models import generator_contract
-from latentds.plan import resolve_precision
+from latentds.plan import get_plan, resolve_precision
 from latentds.sources import ImageSet, is_named, load_source
 
 __all__ = ["NON_RESULT_FIELDS", "encode", "resolve_compute", "resolve_device", "select_images"]
@@ -224,9 +224,11 @@ def _open_run(req: _Request, group: Group) -> tuple[Run, nn.Module | None]:
         sweep_tree(work_dir)
     log = RunLog(work_dir / "encode.log", req.quiet or not group.is_main,
                  f"[rank {group.rank}/{group.world_size}] " if group.distributed else "")
-    # Rank 0 chooses the precision and memory format (probed once per machine) and the others follow it.
-    compute = resolve_compute(device, cfg.precision) if group.is_main else None
-    desc = group.broadcast_json({"device_type": device.type, **compute.describe()} if compute else None)
+    # Rank 0 applies the rule of its hardware class (latentds.plan) and the others follow it, whatever their
+    # own hardware; every rank sets the backend flags that keep CUDA results from varying.
+    plan = get_plan(device, cfg.precision)
+    plan.apply_backend_flags()
+    desc = group.broadcast_json({"device_type": device.type, **plan.compute().describe()} if group.is_main else None)
     record = {
         "config": result_config(cfg),
         "source": {"name": data.name, "fingerprint": data.fingerprint},
@@ -235,6 +237,8 @@ def _open_run(req: _Request, group: Group) -> tuple[Run, nn.Module | None]:
     }
     record = check_work_dir(work_dir, record, resolve_precision(cfg.precision))
     run = Run(cfg, data, work_dir, device, compute_from(device, record["compute"]), group, log, show, record)
+    adopted = " (adopted from the work dir)" if record["compute"] != desc else ""
+    log(f"precision: training {describe_compute(record['compute'])}{adopted}; {plan.describe()}")
     run.started = t0  # the total includes loading the source
     run.timing["load_source"] = load_seconds
     run.stage_memory["load_source"] = peak_memory(device)

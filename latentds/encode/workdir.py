@@ -85,8 +85,8 @@ def compute_from(device: torch.device, desc: dict[str, Any]) -> Compute:
 
 
 def resolve_compute(device: torch.device, precision: str) -> Compute:
-    """The training-stage settings for ``device``: the plan's (probed once per machine) for "auto"."""
-    plan = get_plan(device, precision, decode=False)
+    """The training-stage settings for ``device``: for "auto", the rule of its hardware class (latentds.plan)."""
+    plan = get_plan(device, precision)
     plan.apply_backend_flags()
     return plan.compute()
 
@@ -141,7 +141,7 @@ def check_work_dir(work_dir: Path, record: dict[str, Any], precision: str) -> di
 
     ``record["compute"]`` (device type, autocast dtype, memory format) must match too, so a run never
     resumes on another kind of device or at another precision. Under ``precision="auto"`` a resumed run
-    adopts the work dir's compute (a new probe on the same machine may choose differently).
+    adopts the work dir's compute (its rule may differ on another machine, or in another latentds).
     """
     path = work_dir / "config.json"
     if path.exists():

@@ -32,7 +32,7 @@ class EvalConfig:
     seeds: int = 3  # networks trained, with seeds seed, seed + 1, ...
     seed: int = 0
     device: str = "auto"  # "auto": cuda if available, else cpu
-    precision: str = "auto"  # training and decoding: "auto" (measured per machine, latentds.plan), "fp32", "bf16"
+    precision: str = "auto"  # training and decoding: "auto" (the hardware class's rule, latentds.plan), "fp32", "bf16"
     eval_every: int = 0  # also test every N epochs (curves); 0 = only after the final epoch, the one reported
 
     def validate(self) -> None:

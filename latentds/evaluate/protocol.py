@@ -221,9 +221,11 @@ def evaluate(
     cfg.validate()
     _check_classes(train, test)
     device = resolve_device(cfg.device)
-    plan = get_plan(device, cfg.precision, decode=False)
+    plan = get_plan(device, cfg.precision)
     plan.apply_backend_flags()
     compute = plan.compute()
+    if log is not None:
+        log(f"precision: {plan.describe()}")
     start = time.perf_counter()
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     data = (train.images.to(device) if train.images is not None else None, train.labels.to(device))
@@ -242,6 +244,7 @@ def evaluate(
     config = asdict(cfg)
     config["device"] = str(device)
     config["compute"] = compute.describe()
+    config["hardware_class"] = plan.hardware
     return EvalResult(
         accs=accs,
         acc_mean=float(np.mean(accs)),
