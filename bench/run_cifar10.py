@@ -12,7 +12,7 @@ Methods, at each images-per-class (ipc) size:
 - ``inversion``  GAN inversion only: ``latentds encode`` with ``condense.iterations=0``
 - ``itgan``      the full encode (inversion + condensation of the latents)
 - ``random``     a random real subset of N images per class
-- ``dm``         distribution matching on pixels: :func:`latentds.encode.condense.condense` with
+- ``dm``         distribution matching on pixels: :func:`latentds.encoding.condense.condense` with
                  ``parametrization="pixel"``, the same loss, schedule, embedding nets and augmentation as
                  itgan's condensation, initialized from the same real images itgan's latents were inverted from
 - ``dm_random``  DM as published: the same, but a freshly initialized random ConvNet every step
@@ -20,7 +20,7 @@ Methods, at each images-per-class (ipc) size:
 - ``real``       the whole real training set (ConvNet only, a few epochs; an upper bound, stated as such)
 
 A *cell* is (method, ipc, architecture): ``seeds`` freshly initialized networks trained on the method's
-artefact with :func:`latentds.evaluate.evaluate` and tested on the real test split. Every finished cell is
+artefact with :func:`latentds.evaluation.evaluate` and tested on the real test split. Every finished cell is
 appended at once to ``OUT/<stem>.json`` (then the Markdown table and the PNG plot are rewritten), so an
 interrupted run resumes where it stopped and a run can be spread over several sessions. Artefacts
 (generator, classifier, .lds, .npz) and their checkpoints live in ``--work``; the encode pipeline resumes
@@ -300,7 +300,7 @@ DM_OVERRIDES = ("condense.parametrization=pixel", "condense.pixel_init=real")
 
 
 def encode_config(s: Settings, ipc: int | None, extra: tuple[str, ...] = ()):
-    from latentds.encode.config import apply_overrides, load_preset
+    from latentds.encoding.config import apply_overrides, load_preset
 
     overrides = [*BENCH_GAN, *s.overrides] + [f"ipc={'null' if ipc is None else ipc}", f"device={s.device}", *extra]
     return apply_overrides(load_preset(s.preset), overrides)
@@ -423,7 +423,7 @@ def generator_info(path: Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     from latentds.checkpoint import META_ARCH, META_ARGS, read_model_metadata
-    from latentds.encode.gan import META_CONFIG, META_STATS
+    from latentds.encoding.gan import META_CONFIG, META_STATS
 
     meta = read_model_metadata(path)
     with safe_open(str(path), "pt") as f:
@@ -448,7 +448,7 @@ def ensure_generator(s: Settings, data: Data, log: Log) -> Path:
         return s.generator
     import torch
 
-    from latentds.encode.gan import GENERATOR_FILE, train_gan
+    from latentds.encoding.gan import GENERATOR_FILE, train_gan
 
     cfg = encode_config(s, None)
     log(f"generator: {s.generator} not found; training {cfg.gan.arch} width {cfg.gan.width} for "
@@ -464,7 +464,7 @@ def ensure_generator(s: Settings, data: Data, log: Log) -> Path:
 
 def ensure_classifier(s: Settings, data: Data, log: Log) -> Path:
     """The preset's real-data ConvNet (inversion features + embedding pool), trained once, shared by all encodes."""
-    from latentds.encode.classifier import CLASSIFIER_FILE, train_classifier
+    from latentds.encoding.classifier import CLASSIFIER_FILE, train_classifier
 
     folder = s.work / "classifier"
     if not (folder / CLASSIFIER_FILE).exists():
@@ -480,13 +480,13 @@ def bench_compute(s: Settings):
     """The training stages' precision and memory format: the plan's for the encode config's precision."""
     import torch
 
-    from latentds.encode.pipeline import resolve_compute
+    from latentds.encoding.pipeline import resolve_compute
 
     return resolve_compute(torch.device(resolve_device(s)), encode_config(s, None).precision)
 
 
 def resolve_device(s: Settings) -> str:
-    from latentds.encode.pipeline import resolve_device as rd
+    from latentds.encoding.pipeline import resolve_device as rd
 
     return str(rd(s.device))
 
@@ -550,7 +550,7 @@ def lds_pool(path: Path) -> dict[str, Any] | None:
 
 def build_encode(s: Settings, method: str, ipc: int | None, data: Data, log: Log) -> Artifact:
     """itgan / inversion: ``latentds encode`` with the preset (inversion: condense.iterations=0)."""
-    from latentds.encode.pipeline import encode
+    from latentds.encoding.pipeline import run as encode
 
     gen = ensure_generator(s, data, log)
     extra = ("condense.iterations=0",) if method == "inversion" else ()
@@ -594,7 +594,7 @@ def check_existing_lds(path: Path, cfg, generator: Path) -> None:
 
     from safetensors.torch import load_file
 
-    from latentds.encode.pipeline import NON_RESULT_FIELDS
+    from latentds.encoding.pipeline import NON_RESULT_FIELDS
     from latentds.lds import open_lds
 
     def result_fields(config: dict[str, Any]) -> dict[str, Any]:
@@ -629,8 +629,8 @@ def build_dm(s: Settings, ipc: int | None, data: Data, log: Log, method: str = "
     """DM: ``latentds encode`` with ``condense.parametrization=pixel``: itgan's selection, loss, schedule, nets,
     augmentation and seeds, on pixels (SGD, momentum 0.5, lr_pixel 1.0: the library's pixel-mode defaults).
     ``dm_random``: the same with a fresh random ConvNet every step, as DM was published."""
-    from latentds.encode.pipeline import encode
-    from latentds.encode.state import load_state
+    from latentds.encoding.pipeline import run as encode
+    from latentds.encoding.state import load_state
 
     name = artifact_name(method, ipc)
     out = s.artifacts / f"{name}.npz"
@@ -664,7 +664,7 @@ def build_dm(s: Settings, ipc: int | None, data: Data, log: Log, method: str = "
 def classifier_seconds(folder: Path) -> float:
     """Training seconds (all sessions) of the shared classifier, from its file's metadata."""
     from latentds.checkpoint import read_model_metadata
-    from latentds.encode.classifier import CLASSIFIER_FILE, META_STATS
+    from latentds.encoding.classifier import CLASSIFIER_FILE, META_STATS
 
     stats = json.loads(read_model_metadata(folder / CLASSIFIER_FILE).get(META_STATS, "{}"))
     return float(stats.get("train_seconds") or 0.0)
@@ -702,13 +702,13 @@ def build_artifact(s: Settings, method: str, ipc: int | None, data: Data, log: L
 
 # --- one cell --------------------------------------------------------------------------------------------
 def run_cell(s: Settings, cell: Cell, art: Artifact, data: Data, log: Log) -> dict[str, Any]:
-    from latentds.evaluate import EvalConfig, evaluate, training_set
+    from latentds.evaluation import EvalConfig, train_and_test, training_set
 
     cfg = EvalConfig(arch=cell.arch, epochs=cell.epochs, seeds=cell.seeds, seed=0, device=s.device,
                      precision=s.precision)
     train = training_set(art.spec, ipc=art.ipc, seed=0, device=resolve_device(s), progress=False)
     label = f"{cell.method} ipc {fmt_ipc(cell.ipc)} {cell.arch}"
-    result = evaluate(train, data.test, cfg, progress=not s.quiet and sys.stderr.isatty(),
+    result = train_and_test(train, data.test, cfg, progress=not s.quiet and sys.stderr.isatty(),
                       log=lambda line: log(f"  {label}: {line}"))
     ipc_flag = f" --ipc {art.ipc}" if art.ipc is not None else ""
     device_flag = ("" if s.device == "auto" else f" --device {s.device}") + (
@@ -929,7 +929,7 @@ def write_outputs(s: Settings, records: list[dict[str, Any]], planned: list[Cell
 # --- plan ------------------------------------------------------------------------------------------------
 def plan(s: Settings, planned: list[Cell], done: dict[tuple, dict[str, Any]], gen_sha: str | None) -> float:
     """Print every step and cell with its estimate (or its measured time when done); return pending seconds."""
-    from latentds.encode.classifier import CLASSIFIER_FILE
+    from latentds.encoding.classifier import CLASSIFIER_FILE
 
     rows: list[tuple[str, str, float | None]] = []
     by_group: dict[str, float] = {}  # pending seconds per ipc ("shared": generator and classifier)

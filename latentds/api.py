@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from latentds.evaluation.result import EvalResult
+
 __all__ = ["EncodeResult", "EvalResult", "encode", "evaluate", "train_gan"]
 
 
@@ -59,8 +61,8 @@ def encode(
     ``work_dir`` (default ``out`` with suffix ``.work``) resume. Fields: any config field, e.g. ``ipc=10``,
     ``device="cpu"``, ``seed=1``, ``gan={"iterations": 100}``.
     """
-    from latentds.encode.config import build_config
-    from latentds.encode.pipeline import encode as run_encode
+    from latentds.encoding.config import build_config
+    from latentds.encoding.pipeline import run as run_encode
 
     cfg, used = build_config(preset, config, overrides, **fields)
     path = run_encode(str(source), Path(out), cfg, work_dir=work_dir, generator_path=generator, root=root,
@@ -113,7 +115,7 @@ def train_gan(
 
     The file is what ``encode(..., generator=out)`` and ``latentds eval gan:FILE`` take.
     """
-    from latentds.encode.config import build_config
+    from latentds.encoding.config import build_config
 
     cfg, _ = build_config(preset, config, overrides, **fields)
     run = _train_gan_file(str(source), Path(out), cfg, work_dir, root, download, progress)
@@ -136,9 +138,9 @@ def _train_gan_file(source: str, out: Path, cfg: Any, work_dir: str | os.PathLik
     import logging
 
     from latentds.common import resolve_device
-    from latentds.encode.gan import GENERATOR_FILE
-    from latentds.encode.gan import train_gan as run_train_gan
-    from latentds.encode.workdir import resolve_compute
+    from latentds.encoding.gan import GENERATOR_FILE
+    from latentds.encoding.gan import train_gan as run_train_gan
+    from latentds.encoding.workdir import resolve_compute
     from latentds.format.staging import atomic_write
     from latentds.sources import load_source
 
@@ -151,18 +153,6 @@ def _train_gan_file(source: str, out: Path, cfg: Any, work_dir: str | os.PathLik
     # The work dir's copy carries the GAN config, data fingerprint and training stats in its metadata.
     atomic_write(out, [(folder / "gan" / GENERATOR_FILE).read_bytes()])
     return _GANRun(generator, stats, data, device, compute, folder)
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Test accuracy (%) of classifiers trained from scratch on a training set, one per seed."""
-
-    accuracies: list[float]
-    mean: float
-    std: float
-    train: str
-    test: str
-    details: Any = field(repr=False, default=None)  # evaluate.protocol.EvalResult: curves, timings
 
 
 def evaluate(
@@ -184,9 +174,9 @@ def evaluate(
     on ``test``, ``seeds`` times; other ``options`` are ``EvalConfig`` fields (``lr``, ``dsa``, ``precision``)."""
     import logging
 
-    from latentds.evaluate.config import EvalConfig
-    from latentds.evaluate.protocol import evaluate as run_evaluate
-    from latentds.evaluate.trainsets import training_set
+    from latentds.evaluation.config import EvalConfig
+    from latentds.evaluation.protocol import train_and_test
+    from latentds.evaluation.trainsets import training_set
     from latentds.sources import load_test_source
 
     image_size = options.pop("image_size", None)
@@ -195,5 +185,4 @@ def evaluate(
     train_set = training_set(str(train), ipc=ipc, root=root, device=cfg.device, progress=progress,
                              download=download, precision=cfg.precision, image_size=image_size)
     test_set = load_test_source(str(test), root=root, progress=progress, download=download, image_size=image_size)
-    result = run_evaluate(train_set, test_set, cfg, progress=progress, log=logging.getLogger("latentds.evaluate").info)
-    return EvalResult(list(result.accs), result.acc_mean, result.acc_std, str(train), str(test), result)
+    return train_and_test(train_set, test_set, cfg, progress=progress, log=logging.getLogger("latentds.evaluation").info)

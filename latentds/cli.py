@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from latentds import __version__
+from latentds.version import __version__
 from latentds.argtypes import positive_int, zstd_level
 from latentds.errors import (
     ConfigError,
@@ -375,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("models", cmd_models, "list registered architectures")
 
-    from latentds.encode.commands import register as register_encode
-    from latentds.evaluate.commands import register as register_eval
+    from latentds.encoding.commands import register as register_encode
+    from latentds.evaluation.commands import register as register_eval
 
     register_encode(add)
     register_eval(add)

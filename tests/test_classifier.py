@@ -1,4 +1,4 @@
-"""Tests for latentds.encode.classifier: training on a tiny synthetic set, caching, snapshots, resume."""
+"""Tests for latentds.encoding.classifier: training on a tiny synthetic set, caching, snapshots, resume."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-import latentds.encode.classifier as classifier_mod
+import latentds.encoding.classifier as classifier_mod
 from latentds.checkpoint import read_model_metadata
-from latentds.encode.classifier import (
+from latentds.encoding.classifier import (
     CKPT_FILE,
     CLASSIFIER_FILE,
     ClassifierConfig,
@@ -22,7 +22,7 @@ from latentds.encode.classifier import (
     normalize,
     train_classifier,
 )
-from latentds.encode.state import TrainingInterrupted, load_state
+from latentds.encoding.state import TrainingInterrupted, load_state
 from latentds.errors import ConfigError
 from latentds.sources import ImageSet
 from tests.conftest import blobs

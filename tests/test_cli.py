@@ -189,7 +189,7 @@ def test_library_log_records_reach_stderr_one_line_each(capsys: pytest.CaptureFi
 
     from latentds.cli import configure_logging
 
-    log = logging.getLogger("latentds.encode.pipeline")
+    log = logging.getLogger("latentds.encoding.pipeline")
     try:
         configure_logging(quiet=False)
         log.info("[invert] class 3")

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from latentds.encode import condense as condense_mod
-from latentds.encode.condense import (
+from latentds.encoding import condense as condense_mod
+from latentds.encoding.condense import (
     CondenseConfig,
     condense,
     derive_seed,
@@ -17,7 +17,7 @@ from latentds.encode.condense import (
     paired_loss,
     work_units,
 )
-from latentds.encode.embed import EmbeddingSampler, random_convnet
+from latentds.encoding.embed import EmbeddingSampler, random_convnet
 from latentds.errors import ConfigError
 from latentds.models import create_model
 from tests.test_invert import MEAN, NUM_CLASSES, STD, generated_images, make_generator
@@ -205,7 +205,7 @@ def test_condense_config_checks():
 
 def test_matching_loss_is_a_strategy(setup, monkeypatch):
     """A second objective is one function + one MATCHING_LOSSES entry; condense calls it with each batch."""
-    import latentds.encode.condense as cd
+    import latentds.encoding.condense as cd
 
     seen = []
 

@@ -14,7 +14,7 @@ import torch
 from conftest import precisions
 from test_pipeline import FAST, fast_config, folder, reference  # noqa: F401 (fixtures: the single-process encode to match)
 
-from latentds.encode.distributed import Group, assign, from_env
+from latentds.encoding.distributed import Group, assign, from_env
 from latentds.format import LdsReader
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SCRIPT = textwrap.dedent("""
     import os, sys
     from latentds import cli
-    from latentds.encode import pipeline
+    from latentds.encoding import pipeline
 
     rank = int(os.environ["RANK"])
     argv = sys.argv[1:]
@@ -72,9 +72,9 @@ def untimed(d):
 @pytest.mark.parametrize("precision", precisions())
 def test_two_ranks_write_the_single_process_file(precision, reference, folder, tmp_path):
     if precision != "fp32":  # the module's reference is the suite's fp32
-        from latentds.encode import pipeline
+        from latentds.encoding import pipeline
 
-        reference = pipeline.encode(str(folder), tmp_path / "ref.lds", fast_config(f"precision={precision}"),
+        reference = pipeline.run(str(folder), tmp_path / "ref.lds", fast_config(f"precision={precision}"),
                                     progress=False, quiet=True)
     out = tmp_path / "two.lds"
     res = torchrun(tmp_path, encode_argv(folder, out, precision))
@@ -167,7 +167,7 @@ def test_scaling_model_counts_units_and_divides_the_work(tmp_path):
 
 
 def test_cli_dist_timeout_default_matches_the_library():
-    from latentds.encode.commands import DIST_TIMEOUT_HOURS
-    from latentds.encode.distributed import DEFAULT_TIMEOUT_S
+    from latentds.encoding.commands import DIST_TIMEOUT_HOURS
+    from latentds.encoding.distributed import DEFAULT_TIMEOUT_S
 
     assert DIST_TIMEOUT_HOURS * 3600 == DEFAULT_TIMEOUT_S

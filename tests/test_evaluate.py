@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import latentds.evaluate.protocol as ev
+import latentds.evaluation.protocol as ev
 from latentds.augment import (
     OPS,
     DSAParams,
@@ -22,7 +22,7 @@ from latentds.augment import (
 from latentds.checkpoint import save_model
 from latentds.dataset import LatentDataset
 from latentds.errors import ConfigError, SourceMismatchError
-from latentds.evaluate import EvalConfig, TrainSet, accuracy, evaluate, training_set
+from latentds.evaluation import EvalConfig, TrainSet, accuracy, train_and_test, training_set
 from latentds.format import spec as lds_spec
 from latentds.lds import open_lds
 from latentds.models import create_model
@@ -61,7 +61,7 @@ def tiny() -> tuple[TrainSet, ImageSet]:
 # --- training -------------------------------------------------------------------------------------------
 def test_learns_far_above_chance(tiny):
     train, test = tiny
-    result = evaluate(train, test, EvalConfig(epochs=6, seeds=1, **FAST), progress=False)
+    result = train_and_test(train, test, EvalConfig(epochs=6, seeds=1, **FAST), progress=False)
     assert result.accs[0] > 80.0  # chance is 33 %
     assert result.curves[0]["loss"][-1] < result.curves[0]["loss"][0]
     assert result.acc_mean == result.accs[0] and result.acc_std == 0.0
@@ -70,20 +70,20 @@ def test_learns_far_above_chance(tiny):
 def test_same_seed_same_result_other_seed_different(tiny):
     train, test = tiny
     cfg = EvalConfig(epochs=2, seeds=2, **FAST)
-    a = evaluate(train, test, cfg, progress=False)
-    b = evaluate(train, test, cfg, progress=False)
+    a = train_and_test(train, test, cfg, progress=False)
+    b = train_and_test(train, test, cfg, progress=False)
     assert a.accs == b.accs and a.curves == b.curves
     assert a.seeds == [0, 1]
     assert a.curves[0]["loss"] != a.curves[1]["loss"]  # seed 1 is another network, data order and DSA draw
     # ... and seed 1 alone reproduces the second network of the pair
-    c = evaluate(train, test, EvalConfig(epochs=2, seeds=1, seed=1, **FAST), progress=False)
+    c = train_and_test(train, test, EvalConfig(epochs=2, seeds=1, seed=1, **FAST), progress=False)
     assert c.curves[0] == a.curves[1]
 
 
 def test_global_rng_untouched(tiny):
     train, test = tiny
     state = torch.get_rng_state()
-    evaluate(train, test, EvalConfig(epochs=1, seeds=1, **FAST), progress=False)
+    train_and_test(train, test, EvalConfig(epochs=1, seeds=1, **FAST), progress=False)
     assert torch.equal(torch.get_rng_state(), state)
 
 
@@ -91,16 +91,16 @@ def test_mean_and_population_std_over_seeds(tiny, monkeypatch):
     train, test = tiny
     accs = iter([50.0, 60.0, 70.0])
     monkeypatch.setattr(ev, "_train_one", lambda *a, **k: (next(accs), {"loss": [1.0], "train_acc": [0.0]}))
-    result = evaluate(train, test, EvalConfig(epochs=1, seeds=3, **FAST), progress=False)
+    result = train_and_test(train, test, EvalConfig(epochs=1, seeds=3, **FAST), progress=False)
     assert result.acc_mean == pytest.approx(60.0)
     assert result.acc_std == pytest.approx(np.std([50, 60, 70]))  # ddof=0: 8.165, not 10.0
 
 
 def test_lr_drops_tenfold_at_half(tiny):
     train, test = tiny
-    result = evaluate(train, test, EvalConfig(epochs=6, seeds=1, lr=0.02, **FAST), progress=False)
+    result = train_and_test(train, test, EvalConfig(epochs=6, seeds=1, lr=0.02, **FAST), progress=False)
     assert result.curves[0]["lr"] == pytest.approx([0.02] * 3 + [0.002] * 3)
-    never = evaluate(train, test, EvalConfig(epochs=2, seeds=1, lr_decay_at=1.0, **FAST), progress=False)
+    never = train_and_test(train, test, EvalConfig(epochs=2, seeds=1, lr_decay_at=1.0, **FAST), progress=False)
     assert never.curves[0]["lr"] == pytest.approx([0.01, 0.01])
 
 
@@ -108,7 +108,7 @@ def test_final_epoch_reported_not_best(tiny, monkeypatch):
     train, test = tiny
     scripted = iter([90.0, 40.0, 95.0, 60.0])  # the best (95) is not the last (60)
     monkeypatch.setattr(ev, "accuracy", lambda *a, **k: next(scripted))
-    result = evaluate(train, test, EvalConfig(epochs=4, seeds=1, eval_every=1, **FAST), progress=False)
+    result = train_and_test(train, test, EvalConfig(epochs=4, seeds=1, eval_every=1, **FAST), progress=False)
     assert result.curves[0]["test_epochs"] == [1, 2, 3, 4]
     assert result.curves[0]["test_acc"] == [90.0, 40.0, 95.0, 60.0]
     assert result.accs == [60.0]
@@ -116,7 +116,7 @@ def test_final_epoch_reported_not_best(tiny, monkeypatch):
 
 def test_final_epoch_tested_even_off_the_eval_grid(tiny):
     train, test = tiny
-    result = evaluate(train, test, EvalConfig(epochs=3, seeds=1, eval_every=2, **FAST), progress=False)
+    result = train_and_test(train, test, EvalConfig(epochs=3, seeds=1, eval_every=2, **FAST), progress=False)
     assert result.curves[0]["test_epochs"] == [2, 3]
     assert result.accs[0] == result.curves[0]["test_acc"][-1]
 
@@ -131,7 +131,7 @@ def test_test_set_normalized_with_train_mean_std(tiny, monkeypatch):
 
     odd = TrainSet(train.images, train.labels, train.classes, [0.1, 0.2, 0.3], [0.9, 0.8, 0.7], "odd", 0, "odd")
     monkeypatch.setattr(ev, "accuracy", spy)
-    evaluate(odd, test, EvalConfig(epochs=1, seeds=1, **FAST), progress=False)
+    train_and_test(odd, test, EvalConfig(epochs=1, seeds=1, **FAST), progress=False)
     assert seen == {"mean": [0.1, 0.2, 0.3], "std": [0.9, 0.8, 0.7]}
 
 
@@ -155,9 +155,9 @@ def test_class_mismatch_is_refused(tiny):
     train, _ = tiny
     other = colored_set(per_class=2, classes=["a", "b", "c"])
     with pytest.raises(SourceMismatchError, match="class names differ"):
-        evaluate(train, other, EvalConfig(epochs=1, seeds=1, **FAST), progress=False)
+        train_and_test(train, other, EvalConfig(epochs=1, seeds=1, **FAST), progress=False)
     nameless = colored_set(per_class=2, classes=["0", "1", "2"])  # e.g. an .npz without class names: allowed
-    evaluate(train, nameless, EvalConfig(epochs=1, seeds=1, **FAST), progress=False)
+    train_and_test(train, nameless, EvalConfig(epochs=1, seeds=1, **FAST), progress=False)
 
 
 @pytest.mark.parametrize(
@@ -213,8 +213,8 @@ def test_lds_per_epoch_decoding_matches_decoding_once(tmp_path):
     assert per_epoch.images is None and per_epoch.decode == "per-epoch"
     test = colored_set(per_class=4)
     cfg = EvalConfig(epochs=2, seeds=1, **{**FAST, "batch_size": 8})
-    a = evaluate(once, test, cfg, progress=False)
-    b = evaluate(per_epoch, test, cfg, progress=False)
+    a = train_and_test(once, test, cfg, progress=False)
+    b = train_and_test(per_epoch, test, cfg, progress=False)
     np.testing.assert_allclose(a.curves[0]["loss"], b.curves[0]["loss"], rtol=1e-4)
 
 
@@ -321,7 +321,7 @@ def test_eval_command_rejects_bad_numbers():
 
 def test_config_default_strategy_is_augments():
     from latentds import augment
-    from latentds.evaluate import config
+    from latentds.evaluation import config
 
     assert config.DEFAULT_STRATEGY == augment.DEFAULT_STRATEGY  # a copy: the config module stays torch-free
 
@@ -336,4 +336,9 @@ def test_python_api_evaluate(tmp_path):
              classes=np.array(CLASSES))
     result = latentds.evaluate(npz, npz, epochs=2, seeds=2, ipc=3, batch_size=8, device="cpu",
                                model_args={"width": 8}, progress=False)
-    assert len(result.accuracies) == 2 and 0 <= result.mean <= 100 and result.train == str(npz)
+    assert isinstance(result, latentds.EvalResult)  # one EvalResult, the protocol's
+    assert len(result.accs) == 2 and 0 <= result.mean <= 100 and result.mean == result.acc_mean
+    assert result.train["num_images"] == 9 and result.curves and result.config["arch"] == "convnet3"
+    import inspect
+
+    assert "epochs" in inspect.signature(latentds.evaluate).parameters  # a real function, not a callable module

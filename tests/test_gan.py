@@ -1,4 +1,4 @@
-"""Tests for latentds.encode.gan (train-gan), latentds.encode.diffaug and latentds.encode.state.
+"""Tests for latentds.encoding.gan (train-gan), latentds.encoding.diffaug and latentds.encoding.state.
 
 A tiny synthetic set (3 classes x 20 images of coloured blobs) and the tiny registered BigGAN pair keep the
 whole file to well under a minute on 2 CPU cores.
@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from latentds.checkpoint import load_model, read_model_metadata
-from latentds.encode.diffaug import diff_augment, parse_policy, random_flip
-from latentds.encode.gan import (
+from latentds.encoding.diffaug import diff_augment, parse_policy, random_flip
+from latentds.encoding.gan import (
     CKPT_FILE,
     GENERATOR_FILE,
     GANConfig,
@@ -27,7 +27,7 @@ from latentds.encode.gan import (
     sample_grid,
     train_gan,
 )
-from latentds.encode.state import (
+from latentds.encoding.state import (
     CheckpointError,
     TrainingInterrupted,
     load_module_tensors,
@@ -102,8 +102,8 @@ def test_generator_file_is_loadable_and_decodes_the_same(trained):
 
 def test_training_changes_the_generator(data, trained):
     generator, _, _ = trained
-    from latentds.encode.common import seeded_model
-    from latentds.encode.gan import _final_generator
+    from latentds.encoding.common import seeded_model
+    from latentds.encoding.gan import _final_generator
 
     init = seeded_model(TINY.seed, TINY.arch, width=TINY.width, num_classes=3, spectral_norm=True)
     assert not same_state(_final_generator(init, TINY, 3, data.image_shape), generator)
@@ -120,7 +120,7 @@ def test_samples_and_checkpoint_written(trained):
 
 def test_finished_run_is_returned_without_training(data, trained, monkeypatch):
     generator, _, work = trained
-    from latentds.encode import gan
+    from latentds.encoding import gan
 
     monkeypatch.setattr(gan, "_RealSampler", None)  # training would fail at once
     again, stats = train_gan(data, TINY, work, progress=False)
@@ -355,7 +355,7 @@ def test_optimizer_and_module_mismatch_is_refused():
 
 def test_standing_stats_match_batch_statistics() -> None:
     """After standing stats, eval-mode decoding agrees with train-mode (batch statistics) decoding."""
-    from latentds.encode.gan import standing_stats
+    from latentds.encoding.gan import standing_stats
     from latentds.models import create_model
 
     torch.manual_seed(0)
@@ -374,7 +374,7 @@ def test_standing_stats_match_batch_statistics() -> None:
 
 
 def test_frechet_distance_matches_its_closed_forms():
-    from latentds.encode.gan_samples import frechet_distance
+    from latentds.encoding.gan_samples import frechet_distance
 
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(400, 1, generator=g), 3 + 2 * torch.randn(300, 1, generator=g)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from latentds.encode.embed import random_convnet
-from latentds.encode.invert import InvertConfig, invert, invert_batches
+from latentds.encoding.embed import random_convnet
+from latentds.encoding.invert import InvertConfig, invert, invert_batches
 from latentds.models import create_model
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]

@@ -13,8 +13,8 @@ import torch
 from conftest import precisions
 from PIL import Image
 
-from latentds.encode import pipeline
-from latentds.encode.config import (
+from latentds.encoding import pipeline
+from latentds.encoding.config import (
     EncodeConfig,
     apply_overrides,
     list_presets,
@@ -74,12 +74,12 @@ def folder(tmp_path_factory) -> Path:
 def reference(folder, tmp_path_factory) -> Path:
     """One uninterrupted encode, shared by the tests below."""
     out = tmp_path_factory.mktemp("ref") / "ref.lds"
-    return pipeline.encode(str(folder), out, fast_config(), progress=False, quiet=True)
+    return pipeline.run(str(folder), out, fast_config(), progress=False, quiet=True)
 
 
 # --- config ------------------------------------------------------------------------------------------------
 def test_default_preset_by_device():
-    from latentds.encode.config import default_preset
+    from latentds.encoding.config import default_preset
 
     assert default_preset("cuda") == "paper" and default_preset("cuda:1") == "paper"
     assert default_preset("cpu") == "cpu"  # never the paper's GPU-days schedule on a CPU
@@ -196,12 +196,12 @@ def test_resume_after_interruption_gives_identical_latents(reference, folder, tm
     seen = []
     monkeypatch.setattr(pipeline, "_after_unit", crash_after(2, seen))
     with pytest.raises(KeyboardInterrupt):
-        pipeline.encode(str(folder), out, cfg, progress=False, quiet=True)
+        pipeline.run(str(folder), out, cfg, progress=False, quiet=True)
     assert not out.exists()
     assert len(list((tmp_path / "resumed.work" / "units").glob("*.safetensors"))) == 2
     # the remaining units only: the two finished ones are loaded from their checkpoints
     monkeypatch.setattr(pipeline, "_after_unit", lambda unit: seen.append(unit.name))
-    pipeline.encode(str(folder), out, cfg, progress=False, quiet=True)
+    pipeline.run(str(folder), out, cfg, progress=False, quiet=True)
     assert len(seen) == 6 and len(set(seen)) == 6
     a, b = LdsReader(reference), LdsReader(out)
     assert torch.equal(a.latents(), b.latents()) and torch.equal(a.labels(), b.labels())
@@ -211,19 +211,19 @@ def test_resume_after_interruption_gives_identical_latents(reference, folder, tm
 
 def test_rerun_with_other_config_is_refused(reference, folder):
     with pytest.raises(ConfigError, match="delete it or pass another --work-dir"):
-        pipeline.encode(str(folder), reference, fast_config("condense.lr=0.5"), progress=False, quiet=True)
+        pipeline.run(str(folder), reference, fast_config("condense.lr=0.5"), progress=False, quiet=True)
     # fields that do not change results may differ; with every checkpoint present nothing is recomputed
     latents = LdsReader(reference).latents()
-    pipeline.encode(str(folder), reference, fast_config("gan.checkpoint_every=1"), progress=False, quiet=True)
+    pipeline.run(str(folder), reference, fast_config("gan.checkpoint_every=1"), progress=False, quiet=True)
     assert torch.equal(LdsReader(reference).latents(), latents)
 
 
 def test_warm_up_estimates_are_logged_and_whole_set_cpu_runs_suggest_ipc(folder, tmp_path, monkeypatch):
-    from latentds.encode import estimate
+    from latentds.encoding import estimate
 
     monkeypatch.setattr(estimate, "SLOW_CPU_SECONDS", 0.0)  # any whole-set CPU job counts as long here
     assert pipeline.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    out = pipeline.encode(str(folder), tmp_path / "all.lds", fast_config("ipc=null"), progress=False, quiet=True)
+    out = pipeline.run(str(folder), tmp_path / "all.lds", fast_config("ipc=null"), progress=False, quiet=True)
     log = (tmp_path / "all.work" / "encode.log").read_text()
     assert "invert: " in log and "per iteration" in log and "condense: " in log and "about" in log
     assert "pass --ipc 10 or --ipc 50" in log
@@ -232,11 +232,11 @@ def test_warm_up_estimates_are_logged_and_whole_set_cpu_runs_suggest_ipc(folder,
 
 def test_bad_inputs_raise_source_errors(tmp_path):
     with pytest.raises(SourceNotFoundError):
-        pipeline.encode(str(tmp_path / "missing"), tmp_path / "x.lds", fast_config(), progress=False, quiet=True)
+        pipeline.run(str(tmp_path / "missing"), tmp_path / "x.lds", fast_config(), progress=False, quiet=True)
     root = write_folder(tmp_path / "data", per_class=2)
     (root / "empty").mkdir()
     with pytest.raises(EmptyClassError, match="empty"):
-        pipeline.encode(str(root), tmp_path / "y.lds", fast_config(), progress=False, quiet=True)
+        pipeline.run(str(root), tmp_path / "y.lds", fast_config(), progress=False, quiet=True)
     assert not (tmp_path / "x.work").exists() and not (tmp_path / "y.work").exists()
 
 
@@ -246,9 +246,9 @@ def test_generator_file_must_fit_the_data(reference, folder, tmp_path):
 
     wrong = save_model(tmp_path / "g5.safetensors", create_model("biggan32_tiny", num_classes=5, width=4))
     with pytest.raises(ConfigError, match="5 classes"):
-        pipeline.encode(str(folder), tmp_path / "z.lds", fast_config(), generator_path=wrong, progress=False, quiet=True)
+        pipeline.run(str(folder), tmp_path / "z.lds", fast_config(), generator_path=wrong, progress=False, quiet=True)
     with pytest.raises(LdsNotFoundError):
-        pipeline.encode(str(folder), tmp_path / "z.lds", fast_config(), generator_path=tmp_path / "none.safetensors",
+        pipeline.run(str(folder), tmp_path / "z.lds", fast_config(), generator_path=tmp_path / "none.safetensors",
                         progress=False, quiet=True)
     assert not (tmp_path / "z.work").exists()  # refused before anything was written
 
@@ -291,7 +291,7 @@ def test_train_gan_command(folder, tmp_path, capsys):
 
 def test_smoke_preset_end_to_end_unchanged(tmp_path):
     root = write_folder(tmp_path / "data", per_class=8)
-    out = pipeline.encode(str(root), tmp_path / "smoke.lds", load_preset("smoke"), progress=False, quiet=True)
+    out = pipeline.run(str(root), tmp_path / "smoke.lds", load_preset("smoke"), progress=False, quiet=True)
     assert LdsReader(out, verify=True).manifest["num_samples"] == 24
 
 
@@ -310,8 +310,8 @@ def test_same_encode_twice_with_the_default_settings_gives_the_same_file(folder,
     from latentds.plan import get_plan
 
     monkeypatch.delenv("LATENTDS_PRECISION")
-    first = pipeline.encode(str(folder), tmp_path / "a.lds", fast_config(), progress=False, quiet=True)
-    second = pipeline.encode(str(folder), tmp_path / "b.lds", fast_config(), progress=False, quiet=True)
+    first = pipeline.run(str(folder), tmp_path / "a.lds", fast_config(), progress=False, quiet=True)
+    second = pipeline.run(str(folder), tmp_path / "b.lds", fast_config(), progress=False, quiet=True)
     same_tensors(first, second)
     expected = get_plan("cpu").compute().describe()
     for path in (first, second):
@@ -324,28 +324,28 @@ def test_interrupted_run_resumes_bit_identically_at_each_precision(precision, fo
     """Each numerics path this machine runs: an interrupted run resumes to the bits of an uninterrupted one
     and records its precision; "auto" adopts the work dir's, an explicit other precision is refused."""
     cfg = fast_config(f"precision={precision}")
-    ref = pipeline.encode(str(folder), tmp_path / "ref.lds", cfg, progress=False, quiet=True)
+    ref = pipeline.run(str(folder), tmp_path / "ref.lds", cfg, progress=False, quiet=True)
     compute = LdsReader(ref).manifest["provenance"]["run"]["compute"]
     amp = None if precision == "fp32" else "bfloat16"
     assert compute == {"device_type": "cpu", "amp_dtype": amp, "channels_last": False}
     out = tmp_path / "resumed.lds"
     monkeypatch.setattr(pipeline, "_after_unit", crash_after(3, []))
     with pytest.raises(KeyboardInterrupt):
-        pipeline.encode(str(folder), out, cfg, progress=False, quiet=True)
+        pipeline.run(str(folder), out, cfg, progress=False, quiet=True)
     monkeypatch.setattr(pipeline, "_after_unit", None)
     other = "fp32" if precision == "bf16" else "bf16"
     with pytest.raises(ConfigError, match=f"was run with cpu {amp or 'float32'}, this run would use cpu"):
-        pipeline.encode(str(folder), out, fast_config(f"precision={other}"), progress=False, quiet=True)
+        pipeline.run(str(folder), out, fast_config(f"precision={other}"), progress=False, quiet=True)
     monkeypatch.delenv("LATENTDS_PRECISION")  # "auto", whatever this machine's rule says: adopts the work dir's
-    pipeline.encode(str(folder), out, fast_config(), progress=False, quiet=True)
+    pipeline.run(str(folder), out, fast_config(), progress=False, quiet=True)
     same_tensors(ref, out)
 
 
 def test_packed_inversion_units_match_one_unit_per_pass(reference, folder, tmp_path):
     """Units sharing a forward pass get the updates they would get alone, up to float rounding."""
-    out = pipeline.encode(str(folder), tmp_path / "packed.lds", fast_config("invert.units_per_pass=3",
+    out = pipeline.run(str(folder), tmp_path / "packed.lds", fast_config("invert.units_per_pass=3",
                           "condense.iterations=0"), progress=False, quiet=True)
-    single = pipeline.encode(str(folder), tmp_path / "single.lds", fast_config("condense.iterations=0"),
+    single = pipeline.run(str(folder), tmp_path / "single.lds", fast_config("condense.iterations=0"),
                              progress=False, quiet=True)
     a, b = LdsReader(single).latents(), LdsReader(out).latents()
     assert torch.allclose(a, b, atol=2e-3)  # fp16 storage: one ulp of ~4 is 2e-3
@@ -357,8 +357,8 @@ def test_dm_pixel_baseline_runs_through_the_pipeline(folder, tmp_path):
     """condense.parametrization=pixel: no generator, no inversion; uint8 images in an .npz; resumable."""
     cfg = fast_config("condense.parametrization=pixel", "condense.pixel_init=real", "ipc=2")
     with pytest.raises(ConfigError, match=r"\.npz"):
-        pipeline.encode(str(folder), tmp_path / "dm.lds", cfg, progress=False, quiet=True)
-    out = pipeline.encode(str(folder), tmp_path / "dm.npz", cfg, progress=False, quiet=True)
+        pipeline.run(str(folder), tmp_path / "dm.lds", cfg, progress=False, quiet=True)
+    out = pipeline.run(str(folder), tmp_path / "dm.npz", cfg, progress=False, quiet=True)
     with np.load(out, allow_pickle=False) as z:
         images, labels, classes = z["images"], z["labels"], list(z["classes"])
     assert images.dtype == np.uint8 and images.shape == (6, 32, 32, 3)
@@ -369,7 +369,7 @@ def test_dm_pixel_baseline_runs_through_the_pipeline(folder, tmp_path):
     (tmp_path / "dm.npz").unlink()
     units = sorted((work / "units").glob("*.safetensors"))
     units[-1].unlink()  # a lost unit is recomputed to the same pixels
-    out = pipeline.encode(str(folder), tmp_path / "dm.npz", cfg, progress=False, quiet=True)
+    out = pipeline.run(str(folder), tmp_path / "dm.npz", cfg, progress=False, quiet=True)
     with np.load(out, allow_pickle=False) as z:
         assert np.array_equal(z["images"], first)
 
@@ -395,7 +395,7 @@ def test_python_api_encode_returns_a_typed_result(reference, folder, tmp_path):
 
 
 def test_config_file_layers_and_errors(tmp_path):
-    from latentds.encode.config import build_config
+    from latentds.encoding.config import build_config
 
     f = tmp_path / "c.json"
     f.write_text('{"preset": "smoke", "ipc": 4, "gan": {"width": 8}}')

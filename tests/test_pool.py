@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentds.encode import pipeline
-from latentds.encode.classifier import ClassifierConfig
-from latentds.encode.config import apply_overrides, load_preset
-from latentds.encode.pool import PoolConfig, build_pool, pool_split
+from latentds.encoding import pipeline
+from latentds.encoding.classifier import ClassifierConfig
+from latentds.encoding.config import apply_overrides, load_preset
+from latentds.encoding.pool import PoolConfig, build_pool, pool_split
 from latentds.errors import ConfigError
 from latentds.lds import open_lds
 from tests.conftest import blobs
@@ -72,7 +72,7 @@ def test_encode_records_the_pool_in_the_provenance(tmp_path):
     folder = write_folder(tmp_path / "data", per_class=8)
     cfg = apply_overrides(load_preset("smoke"), FAST + ["pool.runs=2", "pool.epochs=1", "pool.subset=8",
                                                         "pool.val_size=6", "condense.pool_prob=0.5"])
-    out = pipeline.encode(str(folder), tmp_path / "p.lds", cfg, progress=False, quiet=True)
+    out = pipeline.run(str(folder), tmp_path / "p.lds", cfg, progress=False, quiet=True)
     with open_lds(out) as f:
         prov = f.manifest["provenance"]
     pool = prov["losses"]["classifier"]["pool"]

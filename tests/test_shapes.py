@@ -14,9 +14,9 @@ from PIL import Image
 from torch import nn
 
 from latentds import LatentDataset
-from latentds.encode import pipeline
-from latentds.encode.config import apply_overrides, load_preset
-from latentds.evaluate import EvalConfig, evaluate, training_set
+from latentds.encoding import pipeline
+from latentds.encoding.config import apply_overrides, load_preset
+from latentds.evaluation import EvalConfig, train_and_test, training_set
 from latentds.export import export
 from latentds.format import LdsReader
 from latentds.models import (
@@ -41,7 +41,7 @@ FAST = [
 
 def encode(source: Path, out: Path, *extra: str) -> Path:
     cfg = apply_overrides(load_preset("smoke"), FAST + list(extra))
-    return pipeline.encode(str(source), out, cfg, progress=False, quiet=True)
+    return pipeline.run(str(source), out, cfg, progress=False, quiet=True)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_eval_on_real_grey_data_and_class_root_test(grey28, tmp_path):
     train = training_set(str(grey28), ipc=3)
     assert train.image_shape == (1, 28, 28)
     test = load_test_source(str(grey28), progress=False)  # DIR/test/
-    assert evaluate(train, test, cfg).accs[0] >= 0.0
+    assert train_and_test(train, test, cfg).accs[0] >= 0.0
     class_root = create_image_folder(tmp_path / "flat", (1, 28, 28), per_class=2)  # DIR/<class>/: no splits
     assert len(load_test_source(str(class_root), progress=False)) == 6
     npz = create_npz(tmp_path / "t.npz", (1, 28, 28), per_class=2)  # images/labels only
@@ -168,5 +168,5 @@ def test_a_given_generator_of_another_shape_is_refused(grey28, tmp_path):
     gen = save_model(tmp_path / "g.safetensors", create_model("biggan", num_classes=2, width=1, image_size=32))
     cfg = apply_overrides(load_preset("smoke"), FAST)
     with pytest.raises(ConfigError, match=r"2 classes, the data has 3; it makes 3x32x32 .*the data has 1x28x28"):
-        pipeline.encode(str(grey28), tmp_path / "x.lds", cfg, generator_path=gen, progress=False, quiet=True)
+        pipeline.run(str(grey28), tmp_path / "x.lds", cfg, generator_path=gen, progress=False, quiet=True)
     assert not (tmp_path / "x.work").exists()  # refused before the work dir is made

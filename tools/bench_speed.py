@@ -167,13 +167,13 @@ def synthetic_set(n_per_class: int = 200):
 
 
 def stage_rates(device: torch.device, compute: Compute, quick: bool) -> dict[str, float]:
-    from latentds.encode.classifier import ClassifierConfig, train_classifier
-    from latentds.encode.condense import CondenseConfig, condense
-    from latentds.encode.embed import EmbeddingSampler, random_convnet
-    from latentds.encode.gan import GANConfig, train_gan
-    from latentds.encode.invert import InvertConfig, invert_latents
-    from latentds.evaluate import EvalConfig, TrainSet
-    from latentds.evaluate.protocol import _train_one
+    from latentds.encoding.classifier import ClassifierConfig, train_classifier
+    from latentds.encoding.condense import CondenseConfig, condense
+    from latentds.encoding.embed import EmbeddingSampler, random_convnet
+    from latentds.encoding.gan import GANConfig, train_gan
+    from latentds.encoding.invert import InvertConfig, invert_latents
+    from latentds.evaluation import EvalConfig, TrainSet
+    from latentds.evaluation.protocol import _train_one
 
     data = synthetic_set()
     mean, std = data.mean_std()

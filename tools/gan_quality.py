@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from latentds.checkpoint import load_model
-    from latentds.encode.classifier import accuracy, load_classifier
-    from latentds.encode.gan import gan_quality
+    from latentds.encoding.classifier import accuracy, load_classifier
+    from latentds.encoding.gan import gan_quality
     from latentds.sources import load_source
 
     if args.threads:

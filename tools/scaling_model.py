@@ -10,7 +10,7 @@ class; ``units_per_pass`` of a rank's units share a forward pass) and condensati
 subset) work unit); the generator and the feature ConvNet are trained once, by rank 0, before.
 This script times a few iterations of inversion and condensation on random weights and random images of the
 preset's sizes (the cost does not depend on the values), builds the items of three dataset shapes, deals them
-to N ranks exactly as the encode does (:func:`latentds.encode.distributed.assign`) and prints the busiest
+to N ranks exactly as the encode does (:func:`latentds.encoding.distributed.assign`) and prints the busiest
 rank's time. It assumes ranks as fast as this process and no other load; data loading and the shared stages
 are listed, not modelled.
 """
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from latentds.encode.condense import condense, work_units
-from latentds.encode.config import apply_overrides, load_preset
-from latentds.encode.distributed import assign
-from latentds.encode.embed import EmbeddingSampler
-from latentds.encode.invert import invert, units_per_pass
+from latentds.encoding.condense import condense, work_units
+from latentds.encoding.config import apply_overrides, load_preset
+from latentds.encoding.distributed import assign
+from latentds.encoding.embed import EmbeddingSampler
+from latentds.encoding.invert import invert, units_per_pass
 from latentds.models import create_model
 
 # (name, classes, training images per class): the CIFAR sets, and ImageNet's size at 32x32 (ImageNet32).

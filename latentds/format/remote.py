@@ -71,7 +71,7 @@ class HTTPSource:
     def read(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
-        from latentds import __version__
+        from latentds.version import __version__
 
         req = urllib.request.Request(
             self.url, headers={"Range": f"bytes={start}-{end - 1}", "User-Agent": f"latentds/{__version__}"}

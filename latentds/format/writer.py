@@ -158,6 +158,6 @@ def write_lds(
 
 
 def _tool_version() -> str:
-    from latentds import __version__
+    from latentds.version import __version__
 
     return __version__

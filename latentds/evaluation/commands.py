@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latentds.argtypes import positive_int
-from latentds.evaluate.config import DECODE_MODES, EvalConfig
+from latentds.evaluation.config import DECODE_MODES, EvalConfig
 
 if TYPE_CHECKING:  # the parser is built without torch; the command imports the rest when it runs
-    from latentds.evaluate.protocol import EvalResult
+    from latentds.evaluation.result import EvalResult
 
 __all__ = ["cmd_eval", "curve_summary", "register", "result_json"]
 
@@ -117,8 +117,8 @@ def result_json(args: argparse.Namespace, result: EvalResult) -> dict[str, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from latentds.evaluate.protocol import evaluate
-    from latentds.evaluate.trainsets import training_set
+    from latentds.evaluation.protocol import train_and_test
+    from latentds.evaluation.trainsets import training_set
     from latentds.sources import load_test_source
 
     quiet = bool(getattr(args, "quiet", False))
@@ -146,7 +146,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             image_size=args.image_size)
     say(f"train: {train.description} ({train.bytes:,} bytes)")
     say(f"test:  {test.name}: {len(test):,} images")
-    result = evaluate(train, test, cfg, progress=not quiet, log=say)
+    result = train_and_test(train, test, cfg, progress=not quiet, log=say)
     n = len(result.seeds)
     report = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout holds the JSON document alone
     print(f"accuracy: {result.acc_mean:.2f} +- {result.acc_std:.2f} % "

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentds.encode.common import config_diff, describe_diff
-from latentds.encode.config import EncodeConfig
-from latentds.encode.distributed import Group
+from latentds.encoding.common import config_diff, describe_diff
+from latentds.encoding.config import EncodeConfig
+from latentds.encoding.distributed import Group
 from latentds.errors import ConfigError
 from latentds.plan import Compute, get_plan
 from latentds.sources import ImageSet

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentds.encode.classifier import (
+from latentds.encoding.classifier import (
     ClassifierConfig,
     accuracy,
     load_snapshots,
     train_classifier,
 )
-from latentds.encode.common import check_int
+from latentds.encoding.common import check_int
 from latentds.errors import ConfigError
 from latentds.plan import Compute
 from latentds.sources import ImageSet
@@ -69,7 +69,7 @@ class PoolConfig:
 
 def pool_split(n: int, cfg: PoolConfig, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(held-out indices, one index set per pool run), drawn from ``seed`` alone; every set sorted ascending."""
-    from latentds.encode.condense import derive_seed
+    from latentds.encoding.condense import derive_seed
 
     g = torch.Generator().manual_seed(derive_seed(seed, "pool-split"))
     perm = torch.randperm(n, generator=g)
@@ -100,7 +100,7 @@ def build_pool(
 
     ``folder`` is the main classifier's work folder: its snapshots, and the pool runs under ``folder/pool``.
     """
-    from latentds.encode.condense import derive_seed
+    from latentds.encoding.condense import derive_seed
 
     say = log or (lambda _line: None)
     folder = Path(folder)

@@ -9,14 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from latentds.encode.presets import (
+from latentds.encoding.presets import (
     ENCODE_PRECISIONS,
     LATENT_DTYPES,
     list_presets,
 )
 
 if TYPE_CHECKING:  # the parser is built without torch; the commands import the rest when they run
-    from latentds.encode.config import EncodeConfig
+    from latentds.encoding.config import EncodeConfig
 
 __all__ = ["cmd_encode", "cmd_train_gan", "register"]
 
@@ -29,7 +29,7 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 
 def _config(args: argparse.Namespace) -> EncodeConfig:
     """The preset (by device when none is named), --config, the dedicated flags, then --set (later wins)."""
-    from latentds.encode.config import build_config
+    from latentds.encoding.config import build_config
 
     overrides = []
     for flag, key in (("ipc", "ipc"), ("seed", "seed"), ("device", "device"), ("latent_dtype", "latent_dtype"),
@@ -67,10 +67,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    from latentds.encode.pipeline import encode
+    from latentds.encoding.pipeline import run
 
     cfg = _config(args)
-    path = encode(args.source, args.out, cfg, work_dir=args.work_dir, generator_path=args.generator, root=args.root,
+    path = run(args.source, args.out, cfg, work_dir=args.work_dir, generator_path=args.generator, root=args.root,
                   progress=not args.quiet, quiet=args.quiet, download=args.download,
                   dist_timeout_s=args.dist_timeout * 3600)
     if not args.quiet and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes the file
@@ -82,7 +82,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     import torch
 
     from latentds.api import _train_gan_file
-    from latentds.encode.gan import gan_quality, sample_grid
+    from latentds.encoding.gan import gan_quality, sample_grid
 
     cfg = _config(args)
     out = Path(args.out)
@@ -100,7 +100,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
     if show:
         print(f"wrote {out} ({stats.get('iterations')} iterations) and {samples}")
     if not args.no_quality:
-        from latentds.encode.classifier import train_classifier
+        from latentds.encoding.classifier import train_classifier
 
         classifier, _ = train_classifier(data, cfg.classifier, run.work_dir / "classifier", device, show, log,
                                          compute=compute)

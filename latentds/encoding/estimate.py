@@ -10,11 +10,11 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from latentds.encode.condense import Unit, condense
-from latentds.encode.config import EncodeConfig
-from latentds.encode.embed import EmbeddingSampler
-from latentds.encode.invert import InvertUnit, invert_latents
-from latentds.encode.workdir import RunLog, duration
+from latentds.encoding.condense import Unit, condense
+from latentds.encoding.config import EncodeConfig
+from latentds.encoding.embed import EmbeddingSampler
+from latentds.encoding.invert import InvertUnit, invert_latents
+from latentds.encoding.workdir import RunLog, duration
 from latentds.models import generator_contract
 from latentds.plan import Compute
 from latentds.sources import ImageSet

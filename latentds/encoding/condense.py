@@ -26,8 +26,8 @@ from torch import nn
 
 from latentds.augment import DEFAULT_STRATEGY, DSAParams, SiameseAugment, apply_dsa
 from latentds.common import by_class, freeze, progress_bar
-from latentds.encode.embed import EmbeddingSampler, Normalizer, random_convnet
-from latentds.encode.invert import frozen_params
+from latentds.encoding.embed import EmbeddingSampler, Normalizer, random_convnet
+from latentds.encoding.invert import frozen_params
 from latentds.errors import ConfigError
 from latentds.plan import Compute
 

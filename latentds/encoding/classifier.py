@@ -33,14 +33,14 @@ from torch import Tensor, nn
 from latentds.augment import DEFAULT_STRATEGY, dsa
 from latentds.checkpoint import load_model, read_model_metadata, save_model
 from latentds.common import normalize
-from latentds.encode.common import (
+from latentds.encoding.common import (
     check_int,
     config_diff,
     describe_diff,
     from_dict,
     seeded_model,
 )
-from latentds.encode.state import (
+from latentds.encoding.state import (
     CheckpointError,
     TrainingInterrupted,
     load_module_tensors,

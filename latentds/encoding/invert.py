@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentds.common import by_class, progress_bar
-from latentds.encode.embed import Normalizer
+from latentds.encoding.embed import Normalizer
 from latentds.models import generator_contract
 from latentds.plan import Compute
 

@@ -73,7 +73,7 @@ def gan_quality(
     with ``real`` (an :class:`~latentds.sources.ImageSet`) a Fréchet distance in that classifier's feature space.
 
     ``mean``/``std``: the classifier's input normalization; by default ``classifier.normalization``
-    (set by :func:`latentds.encode.classifier.train_classifier` / ``load_classifier``).
+    (set by :func:`latentds.encoding.classifier.train_classifier` / ``load_classifier``).
 
     The Fréchet distance is FID's formula on the classifier's ``embed`` features (for ConvNet-3 the flattened
     last block) instead of Inception-v3's pool features: ``frechet`` between the samples and as many real

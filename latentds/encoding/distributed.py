@@ -2,7 +2,7 @@
 
 ``torchrun --nproc-per-node N -m latentds encode ...`` starts N copies of the command with ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR``/``MASTER_PORT`` set; :func:`from_env` joins them into a
-process group. Then, in :func:`latentds.encode.pipeline.encode`:
+process group. Then, in :func:`latentds.encoding.pipeline.run`:
 
 - rank 0 trains (or loads) the generator and the feature ConvNet; the other ranks wait, then read them;
 - the pending inversion classes and condensation units are dealt out to the ranks (longest first, by size),

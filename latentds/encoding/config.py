@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from latentds.encode.classifier import ClassifierConfig
-from latentds.encode.condense import CondenseConfig
-from latentds.encode.gan import GANConfig
-from latentds.encode.invert import InvertConfig
-from latentds.encode.pool import PoolConfig
-from latentds.encode.presets import (
+from latentds.encoding.classifier import ClassifierConfig
+from latentds.encoding.condense import CondenseConfig
+from latentds.encoding.gan import GANConfig
+from latentds.encoding.invert import InvertConfig
+from latentds.encoding.pool import PoolConfig
+from latentds.encoding.presets import (
     ENCODE_PRECISIONS,
     LATENT_DTYPES,
     PRESET_DIR,

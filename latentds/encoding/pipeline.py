@@ -12,7 +12,7 @@ inversion; the selected real images are condensed as pixels and written as uint8
 Every class and unit has its own seed derived from the config seed, so an interrupted run resumes from
 the last checkpoint and ends with the same latents (bit-identical on the CPU), whatever order units ran in,
 and whichever process ran them: under ``torchrun`` the classes and units are dealt out to the ranks (see
-:mod:`latentds.encode.distributed`).
+:mod:`latentds.encoding.distributed`).
 
 Work dir layout::
 
@@ -38,20 +38,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentds.common import by_class, freeze, resolve_device
-from latentds.encode.condense import Unit, condense, derive_seed, work_units
-from latentds.encode.config import EncodeConfig
-from latentds.encode.distributed import DEFAULT_TIMEOUT_S, Group, assign, from_env
-from latentds.encode.embed import EmbeddingSampler
-from latentds.encode.estimate import estimate
-from latentds.encode.invert import (
+from latentds.encoding.condense import Unit, condense, derive_seed, work_units
+from latentds.encoding.config import EncodeConfig
+from latentds.encoding.distributed import DEFAULT_TIMEOUT_S, Group, assign, from_env
+from latentds.encoding.embed import EmbeddingSampler
+from latentds.encoding.estimate import estimate
+from latentds.encoding.invert import (
     InvertUnit,
     invert_latents,
     invert_units,
     units_per_pass,
 )
-from latentds.encode.output import fmt, write_lds, write_pixels
-from latentds.encode.state import load_state, save_state
-from latentds.encode.workdir import (
+from latentds.encoding.output import fmt, write_lds, write_pixels
+from latentds.encoding.state import load_state, save_state
+from latentds.encoding.workdir import (
     NON_RESULT_FIELDS,
     Run,
     RunLog,
@@ -71,7 +71,7 @@ from latentds.models import generator_contract
 from latentds.plan import get_plan, resolve_precision
 from latentds.sources import ImageSet, is_named, load_source
 
-__all__ = ["NON_RESULT_FIELDS", "encode", "resolve_compute", "resolve_device", "select_images"]
+__all__ = ["NON_RESULT_FIELDS", "run", "resolve_compute", "resolve_device", "select_images"]
 
 # Test hook: called after each work unit's checkpoint is written (tests raise from it to simulate a kill).
 _after_unit: Callable[[Unit], None] | None = None
@@ -103,7 +103,7 @@ def _load_generator(path: Path, data: ImageSet, device: torch.device) -> nn.Modu
     return generator
 
 
-def encode(
+def run(
     source: str,
     out: str | Path,
     cfg: EncodeConfig,
@@ -256,7 +256,7 @@ def _generator_stage(run: Run, loaded: nn.Module | None, generator_path: str | P
         stats: dict[str, Any] = {"file": str(generator_path), "sha256": run.record["generator_file_sha256"]}
         run.log(f"generator: loaded {generator_path} ({generator.arch_name})")
     else:
-        from latentds.encode.gan import GENERATOR_FILE, train_gan
+        from latentds.encoding.gan import GENERATOR_FILE, train_gan
 
         cfg, group = run.cfg, run.group
         if group.is_main:
@@ -272,8 +272,8 @@ def _generator_stage(run: Run, loaded: nn.Module | None, generator_path: str | P
 
 def _classifier_stage(run: Run, need_feature_net: bool = True) -> tuple[nn.Module | None, list[nn.Module], dict]:
     """The real-data classifier (inversion's feature net) and its snapshots (condensation's embedding pool)."""
-    from latentds.encode.classifier import train_classifier
-    from latentds.encode.pool import build_pool
+    from latentds.encoding.classifier import train_classifier
+    from latentds.encoding.pool import build_pool
 
     cfg, group, folder = run.cfg, run.group, run.work_dir / "classifier"
     if not need_feature_net and cfg.condense.pool_prob == 0:

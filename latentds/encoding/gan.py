@@ -34,22 +34,22 @@ from torch import Tensor, nn
 
 from latentds.checkpoint import load_model, read_model_metadata, save_model
 from latentds.common import progress_bar
-from latentds.encode.common import (
+from latentds.encoding.common import (
     check_int,
     config_diff,
     describe_diff,
     from_dict,
     seeded_model,
 )
-from latentds.encode.diffaug import diff_augment, parse_policy, random_flip
-from latentds.encode.gan_samples import (
+from latentds.encoding.diffaug import diff_augment, parse_policy, random_flip
+from latentds.encoding.gan_samples import (
     gan_quality,
     generate,
     random_latents,
     sample_grid,
     standing_stats,
 )
-from latentds.encode.state import (
+from latentds.encoding.state import (
     CheckpointError,
     TrainingInterrupted,
     load_module_tensors,

@@ -1,6 +1,6 @@
 """Preset names and the constants the CLI's parser needs, without importing torch (``latentds --help`` is fast).
 
-Presets live in ``latentds/presets/<name>.json``; :func:`latentds.encode.config.load_preset` reads them.
+Presets live in ``latentds/presets/<name>.json``; :func:`latentds.encoding.config.load_preset` reads them.
 """
 
 from __future__ import annotations

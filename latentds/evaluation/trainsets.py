@@ -22,7 +22,7 @@ from latentds.common import (
     resolve_device,
 )
 from latentds.errors import ConfigError
-from latentds.evaluate.config import DECODE_MODES
+from latentds.evaluation.config import DECODE_MODES
 
 __all__ = ["DECODE_BATCH", "TrainSet", "training_set"]
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentds.encode.workdir import Run, duration, json_safe
+from latentds.encoding.workdir import Run, duration, json_safe
 from latentds.models import generator_contract
 
 __all__ = ["write_lds", "write_pixels"]

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -46,34 +46,16 @@ from torch import Tensor, nn
 from latentds.augment import augment_per_image, dsa
 from latentds.common import channel_stats, normalize, progress_bar, resolve_device
 from latentds.errors import SourceMismatchError
-from latentds.evaluate.config import EvalConfig
-from latentds.evaluate.trainsets import TrainSet
+from latentds.evaluation.config import EvalConfig
+from latentds.evaluation.result import EvalResult
+from latentds.evaluation.trainsets import TrainSet
 from latentds.plan import Compute, get_plan
 from latentds.sources import ImageSet
 
-__all__ = ["EvalResult", "accuracy", "evaluate"]
+__all__ = ["accuracy", "train_and_test"]
 
 TEST_BATCH = 1000  # images per forward pass when testing (no grad)
 LR_DROP = 0.1
-
-
-@dataclass
-class EvalResult:
-    """Accuracies of the networks trained on one training set, with their curves and timings."""
-
-    accs: list[float]  # final-epoch test accuracy per seed, percent
-    acc_mean: float
-    acc_std: float  # population std over the seeds (ddof=0, as np.std in the DC/DSA/DM code)
-    seeds: list[int]
-    curves: list[dict[str, list[float]]]  # per seed: lr, loss, train_acc per epoch; test_epochs, test_acc
-    seed_s: list[float]  # wall time of each seed (training + testing)
-    eval_s: float  # wall time of the whole evaluation
-    config: dict[str, Any]  # asdict(EvalConfig), device resolved
-    train: dict[str, Any]  # TrainSet.summary()
-    test: dict[str, Any]  # name and size of the test set
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def accuracy(
@@ -206,7 +188,7 @@ def _train_one(
     return acc, curve  # acc: after the final epoch, never the best one
 
 
-def evaluate(
+def train_and_test(
     train: TrainSet,
     test: ImageSet,
     cfg: EvalConfig | None = None,
