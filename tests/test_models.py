@@ -389,3 +389,42 @@ def test_resnet18_cifar_uses_pytorchs_default_init():
     assert abs(float(w.std()) - bound / math.sqrt(3)) < 0.05 * bound  # uniform: std = bound / sqrt(3)
     fc = net.fc.weight.detach()
     assert float(fc.abs().max()) <= 1.0 / math.sqrt(512)
+
+
+def test_spectral_norm_power_iteration_runs_outside_autocast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under autocast (bf16 training) the power iteration and sigma stay fp32: CUDA's autocast would run
+    ``mv`` in bf16. Checked on the CPU by watching the autocast state where torch's spectral norm calls mv."""
+    lin = apply_spectral_norm(nn.Linear(16, 8)).train()
+    ref = nn.Linear(16, 8)
+    apply_spectral_norm(ref).train()
+    ref.load_state_dict(lin.state_dict())
+    seen: list[bool] = []
+    mv = torch.mv
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return mv(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "mv", spy)
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lin(x)
+        weight = lin.weight
+    assert seen and not any(seen)  # every mv of the power iteration and of sigma ran with autocast off
+    assert out.dtype == torch.bfloat16 and weight.dtype == torch.float32  # only the layer itself runs in bf16
+    monkeypatch.undo()
+    ref(x)  # the same two power iterations, without autocast
+    torch.testing.assert_close(weight, ref.weight, rtol=0, atol=0)  # same u, v and sigma as plain fp32
+
+
+def test_spectral_norm_keeps_torchs_state_dict_and_numbers() -> None:
+    """Checkpoints written before the fp32 wrapper load unchanged: same keys, same buffers, same weights."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    torch.manual_seed(3)
+    ours = apply_spectral_norm(nn.Conv2d(4, 6, 3)).train()
+    torch.manual_seed(3)
+    theirs = spectral_norm(nn.Conv2d(4, 6, 3), n_power_iterations=1, eps=1e-8).train()
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    for _ in range(3):
+        assert torch.equal(ours.weight, theirs.weight)
