@@ -8,6 +8,8 @@ used by the benchmarks (this package's ``__all__`` is that stage API); their con
 - :mod:`~latentds.encoding.gan`: ``train_gan`` (the class-conditional GAN) and ``gan_quality``.
 - :mod:`~latentds.encoding.classifier`: ``train_classifier`` (the real-data ConvNet: features and pool).
 - :mod:`~latentds.encoding.pool`: ``train_pool`` (independent classifier runs for the embedding pool).
+- :mod:`~latentds.encoding.amortized`: ``train_encoder``/``predict_latents`` (a learned image -> latent map: the
+  inversion's starting point at whole-set scale).
 - :mod:`~latentds.encoding.invert`: ``invert_latents`` (one latent per real image).
 - :mod:`~latentds.encoding.condense`: ``condense`` (distribution matching on latents, or on pixels for DM).
 - :mod:`~latentds.encoding.workdir`, :mod:`~latentds.encoding.state`: the work dir, checkpoints, resume.
@@ -39,7 +41,11 @@ _HOMES = {
     "load_classifier": "latentds.encoding.classifier",
     "accuracy": "latentds.encoding.classifier",
     "CLASSIFIER_FILE": "latentds.encoding.classifier",
+    "InvertUnit": "latentds.encoding.invert",
     "invert_latents": "latentds.encoding.invert",
+    "AmortizedConfig": "latentds.encoding.amortized",
+    "train_encoder": "latentds.encoding.amortized",
+    "predict_latents": "latentds.encoding.amortized",
     "condense": "latentds.encoding.condense",
     "work_units": "latentds.encoding.condense",
     "EmbeddingSampler": "latentds.encoding.embed",

@@ -1,0 +1,330 @@
+"""Accuracy per byte on CIFAR-10: latentds against what a user would ship instead, at equal file sizes.
+
+    python bench/per_byte.py --plan                 # the cells, their byte budgets and estimated times
+    python bench/per_byte.py                        # run every pending cell (resumable, seed by seed)
+    python bench/per_byte.py --only jpeg_mosaic png --budgets 500
+
+Budgets are the sizes of latentds files at 100 and 500 latents per class and at the whole training set
+(int8 latents, fp16 generator: ``lds_bytes``). At each budget, every method trains ConvNet-3 from scratch on
+what fits in that many bytes and is tested on the real test split (3 seeds, the same schedule for all):
+
+- ``png``: a class-balanced random subset of the real images, one PNG file each, as many as fit;
+- ``jpeg_file_qQ``: the same as one JPEG file each at quality Q (PIL's encoder, Q in FILE_QUALITIES);
+- ``jpeg_mosaic_qQ``: the images tiled into 1280x1280 JPEG mosaics (40 x 40 images; 32x32 tiles fall on 8x8
+  DCT blocks, so no image bleeds into another) at quality Q: the headers are paid once per mosaic, not once
+  per image, which is what a user who cares about bytes would do with JPEG;
+- latentds methods (``lds_*``, ``gan``, ``inversion``) are added by their own cells once encoded.
+
+The whole real training set as shipped (``real_all``: 50,000 JPEG files, quality ~75) is the ceiling.
+Byte counts are what the files take: images plus one label byte per image (a class id fits in a uint8).
+Schedule: ``--steps`` SGD steps of batch 256 for every cell (epochs = steps x 256 / images, at least 1, at
+most 300), ConvNet-3, DSA, SGD lr 0.01 momentum 0.9, lr x0.1 at half: every cell sees the same number of
+gradient steps, whatever its image count.
+
+Every seed's result is saved in ``--work`` as it finishes; the records (one per cell, with its command) go to
+``--out``/per-byte-cpu.json, the table to per-byte-cpu.md and the plot to per-byte-cpu.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DATA = "../shared/datasets/cifar10-jpeg"
+FILE_QUALITIES = (20, 75)  # per-file JPEG: 75 is what the shipped folder uses; below 20 the header dominates
+MOSAIC_QUALITIES = (5, 20, 50)  # mosaics: 37, 111 and 224 bytes per image on CIFAR-10
+MOSAIC = 40  # images per mosaic side: 1280 x 1280 pixels
+BUDGETS = {"100": 100, "500": 500, "all": None}  # latents per class (None: the whole training set)
+GENERATOR = REPO / "bench/artifacts/cifar10-biggan32-w16-2000it.safetensors"  # the benchmark generator
+LATENT_DIM = 128
+HEADER_ALLOWANCE = 16_384  # the .lds manifest and safetensors header, generously
+TRAIN_IMAGES = 50_000
+PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
+
+
+def generator_fp16_bytes() -> int:
+    """The benchmark generator's tensors stored as fp16 (every tensor of the file, buffers included)."""
+    from safetensors import safe_open
+
+    with safe_open(str(GENERATOR), "pt") as f:
+        return 2 * sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def lds_bytes(per_class: int | None, classes: int = 10) -> int:
+    """The size of a latentds file with int8 latents (one fp16 scale per row), uint8 labels and an fp16 generator."""
+    n = TRAIN_IMAGES if per_class is None else per_class * classes
+    return generator_fp16_bytes() + n * (LATENT_DIM + 2 + 1) + HEADER_ALLOWANCE
+
+
+@dataclass(frozen=True)
+class Cell:
+    budget: str  # key of BUDGETS, or "ceiling"
+    method: str  # png | jpeg_file_q75 | jpeg_mosaic_q20 | real_all
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}@{self.budget}"
+
+
+def cells(budgets: list[str], methods: list[str] | None) -> list[Cell]:
+    """In run order: the ceiling, then method by method (the strongest baseline first), budgets largest first."""
+    names = ([f"jpeg_mosaic_q{q}" for q in (20,)] + [f"jpeg_file_q{q}" for q in (75,)]
+             + [f"jpeg_mosaic_q{q}" for q in MOSAIC_QUALITIES if q != 20] + ["png"]
+             + [f"jpeg_file_q{q}" for q in FILE_QUALITIES if q != 75])
+    out = [Cell("ceiling", "real_all")] if not methods or "real_all" in methods else []
+    order = [b for b in ("all", "500", "100") if b in budgets]
+    out += [Cell(b, m) for m in names for b in order if not methods or any(m.startswith(x) for x in methods)]
+    return out
+
+
+# --- what fits in a budget -------------------------------------------------------------------------------------
+def encode_png(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=quality, optimize=True)
+    return buf.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def class_balanced_order(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Every image once, in an order whose every prefix is class-balanced (round robin over shuffled classes)."""
+    rng = np.random.default_rng(seed)
+    per = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    return np.stack(per, axis=1).reshape(-1)  # (n_per_class * classes,): class 0, 1, ..., 9, 0, 1, ...
+
+
+def fill_files(images: np.ndarray, order: np.ndarray, budget: int, enc) -> tuple[np.ndarray, np.ndarray, int]:
+    """Encode images in ``order`` one file each until the next would pass ``budget`` bytes (a label byte each)."""
+    kept, decoded, total = [], [], 0
+    for i in order:
+        data = enc(images[i])
+        if total + len(data) + 1 > budget:
+            break
+        kept.append(i)
+        decoded.append(decode(data))
+        total += len(data) + 1
+    return np.asarray(kept), np.stack(decoded), total
+
+
+def mosaic_bytes(images: np.ndarray, quality: int) -> tuple[list[bytes], list[int]]:
+    """Tile images (n, 32, 32, 3) into MOSAIC x MOSAIC JPEGs (the last one partly black); bytes and counts."""
+    out, counts, per = [], [], MOSAIC * MOSAIC
+    for lo in range(0, len(images), per):
+        part = images[lo:lo + per]
+        canvas = np.zeros((per, *images.shape[1:]), dtype=np.uint8)
+        canvas[: len(part)] = part
+        side = int(math.ceil(math.sqrt(len(part))))  # a square just large enough: no bytes for empty rows
+        grid = canvas[: side * side].reshape(side, side, 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(side * 32, side * 32, 3)
+        out.append(encode_jpeg(grid, quality))
+        counts.append(len(part))
+    return out, counts
+
+
+def unmosaic(blobs: list[bytes], counts: list[int]) -> np.ndarray:
+    tiles = []
+    for data, n in zip(blobs, counts):
+        grid = decode(data)
+        side = grid.shape[0] // 32
+        tiles.append(grid.reshape(side, 32, side, 32, 3).transpose(0, 2, 1, 3, 4).reshape(-1, 32, 32, 3)[:n])
+    return np.concatenate(tiles)
+
+
+def fill_mosaic(images: np.ndarray, order: np.ndarray, budget: int, quality: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The largest class-balanced prefix of ``order`` whose mosaics (plus a label byte each) fit ``budget``."""
+    lo, hi, best = 10, len(order), None
+    while lo <= hi:  # bytes grow with the count: bisect on it, in steps of whole classes
+        mid = (lo + hi) // 20 * 10
+        blobs, counts = mosaic_bytes(images[order[:mid]], quality)
+        total = sum(len(b) for b in blobs) + mid
+        if total <= budget:
+            best, lo = (mid, blobs, counts, total), mid + 10
+        else:
+            hi = mid - 10
+    if best is None:
+        return np.asarray([], dtype=np.int64), np.zeros((0, 32, 32, 3), np.uint8), 0
+    n, blobs, counts, total = best
+    return order[:n], unmosaic(blobs, counts), total
+
+
+def build_set(cell: Cell, work: Path) -> tuple[Path, dict]:
+    """The cell's training set as an .npz of what a user would decode (cached), and what it cost in bytes."""
+    path = work / "sets" / f"{cell.name}.npz"
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists():
+        return path, json.loads(meta_path.read_text())
+    from latentds.sources import load_source
+
+    data = load_source(DATA, split="train", progress=False)
+    images = data.images.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) uint8
+    labels = data.labels.numpy()
+    if cell.method == "real_all":
+        train_dir = REPO / DATA / "train"
+        total = sum(f.stat().st_size for f in train_dir.rglob("*.jpg"))
+        meta = {"images": len(labels), "bytes": total, "what": "the whole training set as shipped: one JPEG file each"}
+        return Path(DATA), meta
+    budget = lds_bytes(BUDGETS[cell.budget])
+    order = class_balanced_order(labels, seed=0)
+    if cell.method == "png":
+        kept, decoded, total = fill_files(images, order, budget, encode_png)
+    elif cell.method.startswith("jpeg_file_q"):
+        q = int(cell.method.rsplit("q", 1)[1])
+        kept, decoded, total = fill_files(images, order, budget, lambda im: encode_jpeg(im, q))
+    elif cell.method.startswith("jpeg_mosaic_q"):
+        kept, decoded, total = fill_mosaic(images, order, budget, int(cell.method.rsplit("q", 1)[1]))
+    else:
+        raise SystemExit(f"unknown method {cell.method}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=decoded, labels=labels[kept], classes=np.array(data.classes))
+    meta = {"images": int(len(kept)), "bytes": int(total), "budget": budget,
+            "per_class": np.bincount(labels[kept], minlength=len(data.classes)).tolist()}
+    meta_path.write_text(json.dumps(meta))
+    return path, meta
+
+
+# --- running a cell -------------------------------------------------------------------------------------------
+def epochs_for(images: int, steps: int) -> int:
+    return int(min(300, max(1, round(steps * 256 / max(images, 1)))))
+
+
+def run_cell(cell: Cell, args: argparse.Namespace, log) -> dict:
+    import latentds
+
+    spec, meta = build_set(cell, args.work)
+    epochs = epochs_for(meta["images"], args.steps)
+    folder = args.work / "cells" / cell.name
+    folder.mkdir(parents=True, exist_ok=True)
+    accs, seconds = [], []
+    for seed in range(args.seeds):
+        done = folder / f"seed{seed}.json"
+        if done.exists():
+            r = json.loads(done.read_text())
+        else:
+            t0 = time.perf_counter()
+            res = latentds.evaluate(spec, DATA, arch="convnet3", epochs=epochs, seeds=1, seed=seed, device="cpu",
+                                    progress=False)
+            r = {"acc": res.accs[0], "seconds": time.perf_counter() - t0, "final_train_acc": res.curves[0]["train_acc"][-1],
+                 "compute": res.config["compute"]}
+            done.write_text(json.dumps(r))
+            log(f"{cell.name}: seed {seed}: {r['acc']:.2f} % ({r['seconds'] / 60:.1f} min)")
+        accs.append(r["acc"])
+        seconds.append(r["seconds"])
+    spec_arg = spec if isinstance(spec, str) else os.path.relpath(spec, REPO)
+    return {
+        "cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": meta["bytes"],
+        "images": meta["images"], "budget_bytes": meta.get("budget"), "acc_mean": float(np.mean(accs)),
+        "acc_std": float(np.std(accs)), "accs": accs, "seeds": args.seeds, "epochs": epochs, "steps": args.steps,
+        "eval_s": seconds, "compute": r["compute"],
+        "command": f"python bench/per_byte.py --only {cell.method} --budgets {cell.budget} --steps {args.steps} "
+                   f"--seeds {args.seeds}  # then: latentds eval {spec_arg} --test {DATA} --arch convnet3 "
+                   f"--epochs {epochs} --seeds {args.seeds}",
+    }
+
+
+def write_outputs(records: list[dict], out: Path) -> None:
+    (out / "per-byte-cpu.json").write_text(json.dumps(records, indent=1) + "\n")
+    lines = ["# Accuracy per byte on CIFAR-10 (ConvNet-3, real test split)", "",
+             "| budget | method | images | bytes | MB | acc (%) | epochs |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(records, key=lambda r: (r["bytes"], r["method"])):
+        lines.append(f"| {r['budget']} | {r['method']} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
+                     f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['epochs']} |")
+    lines += ["", "Budgets (bytes): " + ", ".join(f"{k}/class: {lds_bytes(v):,}" if v else f"all: {lds_bytes(v):,}"
+                                                  for k, v in BUDGETS.items()),
+              "Paper (IT-GAN, ConvNet-3): " + ", ".join(f"{k} {a}-{b} %" for k, (a, b) in PAPER.items())]
+    (out / "per-byte-cpu.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    families: dict[str, list[dict]] = {}
+    for r in records:
+        families.setdefault(r["method"].rsplit("_q", 1)[0] if "_q" in r["method"] else r["method"], []).append(r)
+    for fam, rs in sorted(families.items()):
+        best: dict[str, dict] = {}
+        for r in rs:  # the best point per budget (JPEG: the best quality at that budget)
+            if r["budget"] not in best or r["acc_mean"] > best[r["budget"]]["acc_mean"]:
+                best[r["budget"]] = r
+        pts = sorted(best.values(), key=lambda r: r["bytes"])
+        ax.errorbar([r["bytes"] / 1e6 for r in pts], [r["acc_mean"] for r in pts], [r["acc_std"] for r in pts],
+                    marker="o", capsize=3, label=fam)
+    ax.set_xscale("log")
+    ax.set_xlabel("file size (MB)")
+    ax.set_ylabel("ConvNet-3 test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "per-byte-cpu.png", dpi=120)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budgets", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
+    p.add_argument("--only", nargs="+", default=None, metavar="METHOD", help="method name prefixes to run")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=1000, help="SGD steps per network (default %(default)s)")
+    p.add_argument("--work", type=Path, default=Path("../latentds-bench/per-byte"))
+    p.add_argument("--out", type=Path, default=REPO / "bench/results")
+    p.add_argument("--plan", action="store_true", help="list the cells and budgets; run nothing")
+    args = p.parse_args()
+    planned = cells(args.budgets, args.only)
+    results = args.out / "per-byte-cpu.json"
+    records = json.loads(results.read_text()) if results.exists() else []
+    done = {r["cell"] for r in records if r.get("steps") == args.steps and r.get("seeds") == args.seeds}
+    logfile = args.work / "per-byte.log"
+    args.work.mkdir(parents=True, exist_ok=True)
+
+    def log(line: str) -> None:
+        stamped = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}"
+        print(stamped, flush=True)
+        with open(logfile, "a", encoding="utf-8") as f:
+            f.write(stamped + "\n")
+
+    for cell in planned:
+        state = "done" if cell.name in done else "pending"
+        budget = "-" if cell.budget == "ceiling" else f"{lds_bytes(BUDGETS[cell.budget]):,} B"
+        print(f"  {cell.name:28s} {budget:>14s}  {state}")
+    if args.plan:
+        return 0
+    for cell in planned:
+        if cell.name in done:
+            continue
+        log(f"cell start: {cell.name}")
+        record = run_cell(cell, args, log)
+        records = [r for r in records if r["cell"] != cell.name] + [record]
+        write_outputs(records, args.out)
+        log(f"cell done: {cell.name}: {record['acc_mean']:.2f} ± {record['acc_std']:.2f} % on {record['images']:,} "
+            f"images in {record['bytes']:,} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
