@@ -11,6 +11,7 @@ weight runs in the autocast dtype.
 
 from __future__ import annotations
 
+import contextlib
 from typing import TypeVar
 
 import torch
@@ -27,11 +28,16 @@ SN_POWER_ITERATIONS = 1
 SN_EPS = 1e-8
 
 
+_AUTOCAST_DEVICES = ("cpu", "cuda", "xpu", "mps", "hpu")
+
+
 class _FP32SpectralNorm(_SpectralNorm):
     """torch's spectral norm (same buffers ``_u``, ``_v``, same state-dict keys) with autocast off inside."""
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(weight.device.type, enabled=False):
+        off = (torch.autocast(weight.device.type, enabled=False) if weight.device.type in _AUTOCAST_DEVICES
+               else contextlib.nullcontext())  # e.g. "meta" (parameter counts) has no autocast to leave
+        with off:
             return super().forward(weight.float()).to(weight.dtype)
 
 
