@@ -45,8 +45,10 @@ class LatentDataset(Dataset):
 
     ``__getitems__`` decodes a whole DataLoader batch in batched forward passes. Images and labels come
     back on ``device``; the tensors are ordinary (not inference-mode) tensors, so they can be trained on.
-    The plan is chosen once, in the process that builds the dataset, and travels with it to workers. The
-    dataset pickles as its path and options: each worker opens the file and loads the generator once.
+    The plan is chosen once, in the process that builds the dataset, and travels with it to workers; every
+    process that builds or unpickles the dataset applies the plan's backend flags (on CUDA: TF32 and cuDNN
+    autotuning off, process-wide: fp32 stays fp32, and the kernels do not change from run to run). The dataset
+    pickles as its path and options: each worker opens the file and loads the generator once.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class LatentDataset(Dataset):
             self._manifest_sha256 = reader.manifest_sha256  # pins the file: a reopen must find the same one
             all_labels = reader.labels().numpy()
         self.plan: Plan = get_plan(self.device, precision)
+        self.plan.apply_backend_flags()  # on CUDA: no TF32, no cuDNN autotuning (process-wide; see __setstate__)
         self.dtype = self.plan.decode_dtype
         self.max_decode_batch = int(max_decode_batch) if max_decode_batch is not None else self.plan.decode_chunk
         n = len(all_labels)
@@ -108,6 +111,12 @@ class LatentDataset(Dataset):
         state["_generator"] = None
         state.pop("_affine", None)  # derived from the manifest when the generator is loaded
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A copy in another process (a spawned DataLoader worker, a torch.multiprocessing rank) decodes under
+        # the same backend flags as the process that chose the plan.
+        self.__dict__.update(state)
+        self.plan.apply_backend_flags()
 
     def _ensure_open(self) -> tuple[LdsReader, torch.nn.Module]:
         if self.device.type == "cuda" and get_worker_info() is not None:

@@ -251,3 +251,44 @@ def test_precision_argument_errors(tiny_lds: Path) -> None:
         LatentDataset(tiny_lds, precision="int8")
     with pytest.raises(LatentdsError, match="max_decode_batch must be >= 1"):
         LatentDataset(tiny_lds, max_decode_batch=0)
+
+
+# --- backend flags of the plan ------------------------------------------------------------------------
+def _flags() -> tuple[bool, ...]:
+    b = torch.backends
+    return (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark, b.cudnn.deterministic)
+
+
+def _loosen() -> None:
+    """What a user's training script (or torch's defaults on some versions) may have set: TF32 and autotuning on."""
+    b = torch.backends
+    b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark, b.cudnn.deterministic = True, True, True, False
+
+
+@pytest.fixture
+def saved_flags():
+    before = _flags()
+    yield
+    b = torch.backends
+    b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark, b.cudnn.deterministic = before
+
+
+def test_cuda_dataset_applies_the_plans_backend_flags_here_and_in_copies(
+    tiny_lds: Path, monkeypatch: pytest.MonkeyPatch, saved_flags: None
+) -> None:
+    """TF32 off and no cuDNN autotuning wherever a CUDA dataset decodes: in the process that builds it and in
+    one that unpickles it (a spawned worker, a torch.multiprocessing rank). The flags are plain globals, so
+    this runs without a GPU."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.get_device_capability", lambda device=None: (8, 0))
+    _loosen()
+    ds = LatentDataset(tiny_lds, device="cuda")
+    assert _flags() == (False, False, False, True)
+    blob = pickle.dumps(ds)
+    _loosen()
+    clone = pickle.loads(blob)
+    assert _flags() == (False, False, False, True) and clone.plan == ds.plan
+    _loosen()
+    LatentDataset(tiny_lds)  # a CPU dataset leaves a GPU's flags alone
+    pickle.loads(pickle.dumps(LatentDataset(tiny_lds)))
+    assert _flags() == (True, True, True, False)
