@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from latentds.budget import check_budget
 from latentds.common import progress_bar
 from latentds.dataset import LatentDataset
 from latentds.errors import LatentdsError, UsageError
+from latentds.format.outputs import check_output
 from latentds.format.staging import replace_staged, staging_dir, staging_file
 
 EXPORT_FORMATS = ("folder", "npz", "h5", "webdataset", "hf")
@@ -53,7 +55,7 @@ def iter_uint8(
             images, labels = ds.decode(pos)  # [0, 1]
             pixels = (images * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             bar.update(len(pos))
-            yield pos, pixels, labels.numpy()
+            yield pos, pixels, labels.cpu().numpy()
 
 
 def export(
@@ -69,7 +71,10 @@ def export(
     """Decode every image of ``path`` into ``out`` (format ``fmt``, else from its suffix). Returns the output path.
 
     ``overwrite``: replace an existing .npz/.h5 (atomically: the old file stays until the new one is complete);
-    a folder output must be absent or empty either way.
+    a folder output must be absent or empty either way. The output path is checked (``format.outputs``: not the
+    input, an existing parent folder, a name that fits, no symbolic link) and the generator's memory estimated
+    against the budget (``latentds.budget``) before anything is decoded or written; staging files live in the
+    output's folder and are removed on an error, Ctrl-C or SIGTERM (the CLI turns it into an exception).
 
     npz/h5 hold ``images`` (N, H, W, C) uint8, ``labels`` (N,) int64 and ``classes``: the layout
     `latentds encode` reads back. A folder gets ``<class>/<index>.png``. ``webdataset``: a folder of tar shards
@@ -84,14 +89,9 @@ def export(
         _need_datasets()
     if shard_size < 1:
         raise UsageError(f"shard_size must be a positive number of images, got {shard_size}")
-    ds = LatentDataset(path, device=device, normalize=False)
     is_dir = fmt in DIRECTORY_FORMATS
-    empty_dir = is_dir and out.is_dir() and not any(out.iterdir())
-    if out.exists() and not empty_dir and not (overwrite and not is_dir and out.is_file()):
-        raise UsageError(f"{out}: already exists; " + ("remove it (a folder is never replaced)" if is_dir
-                                                       else "pass --force (overwrite=True) to replace it") +
-                         ", or choose another output path")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out, [] if _is_url(path) else [path], force=overwrite, folder=is_dir)
+    ds = _opened(path, device, batch_size)
     if is_dir:  # written into a staging folder, renamed over the (absent or empty) output when complete
         tmp = staging_dir(out)
         try:
@@ -100,7 +100,7 @@ def export(
             elif fmt == "webdataset":
                 _export_webdataset(ds, tmp, out.name, batch_size, progress, shard_size)
             else:
-                _export_hf(ds, tmp, batch_size, progress)
+                _export_hf(ds, tmp, out, batch_size, progress)
             if out.exists():
                 out.rmdir()  # empty (checked above)
             replace_staged(tmp, out)
@@ -119,6 +119,24 @@ def export(
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def _is_url(path: str | os.PathLike) -> bool:
+    from latentds.format.remote import is_url
+
+    return is_url(path)
+
+
+def _opened(path: str | os.PathLike, device: str, batch_size: int) -> LatentDataset:
+    """The dataset with its generator loaded (memory estimated against the budget first), and one batch of
+    decoded uint8 images checked against the budget too: a file too large to decode fails before any output."""
+    ds = LatentDataset(path, device=device, normalize=False)
+    c, h, w = ds.image_shape
+    per_batch = min(batch_size, max(len(ds), 1)) * c * h * w * (4 + 4 + 1)  # float images, their copy, uint8
+    check_budget(f"{path}: decoding batches of {batch_size} images", per_batch,
+                 f"{batch_size} x {c}x{h}x{w} images per batch", device)
+    ds.decode(np.arange(0))  # loads the generator (its own estimate runs before it is built)
+    return ds
 
 
 def _export_npz(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) -> None:
@@ -192,9 +210,7 @@ def _need_datasets() -> None:
                          "pip install 'latentds[hf]'") from None
 
 
-def _export_hf(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) -> None:
-    import tempfile
-
+def _export_hf(ds: LatentDataset, tmp: Path, out: Path, batch_size: int, progress: bool) -> None:
     import datasets
 
     features = datasets.Features(
@@ -211,14 +227,16 @@ def _export_hf(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) ->
     quiet = not progress and hf_logging.is_progress_bar_enabled()
     if quiet:
         hf_logging.disable_progress_bar()
+    cache = staging_dir(out)  # the Arrow files are written here first: beside the output, swept like any staging
     try:
-        with tempfile.TemporaryDirectory(prefix="latentds-hf-") as cache:  # the Arrow files are written here first
-            built = datasets.Dataset.from_generator(
-                rows, features=features, cache_dir=cache, gen_kwargs={"path": str(ds.path), "seed": 0},
-                keep_in_memory=False,
-            )
-            built.save_to_disk(str(tmp))
+        built = datasets.Dataset.from_generator(
+            rows, features=features, cache_dir=str(cache), gen_kwargs={"path": str(ds.path), "seed": 0},
+            keep_in_memory=False,
+        )
+        built.save_to_disk(str(tmp))
+        del built
     finally:
+        shutil.rmtree(cache, ignore_errors=True)
         if quiet:
             hf_logging.enable_progress_bar()
 
@@ -266,36 +284,48 @@ def _safe_dirname(name: str) -> str:
     return cleaned or "_"
 
 
+PREVIEW_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+
+
 def preview(
     path: str | os.PathLike,
     out: str | os.PathLike,
     per_class: int = 10,
     seed: int | None = 0,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> Path:
-    """Save a PNG grid: one row per class, ``per_class`` decoded samples each (random with ``seed``, else first)."""
+    """Save a PNG (or JPEG) grid: one row per class, ``per_class`` decoded samples each (random with ``seed``, else
+    first). An existing ``out`` is replaced (atomically) only with ``overwrite``; the path and the grid's memory
+    are checked before anything is decoded."""
     from torchvision.utils import save_image
 
+    out = check_output(out, [] if _is_url(path) else [path], force=overwrite, suffixes=tuple(PREVIEW_FORMATS))
+    if per_class < 1:
+        raise UsageError(f"per_class must be a positive number of images, got {per_class}")
     ds = LatentDataset(path, device=device, normalize=False)
+    c, h, w = ds.image_shape
+    cells = len(ds.classes) * per_class
+    check_budget(f"{path}: a preview grid of {len(ds.classes):,} classes x {per_class}", cells * c * h * w * 4 * 3,
+                 f"{cells:,} images of {c}x{h}x{w} as float32, the grid and its image", device)
     rng = np.random.default_rng(seed)
     picked = []
-    for c in range(len(ds.classes)):
-        members = np.flatnonzero(ds.targets == c)
+    for k in range(len(ds.classes)):
+        members = np.flatnonzero(ds.targets == k)
         if seed is not None:
             members = rng.permutation(members)
-        row = list(members[:per_class])
-        picked.append(row)
+        picked.append(list(members[:per_class]))
     if not any(picked):
         raise LatentdsError(f"{path}: holds no samples to preview")
-    positions = [p for row in picked for p in row]
-    images, _ = ds.decode(positions)
-    grid = torch.ones((len(picked) * per_class, *images.shape[1:]), device=images.device)  # white where a class is short
-    k = 0
-    for r, row in enumerate(picked):
-        for j in range(len(row)):
-            grid[r * per_class + j] = images[k]
-            k += 1
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid, out, nrow=per_class, padding=2, pad_value=1.0)
+    grid = torch.ones((cells, c, h, w))  # white where a class is short
+    for r, row in enumerate(picked):  # one class per pass: the grid is the only copy of the images
+        if row:
+            grid[r * per_class : r * per_class + len(row)] = ds.decode(row)[0].cpu()
+    fd, tmp = staging_file(out)
+    os.close(fd)
+    try:
+        save_image(grid, tmp, format=PREVIEW_FORMATS[out.suffix.lower()], nrow=per_class, padding=2, pad_value=1.0)
+        replace_staged(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out

@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from latentds.budget import check_budget
 from latentds.errors import ReleaseFormatError, SourceNotFoundError
-from latentds.format.reader import file_sha256
+from latentds.format.header import file_sha256
+from latentds.format.outputs import check_output
+from latentds.format.render import safe
 
 __all__ = ["RELEASE_NORMALIZATION", "import_itgan", "release_to_state_dict"]
 
@@ -40,11 +44,38 @@ RELEASE_NORMALIZATION = {
 }
 LATENT_KEYS = ("z_eff_all", "z_inverse_all")
 SN_EPS = 1e-8  # BigGAN-PyTorch's SN eps for G
+#: torch.save stores its records uncompressed; a compressed record is inflated whole into memory by torch.load,
+#: so one that inflates past this is refused before loading (a 255 KiB deflated record can declare 200 MiB).
+MAX_COMPRESSED_RECORD = 1 << 20
+MAX_RECORDS = 100_000
+
+
+def _check_archive(path: Path, what: str) -> None:
+    """Bound what torch.load would allocate for a zip-format file, from its central directory, before loading:
+    every record's declared size in total within the memory budget, compressed records small."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy format stores raw bytes: it cannot declare more than the file holds
+        with zipfile.ZipFile(path) as zf:
+            records = zf.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise ReleaseFormatError(f"{path}: a damaged zip archive ({safe(exc, 120)}); not the release's {what}") from None
+    if len(records) > MAX_RECORDS:
+        raise ReleaseFormatError(f"{path}: {len(records):,} records; the release's {what} has a few hundred")
+    for info in records:
+        if info.compress_type != zipfile.ZIP_STORED and info.file_size > MAX_COMPRESSED_RECORD:
+            raise ReleaseFormatError(
+                f"{path}: record '{safe(info.filename, 80)}' is compressed and inflates to {info.file_size:,} bytes "
+                f"(from {info.compress_size:,}); torch.save stores records uncompressed, so this is not the release's "
+                f"{what} (refused before loading: it would be inflated whole into memory)")
+    total = sum(info.file_size for info in records)
+    check_budget(f"{path}: loading the {what}", total, f"{len(records):,} records declaring {total:,} bytes")
 
 
 def _load(path: Path, what: str) -> Any:
     if not path.is_file():
         raise SourceNotFoundError(f"{path}: " + ("not a regular file" if path.exists() else "no such file") + f" ({what})")
+    _check_archive(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling refusals, zip and EOF errors: all mean "not this file"
@@ -149,6 +180,7 @@ def import_itgan(
     from latentds.sources import load_source
 
     gpath, zpath = Path(generator), Path(latents)
+    check_output(out, [gpath, zpath], force=True)  # parent folder, name length, no link: before anything is read
     state, args = release_to_state_dict(_load(gpath, "generator state dict"), str(gpath))
     zfile = _load(zpath, "latents dict")
     if isinstance(zfile, torch.Tensor):

@@ -10,19 +10,23 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from latentds.budget import check_budget, estimate_decode, largest_activation
 from latentds.common import freeze
 from latentds.errors import (
     ConfigError,
     GeneratorKeysError,
+    NonFiniteError,
     UnknownArchitectureError,
     UnknownModelError,
 )
 from latentds.format import LdsReader, spec, write_lds
+from latentds.format.render import safe, shown_json
 from latentds.models import (
     GeneratorContract,
     create_model,
@@ -98,6 +102,18 @@ def _file_mismatches(
                                output_range=image.get("generator_range", ()))
 
 
+@dataclass(frozen=True)
+class _MetaFacts:
+    """What a reader needs to know of a stored architecture, learnt by building it on the meta device (no storage):
+    its contract (None: not a generator), each state entry's shape and whether it is floating point, its number
+    of weights and its largest activation for one image (elements; None: it cannot run on meta)."""
+
+    contract: GeneratorContract | None
+    state: dict[str, tuple[tuple[int, ...], bool]]
+    weights: int
+    largest: int | None
+
+
 def _build_on_meta(reader: LdsReader) -> nn.Module:
     gen = reader.manifest["generator"]
     try:
@@ -105,12 +121,12 @@ def _build_on_meta(reader: LdsReader) -> nn.Module:
             model = create_model(gen["arch"], **gen["args"])
     except UnknownModelError:
         raise UnknownArchitectureError(
-            f"{reader.path}: generator architecture {gen['arch']!r} is not registered in this build of latentds "
+            f"{reader.path}: generator architecture '{safe(gen['arch'], 60)}' is not registered in this build of latentds "
             f"(known: {', '.join(list_models())}); upgrade latentds or install the plugin that provides it"
         ) from None
     except (ConfigError, RuntimeError, TypeError, ValueError, OverflowError, MemoryError) as exc:
-        raise GeneratorKeysError(f"{reader.path}: the stored generator {gen['arch']!r} cannot be built from its "
-                                 f"arguments ({str(exc)[:200]}); the file is corrupt or hostile") from None
+        raise GeneratorKeysError(f"{reader.path}: the stored generator '{safe(gen['arch'], 60)}' cannot be built from "
+                                 f"its arguments ({safe(exc, 200)}); the file is corrupt or hostile") from None
     params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     if params > MAX_GENERATOR_NUMEL:
         raise GeneratorKeysError(f"{reader.path}: the stored generator would have {params:.3g} weights, more than "
@@ -118,28 +134,45 @@ def _build_on_meta(reader: LdsReader) -> nn.Module:
     return model
 
 
-def check_generator(reader: LdsReader, model: nn.Module | None = None) -> None:
-    """Raise unless the stored generator tensors match the named architecture exactly (no allocation).
+_FACTS: dict[tuple[str, str, tuple[str, ...]], _MetaFacts] = {}
 
-    ``model``: the architecture already built on the meta device, if the caller has it.
-    """
-    model = _build_on_meta(reader) if model is None else model
-    try:
-        contract = generator_contract(model)
-    except ConfigError:
+
+def _meta_facts(reader: LdsReader) -> _MetaFacts:
+    """The stored architecture's facts, built once per process per (architecture, arguments): opening many files
+    of one generator (a DataLoader's workers, a fuzzer) builds it on meta once."""
+    gen = reader.manifest["generator"]
+    key = (gen["arch"], json.dumps(gen["args"], sort_keys=True), tuple(list_models()))
+    if key not in _FACTS:
+        model = _build_on_meta(reader)
+        try:
+            contract: GeneratorContract | None = generator_contract(model)
+        except ConfigError:
+            contract = None
+        state = {k: (tuple(v.shape), v.is_floating_point()) for k, v in model.state_dict().items()}
+        weights = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+        largest = largest_activation(model, contract.latent_dim) if contract is not None else None
+        if len(_FACTS) >= 32:
+            _FACTS.pop(next(iter(_FACTS)))
+        _FACTS[key] = _MetaFacts(contract, state, weights, largest)
+    return _FACTS[key]
+
+
+def check_generator(reader: LdsReader) -> None:
+    """Raise unless the stored generator tensors match the named architecture exactly (no allocation)."""
+    facts = _meta_facts(reader)
+    if facts.contract is None:
         raise GeneratorKeysError(
-            f"{reader.path}: the stored generator {reader.manifest['generator']['arch']!r} is not a generator "
+            f"{reader.path}: the stored generator '{safe(reader.manifest['generator']['arch'], 60)}' is not a generator "
             "(its architecture declares no GeneratorContract)"
-        ) from None
+        )
     m = reader.manifest
-    problems = _file_mismatches(contract, len(m["classes"]), int(m["latent_dim"]), m["image"])
+    problems = _file_mismatches(facts.contract, len(m["classes"]), int(m["latent_dim"]), m["image"])
     if problems:
         raise GeneratorKeysError(
-            f"{reader.path}: the stored generator {m['generator']['arch']!r} {json.dumps(m['generator']['args'])} "
+            f"{reader.path}: the stored generator '{safe(m['generator']['arch'], 60)}' {shown_json(m['generator']['args'])} "
             f"cannot decode this file: {'; '.join(problems)}"
         )
-    state = model.state_dict()
-    expected = {k: tuple(v.shape) for k, v in state.items()}
+    expected = {k: shape for k, (shape, _) in facts.state.items()}
     p = spec.GENERATOR_PREFIX
     stored = {name[len(p) :]: info.shape for name, info in reader.tensors.items() if name.startswith(p)}
     missing = sorted(set(expected) - set(stored))
@@ -149,26 +182,42 @@ def check_generator(reader: LdsReader, model: nn.Module | None = None) -> None:
     floating = ("F64", "F32", "F16", "BF16")
     wrong += sorted(  # weights stored as integers or bools (or integer buffers as floats) would not load
         f"{k} (dtype {dtypes[k]})" for k in set(expected) & set(dtypes)
-        if (dtypes[k] in floating) != state[k].is_floating_point()
+        if (dtypes[k] in floating) != facts.state[k][1]
     )
     if missing or unexpected or wrong:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
             if keys:
-                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                shown = ", ".join(safe(k, 80) for k in keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
                 parts.append(f"{label}: {shown}")
         raise GeneratorKeysError(
             f"{reader.path}: stored generator tensors do not match architecture "
-            f"{reader.manifest['generator']['arch']!r} with args {reader.manifest['generator']['args']}: "
+            f"'{safe(reader.manifest['generator']['arch'], 60)}' with args {shown_json(reader.manifest['generator']['args'])}: "
             + "; ".join(parts)
         )
 
 
-def open_lds(path: str | os.PathLike, *, verify: bool = False) -> LdsReader:
-    """Open and validate a .lds file, including its generator's architecture and tensor names."""
+def decode_estimate_check(reader: LdsReader, batch: int = 1, device: str | torch.device = "cpu") -> None:
+    """Refuse (ResourceLimitError) a file whose generator, loaded and decoding ``batch`` images per pass, would
+    need more memory than the budget (:mod:`latentds.budget`); nothing is allocated to find out."""
+    facts = _meta_facts(reader)
+    shape = facts.contract.image_shape if facts.contract is not None else (1, 1, 1)
+    est = estimate_decode(facts.weights, facts.largest, shape, batch)
+    check_budget(f"{reader.path}: decoding with the stored generator '{safe(reader.manifest['generator']['arch'], 60)}'",
+                 est.total, est.describe(), device)
+
+
+def open_lds(path: str | os.PathLike, *, verify: bool = False, budget: bool = True) -> LdsReader:
+    """Open and validate a .lds file, including its generator's architecture and tensor names.
+
+    ``budget``: also refuse a file whose generator would not fit the memory budget when decoding one image at a
+    time (:func:`decode_estimate_check`); ``info`` and ``verify``, which decode nothing, pass False.
+    """
     reader = LdsReader(path, verify=verify)
     try:
         check_generator(reader)
+        if budget:
+            decode_estimate_check(reader, 1, "cpu")
     except BaseException:
         reader.close()
         raise
@@ -176,13 +225,45 @@ def open_lds(path: str | os.PathLike, *, verify: bool = False) -> LdsReader:
 
 
 def load_generator(
-    reader: LdsReader, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    reader: LdsReader, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, batch: int | None = None
 ) -> nn.Module:
-    """Rebuild the stored generator in eval mode with frozen weights (batch-norm uses stored statistics)."""
+    """Rebuild the stored generator in eval mode with frozen weights (batch-norm uses stored statistics).
+
+    Before anything is allocated, the memory of loading it and decoding ``batch`` images per pass (default: the
+    execution plan's decode chunk on ``device``) is checked against the budget. The returned generator refuses,
+    with NonFiniteError, an output that is not finite or that the file's normalization would overflow.
+    """
+    check_generator(reader)
+    if batch is None:
+        from latentds.plan import get_plan
+
+        batch = get_plan(device).decode_chunk
+    decode_estimate_check(reader, batch, device)
     model = _build_on_meta(reader)
-    check_generator(reader, model)
     state = reader.generator_state()
     # Keep floating tensors in the model's dtype unless asked otherwise (files may store fp16 weights).
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    model.register_forward_hook(_FiniteOutput(reader))
     return freeze(model)
+
+
+class _FiniteOutput:
+    """A forward hook: the generator's output must be finite, and stay finite through the file's normalization
+    ((x - lo) / (hi - lo) then (x - mean) / std), or decoding stops with NonFiniteError naming the file."""
+
+    def __init__(self, reader: LdsReader):
+        image = reader.manifest["image"]
+        lo, hi = (float(v) for v in image["generator_range"])
+        stds = [float(v) for v in image["std"]]
+        means = [float(v) for v in image["mean"]]
+        self.where = str(reader.path)
+        self.scale = 1.0 / (hi - lo) / min(stds)  # the largest factor an output value is multiplied by
+        self.shift = (abs(lo) / (hi - lo) + max(abs(m) for m in means)) / min(stds)
+
+    def __call__(self, _module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        peak = float(output.detach().abs().amax()) if output.numel() else 0.0
+        if not peak * self.scale + self.shift < torch.finfo(torch.float32).max:  # also False for NaN and inf
+            raise NonFiniteError(f"{self.where}: the generator's output holds NaN or infinite values (or values the "
+                                 f"normalization would overflow, |x| up to {peak:.3g}); the file cannot be decoded "
+                                 "(its weights are corrupt or hostile)")

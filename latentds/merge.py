@@ -20,8 +20,11 @@ from typing import Any
 
 import torch
 
+from latentds.budget import check_budget
 from latentds.errors import MergeError
 from latentds.format import file_sha256, spec, write_lds
+from latentds.format.outputs import check_output
+from latentds.format.render import safe
 
 __all__ = ["generator_digest", "merge"]
 
@@ -56,6 +59,18 @@ def _refuse_overlap(readers: list) -> None:
             seen.setdefault(key, (r.path, i))
 
 
+def _check_memory(readers: list, out: Path) -> None:
+    """What merging holds at once, against the budget: every part's latents three times (stored, converted,
+    concatenated), one key per row for the overlap check, the labels and the generator twice."""
+    rows = sum(r.num_samples for r in readers)
+    latent_bytes = sum(r.tensors[spec.LATENTS].nbytes for r in readers)
+    gen_bytes = sum(t.nbytes for n, t in readers[0].tensors.items() if n.startswith(spec.GENERATOR_PREFIX))
+    need = 3 * latent_bytes + rows * (readers[0].tensors[spec.LATENTS].nbytes // max(readers[0].num_samples, 1) + 136) \
+        + 16 * rows + 2 * gen_bytes
+    check_budget(f"{out}: merging {len(readers)} files of {rows:,} rows", need,
+                 f"{latent_bytes / 2**20:,.1f} MiB of latents, {rows:,} rows, a {gen_bytes / 2**20:,.1f} MiB generator")
+
+
 def merge(
     inputs: Sequence[str | os.PathLike],
     out: str | os.PathLike,
@@ -74,10 +89,12 @@ def merge(
         raise MergeError(f"merge needs at least two .lds files, got {len(paths)}")
     if any(out.resolve() == p.resolve() for p in paths if p.exists()):
         raise MergeError(f"{out}: the output is also an input; write the merged file somewhere else")
+    check_output(out, paths, force=True)  # parent folder, name length, no symbolic link
     readers = []
     try:
         for p in paths:
-            readers.append(open_lds(p, verify=True))
+            readers.append(open_lds(p, verify=True, budget=False))  # merge decodes nothing
+        _check_memory(readers, out)
         first = readers[0]
         m0 = first.manifest
         digest0 = generator_digest(m0)
@@ -88,18 +105,18 @@ def merge(
             digest = generator_digest(m)
             if digest != digest0:
                 raise MergeError(
-                    f"{r.path} and {first.path} were made with different generators ({m['generator']['arch']} "
-                    f"{digest[:12]} vs {m0['generator']['arch']} {digest0[:12]}); only files that share one "
+                    f"{r.path} and {first.path} were made with different generators ({safe(m['generator']['arch'], 60)} "
+                    f"{digest[:12]} vs {safe(m0['generator']['arch'], 60)} {digest0[:12]}); only files that share one "
                     "generator can be merged (re-encode with --generator set to the same file)")
             if m["classes"] != m0["classes"]:
-                diff = [f"{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(m["classes"], m0["classes"])) if a != b]
+                diff = [f"{i}: '{safe(a, 40)}' vs '{safe(b, 40)}'" for i, (a, b) in enumerate(zip(m["classes"], m0["classes"])) if a != b]
                 detail = (f"{len(m['classes'])} vs {len(m0['classes'])} classes" if len(m["classes"]) != len(m0["classes"])
                           else "class " + "; ".join(diff[:3]))
                 raise MergeError(f"{r.path} and {first.path} have different class lists ({detail}); "
                                  "labels would not mean the same thing")
             if m["image"] != m0["image"]:
                 keys = sorted(k for k in set(m["image"]) | set(m0["image"]) if m["image"].get(k) != m0["image"].get(k))
-                raise MergeError(f"{r.path} and {first.path} have different image specs (differ in: {', '.join(keys)})")
+                raise MergeError(f"{r.path} and {first.path} have different image specs (differ in: {', '.join(safe(k, 40) for k in keys[:8])})")
             sha = file_sha256(r.path)
             if sha in hashes:
                 raise MergeError(f"{r.path} is the same file as {hashes[sha]} (sha256 {sha[:12]}); given twice?")

@@ -188,10 +188,10 @@ def test_dataloader_workers_read_a_url(server: RangeServer) -> None:
 
 def test_reads_larger_than_the_memory_budget(server: RangeServer, monkeypatch) -> None:
     """Chunks dropped from memory while one read fetches more than the budget must not be lost to that read."""
-    from latentds.format import reader as reader_module
+    from latentds.format import ranged as ranged_module
 
     path, url = _publish(server, 400, chunk_rows=10)
-    monkeypatch.setattr(reader_module._RemoteTensors, "MEMORY_BUDGET", 3 * 10 * 128 * 2)  # three fp16 chunks
+    monkeypatch.setattr(ranged_module.RemoteTensors, "MEMORY_BUDGET", 3 * 10 * 128 * 2)  # three fp16 chunks
     remote, local = LdsReader(url), LdsReader(path)
     rows = list(range(0, 400, 7))
     assert torch.equal(remote.latents(rows), local.latents(rows)) and remote.verify() == []

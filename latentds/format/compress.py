@@ -1,7 +1,10 @@
 """`.lds.zst`: one standard zstd frame (content size and checksum required) around a whole .lds file.
 
 Latents barely compress (Gaussian floats), so this is a transport wrapper, not the storage format: the
-`zstd` command-line tool unpacks it too, and readers open it transparently (decompressing into memory).
+`zstd` command-line tool unpacks it too, and readers open it transparently: a small one is inflated into memory,
+a large one (over ``IN_MEMORY_BYTES``) into an unlinked temporary file that is memory-mapped, so memory stays
+bounded by one step whatever the file declares. ``pack``/``unpack`` (which read .lds files back) live in
+``packing.py``: this module needs no reader.
 
 What a reader accepts (spec/FORMAT.md, section "Compressed transport"): exactly one frame, no bytes after
 it, a declared content size and a content checksum. Before inflating anything the frame is walked block
@@ -13,23 +16,27 @@ within the declared sizes plus one chunk, whatever the compression ratio.
 
 from __future__ import annotations
 
-import json
+import mmap
 import os
 import struct
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import zstandard
 
-from latentds.errors import CompressionError, LdsNotFoundError
-from latentds.format.writer import atomic_write
+from latentds.errors import CompressionError, LatentdsError, LdsNotFoundError
+from latentds.format import spec
+from latentds.format.header import parse_header
 
-_CHUNK = 1 << 20  # bytes of output per decompression step (the memory bound above the declared sizes)
+CHUNK = 1 << 20  # bytes of output per decompression step (the memory bound above the declared sizes)
 _MAGIC = b"\x28\xb5\x2f\xfd"
 #: Refuse to inflate more than this to disk (a hostile frame could claim anything).
 DEFAULT_MAX_UNPACKED = 64 * 1024**3
-#: Refuse to inflate more than this into memory when a .lds.zst is opened directly; unpack larger files first.
+#: Refuse to inflate more than this when a .lds.zst is opened directly (to a temporary file); unpack larger files.
 DEFAULT_MAX_IN_MEMORY = 8 * 1024**3
+#: A .lds.zst opened directly is inflated into memory up to this size, into a temporary file above it.
+IN_MEMORY_BYTES = 64 * 2**20
 
 
 def frame_content_size(src: str | os.PathLike) -> int:
@@ -78,13 +85,13 @@ def frame_content_size(src: str | os.PathLike) -> int:
 
 
 def _iter_unpacked(src: Path, declared: int, progress: Callable[[int], None] | None) -> Iterator[bytes]:
-    """Yield decompressed chunks of at most _CHUNK bytes, never past ``declared`` (``frame_content_size``, which
+    """Yield decompressed chunks of at most CHUNK bytes, never past ``declared`` (``frame_content_size``, which
     the caller has checked against its limit); raise CompressionError on corruption."""
     total, consumed = 0, 0
     try:
         with open(src, "rb") as f:
             reader = zstandard.ZstdDecompressor().stream_reader(f, read_size=1 << 16)
-            while chunk := reader.read(_CHUNK):
+            while chunk := reader.read(CHUNK):
                 total += len(chunk)
                 if total > declared:
                     raise CompressionError(f"{src}: inflates past its declared content size {declared:,}; corrupt")
@@ -98,7 +105,7 @@ def _iter_unpacked(src: Path, declared: int, progress: Callable[[int], None] | N
         raise CompressionError(f"{src}: inflates to {total:,} bytes but declares {declared:,}; the file is corrupt")
 
 
-def _iter_lds(src: Path, declared: int, progress: Callable[[int], None] | None) -> Iterator[bytes]:
+def iter_lds(src: Path, declared: int, progress: Callable[[int], None] | None) -> Iterator[bytes]:
     """``_iter_unpacked``, holding output back until the packed .lds header has arrived and agrees with the
     frame's declared size: a frame that is no .lds is refused after its first step, not after inflating all of it."""
     head = bytearray()
@@ -117,17 +124,21 @@ def _iter_lds(src: Path, declared: int, progress: Callable[[int], None] | None) 
         yield bytes(head)
 
 
-def read_zst(src: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IN_MEMORY) -> bytearray:
-    """Decompress a .lds.zst into memory: at most ``max_bytes``, and only as much as its .lds header declares."""
+def read_zst(src: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IN_MEMORY) -> bytearray | mmap.mmap:
+    """Decompress a .lds.zst: at most ``max_bytes``, and only as much as its .lds header declares. Up to
+    ``IN_MEMORY_BYTES`` into a bytearray; above that into an unlinked temporary file, returned memory-mapped
+    (read-only), so a large or hostile frame costs disk, never more than one 1 MiB step of memory."""
     src = Path(src)
     if not src.is_file():
         raise LdsNotFoundError(f"{src}: no such file")
     declared = frame_content_size(src)
     if declared > max_bytes:
-        raise CompressionError(f"{src}: unpacks to {declared:,} bytes, more than the {max_bytes:,} read into memory; "
+        raise CompressionError(f"{src}: unpacks to {declared:,} bytes, more than the {max_bytes:,} read directly; "
                                f"run `latentds unpack {src} FILE.lds` and open the .lds")
+    if declared > IN_MEMORY_BYTES:
+        return _inflate_to_temp(src, declared)
     out, pos = None, 0
-    for chunk in _iter_lds(src, declared, None):
+    for chunk in iter_lds(src, declared, None):
         if out is None:  # sized once the header agreed with the frame: no regrowth, no final copy
             out = bytearray(declared)
         out[pos : pos + len(chunk)] = chunk
@@ -135,11 +146,22 @@ def read_zst(src: str | os.PathLike, max_bytes: int = DEFAULT_MAX_IN_MEMORY) -> 
     return out if out is not None else bytearray()
 
 
-def _check_declared_size(src: Path, head: bytearray, declared: int, final: bool = False) -> bool:
-    """Once the .lds header is in ``head``: its tensors must end exactly where the frame's content does.
-    Returns False while more bytes are needed (``final``: none will come)."""
-    from latentds.format import spec
+def _inflate_to_temp(src: Path, declared: int) -> mmap.mmap:
+    """Inflate into an unlinked temporary file (gone when the process ends, however it ends) and map it."""
+    with tempfile.TemporaryFile(prefix="latentds-zst-") as f:
+        try:
+            for chunk in iter_lds(src, declared, None):
+                f.write(chunk)
+            f.flush()
+        except OSError as exc:  # a full disk
+            raise CompressionError(f"{src}: cannot inflate its {declared:,} bytes to a temporary file ({exc}); "
+                                   f"run `latentds unpack {src} FILE.lds` where there is room") from None
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)  # the mapping keeps the data after close
 
+
+def _check_declared_size(src: Path, head: bytearray, declared: int, final: bool = False) -> bool:
+    """Once the .lds header is in ``head``: it must parse as a .lds header whose tensors end exactly where the
+    frame's content does. Returns False while more bytes are needed (``final``: none will come)."""
     header_len = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else -1
     if not 2 <= header_len <= spec.MAX_HEADER_BYTES or 8 + header_len > declared:
         raise CompressionError(f"{src}: the packed file's header length {header_len:,} is impossible for a .lds of "
@@ -148,79 +170,9 @@ def _check_declared_size(src: Path, head: bytearray, declared: int, final: bool 
         if final:
             raise CompressionError(f"{src}: the packed file ends inside its header; not a .lds or corrupt")
         return False
-    try:
-        header = json.loads(bytes(head[8 : 8 + header_len]))
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
-        raise CompressionError(f"{src}: the packed file's header is not safetensors JSON; not a .lds") from None
-    if 8 + header_len + max(ends, default=0) != declared:
-        raise CompressionError(f"{src}: the packed .lds declares {8 + header_len + max(ends, default=0):,} bytes but "
-                               f"the frame {declared:,}; corrupt")
+    try:  # the same strict parse as a plain file: offsets are integers, tiled, ending at the declared size
+        parse_header(bytes(head[8 : 8 + header_len]), declared - 8 - header_len, "packed .lds")
+    except LatentdsError as exc:
+        raise CompressionError(f"{src}: the packed .lds does not fit the frame's declared {declared:,} bytes "
+                               f"({exc}); not a .lds or corrupt") from None
     return True
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def pack(
-    src: str | os.PathLike, dst: str | os.PathLike, level: int = 10, progress: Callable[[int], None] | None = None
-) -> Path:
-    """Compress a .lds into a .lds.zst (zstd frame with content size and checksum), atomically."""
-    from latentds.format.reader import LdsReader
-
-    src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise LdsNotFoundError(f"{src}: no such file")
-    if _same_file(src, dst):
-        raise CompressionError(f"{dst}: is the input file itself; write the .lds.zst to another path")
-    if not 1 <= level <= 22:
-        raise CompressionError(f"zstd level must be 1..22, got {level}")
-    LdsReader(src).close()  # only .lds files are packed: validates the header and manifest, reads no tensors
-    cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True, threads=-1)
-
-    def chunks() -> Iterator[bytes]:
-        comp = cctx.compressobj(size=src.stat().st_size)
-        with open(src, "rb") as f:
-            while block := f.read(_CHUNK):
-                yield comp.compress(block)
-                if progress:
-                    progress(len(block))
-        yield comp.flush()
-
-    return atomic_write(dst, chunks(), check=frame_content_size)
-
-
-def unpack(
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
-    max_bytes: int = DEFAULT_MAX_UNPACKED,
-    progress: Callable[[int], None] | None = None,
-) -> Path:
-    """Decompress a .lds.zst into a .lds, atomically: the result replaces ``dst`` only once it has been read
-    back as a valid .lds (header, manifest, tensor layout); a failed unpack leaves ``dst`` as it was."""
-    from latentds.format.reader import LdsReader
-
-    src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise LdsNotFoundError(f"{src}: no such file")
-    if _same_file(src, dst):
-        raise CompressionError(f"{dst}: is the input file itself; unpack to another path")
-    declared = frame_content_size(src)
-    if declared > max_bytes:
-        raise CompressionError(f"{src}: declares {declared:,} unpacked bytes, more than the {max_bytes:,}-byte limit; "
-                               "refusing (raise the limit if this is expected)")
-
-    def check(staged: Path) -> None:
-        try:
-            LdsReader(staged).close()
-        except CompressionError:
-            raise
-        except Exception as exc:  # the library's LdsError subclasses, named for the user
-            raise CompressionError(f"{src}: unpacks to something that is not a valid .lds ({exc}); "
-                                   f"{dst} was left as it was") from None
-
-    return atomic_write(dst, _iter_lds(src, declared, progress), check=check)

@@ -7,26 +7,30 @@ from typing import Any
 
 from latentds.errors import ManifestError
 from latentds.format import spec
+from latentds.format.render import safe
+from latentds.format.schema import check_schema
 
 _NUMBER = (int, float)
 MAX_DIM = 2**31  # any count or size in the manifest; a hostile 2**63 or 1e30 stops here, not in numpy
 MAX_IMAGE_SIDE = 1 << 16  # decoding allocates C x H x W per image: bound it before anything is built
 MAX_CHANNELS = 64
+#: Normalization and output range stay within these magnitudes (std at least 1/SANE_SCALE): decoding divides by
+#: std and by the range's width, and a std of 1e-300 or a mean of 1e300 would turn every pixel into inf or NaN.
+SANE_SCALE = 1e4
 
 
 def _short(value: object) -> str:
-    """A value for an error message, cut short (a hostile integer may have thousands of digits)."""
-    text = str(value) if not isinstance(value, int) or abs(value) < 10**12 else f"~10**{len(str(abs(value))) - 1}"
-    return text[:40]
+    """A value for an error message, cut short and escaped (a hostile integer may have thousands of digits)."""
+    return safe(value, 40)
 
 
 def _get(obj: dict, key: str, kind: type | tuple[type, ...], where: str, path: str) -> Any:
     if not isinstance(obj, dict) or key not in obj:
-        raise ManifestError(f"{where}: the manifest lacks '{path}{key}'")
+        raise ManifestError(f"{where}: the manifest lacks '{safe(path + key, 80)}'")
     value = obj[key]
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise ManifestError(f"{where}: manifest field '{path}{key}' must be {names}, found {value!r:.80}")
+        raise ManifestError(f"{where}: manifest field '{safe(path + key, 80)}' must be {names}, found {safe(value, 80)}")
     return value
 
 
@@ -39,16 +43,19 @@ def _finite(v: float) -> bool:
 
 
 def _numbers(values: Any, n: int, field: str, where: str, positive: bool = False) -> None:
+    """A list of ``n`` finite numbers of magnitude at most SANE_SCALE (``positive``: at least 1/SANE_SCALE)."""
     ok = (
         isinstance(values, list)
         and len(values) == n
-        and all(isinstance(v, _NUMBER) and not isinstance(v, bool) and _finite(v) for v in values)
+        and all(isinstance(v, _NUMBER) and not isinstance(v, bool) and _finite(v) and abs(v) <= SANE_SCALE
+                for v in values)
     )
     if ok and positive:
-        ok = all(v > 0 for v in values)
+        ok = all(v >= 1 / SANE_SCALE for v in values)
     if not ok:
-        kind = "positive finite numbers" if positive else "finite numbers"
-        raise ManifestError(f"{where}: manifest field '{field}' must be a list of {n} {kind}, found {values!r:.80}")
+        kind = f"numbers in [{1 / SANE_SCALE:g}, {SANE_SCALE:g}]" if positive else f"numbers in [-{SANE_SCALE:g}, {SANE_SCALE:g}]"
+        raise ManifestError(f"{where}: manifest field '{field}' must be a list of {n} {kind}, found {safe(values, 80)}; "
+                            "the file is corrupt or hostile (such values decode every pixel to infinity or NaN)")
 
 
 def validate_manifest(m: dict[str, Any], where: str) -> None:
@@ -72,13 +79,13 @@ def validate_manifest(m: dict[str, Any], where: str) -> None:
     except UnicodeEncodeError:
         raise ManifestError(f"{where}: class names must be valid Unicode text (an unpaired surrogate)") from None
     if m.get("num_classes", len(classes)) != len(classes):
-        raise ManifestError(f"{where}: num_classes={m.get('num_classes')} but {len(classes)} class names are listed")
+        raise ManifestError(f"{where}: num_classes={safe(m.get('num_classes'))} but {len(classes)} class names are listed")
 
     latents = _get(m, "latents", dict, where, "")
     encoding = _get(latents, "encoding", str, where, "latents.")
     if encoding not in spec.LATENT_ENCODINGS:
         raise ManifestError(
-            f"{where}: latent encoding {encoding!r} is not supported by this build "
+            f"{where}: latent encoding '{safe(encoding, 40)}' is not supported by this build "
             f"(supported: {', '.join(spec.LATENT_ENCODINGS)}); upgrade latentds"
         )
 
@@ -91,8 +98,9 @@ def validate_manifest(m: dict[str, Any], where: str) -> None:
             raise ManifestError(f"{where}: image.{key} must be in 1..{MAX_IMAGE_SIDE}")
     _numbers(_get(image, "generator_range", list, where, "image."), 2, "image.generator_range", where)
     lo, hi = image["generator_range"]
-    if not lo < hi:
-        raise ManifestError(f"{where}: image.generator_range must be [lo, hi] with lo < hi, found {[lo, hi]}")
+    if not hi - lo >= 1 / SANE_SCALE:
+        raise ManifestError(f"{where}: image.generator_range must be [lo, hi] with lo < hi and hi - lo >= {1 / SANE_SCALE:g}, "
+                            f"found {safe([lo, hi])}")
     _numbers(_get(image, "mean", list, where, "image."), channels, "image.mean", where)
     _numbers(_get(image, "std", list, where, "image."), channels, "image.std", where, positive=True)
 
@@ -114,3 +122,4 @@ def validate_manifest(m: dict[str, Any], where: str) -> None:
         raise ManifestError(
             f"{where}: integrity lists {len(chunks)} latent chunks of {chunk_rows} rows for {n} samples"
         )
+    check_schema(m, where)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
 
@@ -62,7 +64,13 @@ LATENT_DTYPES = ("F32", "F16", "BF16")
 LABEL_DTYPES = ("U8", "I16", "I32", "I64")
 
 
-def parse_version(text: str) -> tuple[int, int]:
-    """Split "MAJOR.MINOR" into integers; raise ValueError on anything else."""
-    major, minor = text.split(".")
-    return int(major), int(minor)
+_VERSION = re.compile(r"([0-9]{1,9})\.([0-9]{1,9})")  # [0-9], not \d: ASCII digits only (no full-width "１")
+
+
+def parse_version(text: object) -> tuple[int, int]:
+    """Split "MAJOR.MINOR" (ASCII digits, nothing else: no spaces, signs or other digits) into integers;
+    raise ValueError on anything else."""
+    m = _VERSION.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"format_version must be MAJOR.MINOR in ASCII digits, e.g. {FORMAT_VERSION}")
+    return int(m.group(1)), int(m.group(2))
