@@ -61,8 +61,8 @@ def encode(
     ``work_dir`` (default ``out`` with suffix ``.work``) resume. Fields: any config field, e.g. ``ipc=10``,
     ``device="cpu"``, ``seed=1``, ``gan={"iterations": 100}``.
     """
-    from latentds.encoding.config import build_config
     from latentds.encoding.pipeline import run as run_encode
+    from latentds.encoding.presets import build_config
 
     cfg, used = build_config(preset, config, overrides, **fields)
     path = run_encode(str(source), Path(out), cfg, work_dir=work_dir, generator_path=generator, root=root,
@@ -115,44 +115,12 @@ def train_gan(
 
     The file is what ``encode(..., generator=out)`` and ``latentds eval gan:FILE`` take.
     """
-    from latentds.encoding.config import build_config
+    from latentds.encoding.gan import train_gan_file
+    from latentds.encoding.presets import build_config
 
     cfg, _ = build_config(preset, config, overrides, **fields)
-    run = _train_gan_file(str(source), Path(out), cfg, work_dir, root, download, progress)
+    run = train_gan_file(str(source), Path(out), cfg, work_dir, root, download, progress)
     return Path(out), run.stats
-
-
-@dataclass
-class _GANRun:
-    generator: Any
-    stats: dict[str, Any]
-    data: Any  # sources.ImageSet
-    device: Any
-    compute: Any
-    work_dir: Path
-
-
-def _train_gan_file(source: str, out: Path, cfg: Any, work_dir: str | os.PathLike | None, root: Any,
-                    download: bool, progress: bool) -> _GANRun:
-    """Load ``source``, train (or resume) the generator in the work dir, copy it to ``out`` (``train-gan`` too)."""
-    import logging
-
-    from latentds.common import resolve_device
-    from latentds.encoding.gan import GENERATOR_FILE
-    from latentds.encoding.gan import train_gan as run_train_gan
-    from latentds.encoding.workdir import resolve_compute
-    from latentds.format.staging import atomic_write
-    from latentds.sources import load_source
-
-    folder = Path(work_dir) if work_dir is not None else out.with_suffix(".work")
-    device = resolve_device(cfg.device)
-    compute = resolve_compute(device, cfg.precision)
-    data = load_source(source, "train", root=root, download=download, image_size=cfg.image_size, progress=progress)
-    log = logging.getLogger("latentds.train_gan").info if progress else (lambda _line: None)
-    generator, stats = run_train_gan(data, cfg.gan, folder / "gan", device, progress, log, compute=compute)
-    # The work dir's copy carries the GAN config, data fingerprint and training stats in its metadata.
-    atomic_write(out, [(folder / "gan" / GENERATOR_FILE).read_bytes()])
-    return _GANRun(generator, stats, data, device, compute, folder)
 
 
 def evaluate(

@@ -12,16 +12,16 @@ from torch import nn
 
 import latentds.encoding.classifier as classifier_mod
 from latentds.checkpoint import read_model_metadata
+from latentds.common import normalize
 from latentds.encoding.classifier import (
     CKPT_FILE,
     CLASSIFIER_FILE,
-    ClassifierConfig,
     accuracy,
     load_classifier,
     load_snapshots,
-    normalize,
     train_classifier,
 )
+from latentds.encoding.config import ClassifierConfig
 from latentds.encoding.state import TrainingInterrupted, load_state
 from latentds.errors import ConfigError
 from latentds.sources import ImageSet

@@ -10,13 +10,13 @@ from torch import nn
 
 from latentds.encoding import condense as condense_mod
 from latentds.encoding.condense import (
-    CondenseConfig,
     condense,
     derive_seed,
     dm_loss,
     paired_loss,
     work_units,
 )
+from latentds.encoding.config import CondenseConfig
 from latentds.encoding.embed import EmbeddingSampler, random_convnet
 from latentds.errors import ConfigError
 from latentds.models import create_model

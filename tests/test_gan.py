@@ -17,11 +17,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from latentds.checkpoint import load_model, read_model_metadata
+from latentds.encoding.config import GANConfig
 from latentds.encoding.diffaug import diff_augment, parse_policy, random_flip
 from latentds.encoding.gan import (
     CKPT_FILE,
     GENERATOR_FILE,
-    GANConfig,
     TrainingDivergedError,
     gan_quality,
     sample_grid,
@@ -102,11 +102,11 @@ def test_generator_file_is_loadable_and_decodes_the_same(trained):
 
 def test_training_changes_the_generator(data, trained):
     generator, _, _ = trained
-    from latentds.encoding.common import seeded_model
-    from latentds.encoding.gan import _final_generator
+    from latentds.encoding.gan_state import final_generator
+    from latentds.models import seeded_model
 
     init = seeded_model(TINY.seed, TINY.arch, width=TINY.width, num_classes=3, spectral_norm=True)
-    assert not same_state(_final_generator(init, TINY, 3, data.image_shape), generator)
+    assert not same_state(final_generator(init, TINY, 3, data.image_shape), generator)
 
 
 def test_samples_and_checkpoint_written(trained):
@@ -122,7 +122,7 @@ def test_finished_run_is_returned_without_training(data, trained, monkeypatch):
     generator, _, work = trained
     from latentds.encoding import gan
 
-    monkeypatch.setattr(gan, "_RealSampler", None)  # training would fail at once
+    monkeypatch.setattr(gan, "RealSampler", None)  # training would fail at once
     again, stats = train_gan(data, TINY, work, progress=False)
     assert stats["cached"] is True and same_state(again, generator)
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from latentds.encoding.config import InvertConfig
 from latentds.encoding.embed import random_convnet
-from latentds.encoding.invert import InvertConfig, invert, invert_batches
+from latentds.encoding.invert import invert, invert_batches
 from latentds.models import create_model
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]

@@ -14,12 +14,8 @@ from conftest import precisions
 from PIL import Image
 
 from latentds.encoding import pipeline
-from latentds.encoding.config import (
-    EncodeConfig,
-    apply_overrides,
-    list_presets,
-    load_preset,
-)
+from latentds.encoding.config import EncodeConfig
+from latentds.encoding.presets import apply_overrides, list_presets, load_preset
 from latentds.errors import (
     ConfigError,
     EmptyClassError,
@@ -79,7 +75,7 @@ def reference(folder, tmp_path_factory) -> Path:
 
 # --- config ------------------------------------------------------------------------------------------------
 def test_default_preset_by_device():
-    from latentds.encoding.config import default_preset
+    from latentds.encoding.presets import default_preset
 
     assert default_preset("cuda") == "paper" and default_preset("cuda:1") == "paper"
     assert default_preset("cpu") == "cpu"  # never the paper's GPU-days schedule on a CPU
@@ -395,7 +391,7 @@ def test_python_api_encode_returns_a_typed_result(reference, folder, tmp_path):
 
 
 def test_config_file_layers_and_errors(tmp_path):
-    from latentds.encoding.config import build_config
+    from latentds.encoding.presets import build_config
 
     f = tmp_path / "c.json"
     f.write_text('{"preset": "smoke", "ipc": 4, "gan": {"width": 8}}')

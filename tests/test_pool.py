@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from latentds.encoding import pipeline
-from latentds.encoding.classifier import ClassifierConfig
-from latentds.encoding.config import apply_overrides, load_preset
-from latentds.encoding.pool import PoolConfig, build_pool, pool_split
+from latentds.encoding.config import ClassifierConfig, PoolConfig
+from latentds.encoding.pool import build_pool, pool_split
+from latentds.encoding.presets import apply_overrides, load_preset
 from latentds.errors import ConfigError
 from latentds.lds import open_lds
 from tests.conftest import blobs

@@ -15,7 +15,7 @@ from torch import nn
 
 from latentds import LatentDataset
 from latentds.encoding import pipeline
-from latentds.encoding.config import apply_overrides, load_preset
+from latentds.encoding.presets import apply_overrides, load_preset
 from latentds.evaluation import EvalConfig, train_and_test, training_set
 from latentds.export import export
 from latentds.format import LdsReader

@@ -167,11 +167,17 @@ def synthetic_set(n_per_class: int = 200):
 
 
 def stage_rates(device: torch.device, compute: Compute, quick: bool) -> dict[str, float]:
-    from latentds.encoding.classifier import ClassifierConfig, train_classifier
-    from latentds.encoding.condense import CondenseConfig, condense
+    from latentds.encoding.classifier import train_classifier
+    from latentds.encoding.condense import condense
+    from latentds.encoding.config import (
+        ClassifierConfig,
+        CondenseConfig,
+        GANConfig,
+        InvertConfig,
+    )
     from latentds.encoding.embed import EmbeddingSampler, random_convnet
-    from latentds.encoding.gan import GANConfig, train_gan
-    from latentds.encoding.invert import InvertConfig, invert_latents
+    from latentds.encoding.gan import train_gan
+    from latentds.encoding.invert import invert_latents
     from latentds.evaluation import EvalConfig, TrainSet
     from latentds.evaluation.protocol import _train_one
 

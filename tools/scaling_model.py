@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from latentds.encoding.condense import condense, work_units
-from latentds.encoding.config import apply_overrides, load_preset
 from latentds.encoding.distributed import assign
 from latentds.encoding.embed import EmbeddingSampler
 from latentds.encoding.invert import invert, units_per_pass
+from latentds.encoding.presets import apply_overrides, load_preset
 from latentds.models import create_model
 
 # (name, classes, training images per class): the CIFAR sets, and ImageNet's size at 32x32 (ImageNet32).

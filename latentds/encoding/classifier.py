@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,7 @@ from torch import Tensor, nn
 from latentds.augment import DEFAULT_STRATEGY, dsa
 from latentds.checkpoint import load_model, read_model_metadata, save_model
 from latentds.common import normalize
-from latentds.encoding.common import (
-    check_int,
-    config_diff,
-    describe_diff,
-    from_dict,
-    seeded_model,
-)
+from latentds.encoding.config import ClassifierConfig, config_diff, describe_diff
 from latentds.encoding.state import (
     CheckpointError,
     TrainingInterrupted,
@@ -53,18 +47,16 @@ from latentds.encoding.state import (
     set_rng_state,
 )
 from latentds.errors import ConfigError
-from latentds.models import input_args
+from latentds.models import input_args, seeded_model
 from latentds.plan import Compute
 from latentds.sources import ImageSet
 
 __all__ = [
     "CLASSIFIER_FILE",
-    "ClassifierConfig",
     "accuracy",
-    "config_diff",
+    "get_lr",
     "load_classifier",
     "load_snapshots",
-    "normalize",
     "train_classifier",
 ]
 
@@ -75,43 +67,6 @@ META_CONFIG = "latentds.classifier_config"
 META_DATA = "latentds.data_fingerprint"
 META_NORM = "latentds.normalization"
 META_STATS = "latentds.classifier_stats"
-
-
-@dataclass
-class ClassifierConfig:
-    """How the real-data classifier is trained (defaults: the paper's ConvNet pre-training)."""
-
-    arch: str = "convnet3"
-    width: int | None = 128  # None: the architecture's own default (for models without a width argument)
-    epochs: int = 200
-    batch_size: int = 256
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_decay_epoch: int | None = None  # lr x0.1 from this epoch on; None: epochs // 2 (0.01, then 0.001 from 100)
-    dsa: bool = True  # DSA augmentation, one op per batch, as when evaluating condensed sets
-    snapshot_every: int = 0  # >0: also save the model every this many epochs (embedding-network pool)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            check_int(self, name, 1)
-        check_int(self, "snapshot_every", 0)
-        if self.lr_decay_epoch is not None:
-            check_int(self, "lr_decay_epoch", 0)
-        for name in ("lr", "momentum", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"ClassifierConfig.{name} must be a number >= 0, got {value!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
-        """Build from a dict (e.g. parsed JSON), rejecting unknown fields."""
-        return from_dict(cls, d, "classifier config")
-
-    @property
-    def decay_epoch(self) -> int:
-        return self.epochs // 2 if self.lr_decay_epoch is None else self.lr_decay_epoch
 
 
 @torch.no_grad()
@@ -155,6 +110,11 @@ def load_snapshots(work_dir: str | Path, device: str | torch.device = "cpu") -> 
 
 
 # --- training -------------------------------------------------------------------------------------------
+def get_lr(cfg: ClassifierConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (0-based): ``cfg.lr``, x0.1 from ``cfg.decay_epoch`` on."""
+    return cfg.lr * (0.1 if epoch >= cfg.decay_epoch else 1.0)
+
+
 def train_classifier(
     data: ImageSet,
     cfg: ClassifierConfig,
@@ -186,58 +146,120 @@ def train_classifier(
     start = time.perf_counter()
     mean, std = ([float(v) for v in normalization[0]], [float(v) for v in normalization[1]]) if normalization \
         else data.mean_std()
-    cfg_dict = asdict(cfg)
     final = work_dir / CLASSIFIER_FILE
-
     if final.exists():
-        meta = read_model_metadata(final)
-        _check_same_run(final, meta.get(META_DATA), json.loads(meta.get(META_CONFIG, "{}")), data, cfg_dict)
-        model = load_classifier(final, device)
-        stats = json.loads(meta.get(META_STATS, "{}"))
-        stats.update(cached=True, wall_time_s=time.perf_counter() - start)
-        if test is not None and stats.get("test_fingerprint") != test.fingerprint:
-            stats.update(_test_stats(model, test, mean, std, device))
+        model, stats = _cached(final, data, cfg, test, mean, std, device, start)
         say(f"classifier: using cached {final}")
         return model, stats
 
-    # channels, size and (for ConvNets) depth by resolution: input_args
-    kwargs: dict[str, Any] = {"num_classes": data.num_classes, **input_args(cfg.arch, data.image_shape)}
-    if cfg.width is not None:
-        kwargs["width"] = cfg.width
     compute = compute or Compute(device)
-    model = compute.prepare(seeded_model(cfg.seed, cfg.arch, **kwargs).to(device))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)  # CPU: batch order and DSA parameters
-    epoch, history, train_seconds = 0, [], 0.0
-
+    state = _ClassifierState.build(cfg, data, device, compute)
     ckpt = work_dir / CKPT_FILE
     if ckpt.exists():
+        state.resume(ckpt, cfg, data)
+        say(f"classifier: resuming from {ckpt} at epoch {state.epoch}/{cfg.epochs}")
+    extra = {META_NORM: json.dumps({"mean": mean, "std": std}), META_DATA: data.fingerprint,
+             META_CONFIG: json.dumps(asdict(cfg), sort_keys=True)}
+    epochs_this_call, session_seconds = _train_loop(state, cfg, data, work_dir, mean, std, extra, device, compute,
+                                                    progress, say, stop_after)
+    model, history, n = state.model.eval(), state.history, len(data)
+    stats: dict[str, Any] = {
+        "train_acc": history[-1]["train_acc"] if history else None,
+        "final_loss": history[-1]["loss"] if history else None,
+        "epochs": cfg.epochs,
+        "train_seconds": state.train_seconds,
+        "images_per_s": n * epochs_this_call / session_seconds if epochs_this_call else None,
+        "history": history,
+        "cached": False,
+    }
+    if test is not None:
+        stats.update(_test_stats(model, test, mean, std, device))
+        say(f"classifier: test acc {stats['test_acc']:.4f}")
+    save_model(final, model, extra={**extra, META_STATS: json.dumps(stats)})
+    model.normalization = {"mean": mean, "std": std}
+    stats["wall_time_s"] = time.perf_counter() - start
+    return model, stats
+
+
+def _cached(
+    final: Path, data: ImageSet, cfg: ClassifierConfig, test: ImageSet | None, mean: list[float], std: list[float],
+    device: torch.device, start: float,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The finished classifier of this config and data, with its stats (tested on ``test`` if not yet)."""
+    meta = read_model_metadata(final)
+    _check_same_run(final, meta.get(META_DATA), json.loads(meta.get(META_CONFIG, "{}")), data, asdict(cfg))
+    model = load_classifier(final, device)
+    stats = json.loads(meta.get(META_STATS, "{}"))
+    stats.update(cached=True, wall_time_s=time.perf_counter() - start)
+    if test is not None and stats.get("test_fingerprint") != test.fingerprint:
+        stats.update(_test_stats(model, test, mean, std, device))
+    return model, stats
+
+
+@dataclass(eq=False)
+class _ClassifierState:
+    """What a classifier checkpoint holds: the model, SGD (momentum), the RNG and the counters."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator  # CPU: batch order and DSA parameters
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    @classmethod
+    def build(cls, cfg: ClassifierConfig, data: ImageSet, device: torch.device, compute: Compute) -> _ClassifierState:
+        """A fresh model (seeded init) shaped for the data: channels, size and (ConvNets) depth by input_args."""
+        kwargs: dict[str, Any] = {"num_classes": data.num_classes, **input_args(cfg.arch, data.image_shape)}
+        if cfg.width is not None:
+            kwargs["width"] = cfg.width
+        model = compute.prepare(seeded_model(cfg.seed, cfg.arch, **kwargs).to(device))
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return cls(model, opt, torch.Generator().manual_seed(cfg.seed))
+
+    def resume(self, ckpt: Path, cfg: ClassifierConfig, data: ImageSet) -> None:
+        """Load a checkpoint written by :meth:`save` for the same data and config."""
         tensors, meta = load_state(ckpt)
         if meta.get("kind") != "classifier":
             raise CheckpointError(f"{ckpt}: not a classifier checkpoint (kind {meta.get('kind')!r})")
-        _check_same_run(ckpt, meta.get("data_fingerprint"), meta.get("config", {}), data, cfg_dict)
-        load_module_tensors(model, tensors, "model.")
-        optimizer_from_tensors(opt, tensors, meta["opt"], "opt.")
-        set_rng_state(gen, tensors["rng"])
-        epoch, history, train_seconds = meta["epoch"], meta["history"], meta["train_seconds"]
-        say(f"classifier: resuming from {ckpt} at epoch {epoch}/{cfg.epochs}")
+        _check_same_run(ckpt, meta.get("data_fingerprint"), meta.get("config", {}), data, asdict(cfg))
+        load_module_tensors(self.model, tensors, "model.")
+        optimizer_from_tensors(self.opt, tensors, meta["opt"], "opt.")
+        set_rng_state(self.gen, tensors["rng"])
+        self.epoch, self.history, self.train_seconds = meta["epoch"], meta["history"], meta["train_seconds"]
 
-    images, labels = data.images.to(device), data.labels.to(device)
-    n = images.shape[0]
-    snap_dir = work_dir / SNAPSHOT_DIR
-    if cfg.snapshot_every:
-        snap_dir.mkdir(exist_ok=True)
-    extra_common = {META_NORM: json.dumps({"mean": mean, "std": std}), META_DATA: data.fingerprint,
-                    META_CONFIG: json.dumps(cfg_dict, sort_keys=True)}
+    def save(self, ckpt: Path, cfg: ClassifierConfig, data: ImageSet) -> None:
+        opt_tensors, opt_meta = optimizer_to_tensors(self.opt, "opt.")
+        save_state(
+            ckpt,
+            {**module_tensors(self.model, "model."), **opt_tensors, "rng": rng_state(self.gen)},
+            {"kind": "classifier", "epoch": self.epoch, "config": asdict(cfg), "data_fingerprint": data.fingerprint,
+             "opt": opt_meta, "history": self.history, "train_seconds": self.train_seconds},
+        )
+
+
+def _train_loop(
+    state: _ClassifierState, cfg: ClassifierConfig, data: ImageSet, work_dir: Path, mean: list[float],
+    std: list[float], extra: dict[str, str], device: torch.device, compute: Compute, progress: bool,
+    say: Callable[[str], None], stop_after: int | None,
+) -> tuple[int, float]:
+    """Train from ``state.epoch`` to ``cfg.epochs``: SGD on DSA-augmented batches, a snapshot and a checkpoint
+    after each epoch on schedule. Returns (epochs, seconds) of this session."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=cfg.epochs, initial=epoch, desc="classifier", unit="epoch", disable=not progress, leave=False)
+    model, opt, gen = state.model, state.opt, state.gen
+    images, labels = data.images.to(device), data.labels.to(device)
+    n = images.shape[0]
+    snap_dir, ckpt = work_dir / SNAPSHOT_DIR, work_dir / CKPT_FILE
+    if cfg.snapshot_every:
+        snap_dir.mkdir(exist_ok=True)
+    bar = tqdm(total=cfg.epochs, initial=state.epoch, desc="classifier", unit="epoch", disable=not progress, leave=False)
     session_start, epochs_this_call = time.perf_counter(), 0
     try:
-        while epoch < cfg.epochs:
+        while state.epoch < cfg.epochs:
             t0 = time.perf_counter()
             for group in opt.param_groups:
-                group["lr"] = cfg.lr * (0.1 if epoch >= cfg.decay_epoch else 1.0)
+                group["lr"] = get_lr(cfg, state.epoch)
             model.train()
             perm = torch.randperm(n, generator=gen).to(device)
             correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -255,48 +277,24 @@ def train_classifier(
                 opt.step()
                 correct += (out.argmax(1) == labels[idx]).sum()
                 loss_sum += loss.detach() * idx.shape[0]
-            epoch += 1
+            state.epoch += 1
+            epoch = state.epoch
             epochs_this_call += 1
-            train_seconds += time.perf_counter() - t0
-            history.append({"epoch": epoch, "loss": float(loss_sum) / n, "train_acc": int(correct) / n})
+            state.train_seconds += time.perf_counter() - t0
+            state.history.append({"epoch": epoch, "loss": float(loss_sum) / n, "train_acc": int(correct) / n})
             if cfg.snapshot_every and (epoch % cfg.snapshot_every == 0 or epoch == cfg.epochs):
-                snap = snap_dir / f"epoch_{epoch:04d}.safetensors"
-                save_model(snap, model, extra={**extra_common, "latentds.epoch": str(epoch)})
-            opt_tensors, opt_meta = optimizer_to_tensors(opt, "opt.")
-            save_state(
-                ckpt,
-                {**module_tensors(model, "model."), **opt_tensors, "rng": rng_state(gen)},
-                {"kind": "classifier", "epoch": epoch, "config": cfg_dict, "data_fingerprint": data.fingerprint,
-                 "opt": opt_meta, "history": history, "train_seconds": train_seconds},
-            )
+                save_model(snap_dir / f"epoch_{epoch:04d}.safetensors", model, extra={**extra, "latentds.epoch": str(epoch)})
+            state.save(ckpt, cfg, data)
+            last = state.history[-1]
             bar.update(1)
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{history[-1]['train_acc']:.3f}")
+            bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['train_acc']:.3f}")
             if epoch % 10 == 0 or epoch == cfg.epochs:
-                last = history[-1]
                 say(f"classifier epoch {epoch}/{cfg.epochs}: loss {last['loss']:.4f}, train acc {last['train_acc']:.4f}")
             if stop_after is not None and epochs_this_call >= stop_after and epoch < cfg.epochs:
                 raise TrainingInterrupted(f"stopped after {epochs_this_call} epochs (stop_after)")
     finally:
         bar.close()
-
-    model.eval()
-    session_seconds = time.perf_counter() - session_start
-    stats: dict[str, Any] = {
-        "train_acc": history[-1]["train_acc"] if history else None,
-        "final_loss": history[-1]["loss"] if history else None,
-        "epochs": cfg.epochs,
-        "train_seconds": train_seconds,
-        "images_per_s": n * epochs_this_call / session_seconds if epochs_this_call else None,
-        "history": history,
-        "cached": False,
-    }
-    if test is not None:
-        stats.update(_test_stats(model, test, mean, std, device))
-        say(f"classifier: test acc {stats['test_acc']:.4f}")
-    save_model(final, model, extra={**extra_common, META_STATS: json.dumps(stats)})
-    model.normalization = {"mean": mean, "std": std}
-    stats["wall_time_s"] = time.perf_counter() - start
-    return model, stats
+    return epochs_this_call, time.perf_counter() - session_start
 
 
 def _test_stats(model: nn.Module, test: ImageSet, mean: list[float], std: list[float], device: torch.device) -> dict[str, Any]:

@@ -7,16 +7,10 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from latentds.encoding.presets import (
-    ENCODE_PRECISIONS,
-    LATENT_DTYPES,
-    list_presets,
-)
-
-if TYPE_CHECKING:  # the parser is built without torch; the commands import the rest when they run
-    from latentds.encoding.config import EncodeConfig
+# torch-free: the parser is built without torch; the commands import the rest when they run
+from latentds.encoding.config import ENCODE_PRECISIONS, LATENT_DTYPES, EncodeConfig
+from latentds.encoding.presets import list_presets
 
 __all__ = ["cmd_encode", "cmd_train_gan", "register"]
 
@@ -29,7 +23,7 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 
 def _config(args: argparse.Namespace) -> EncodeConfig:
     """The preset (by device when none is named), --config, the dedicated flags, then --set (later wins)."""
-    from latentds.encoding.config import build_config
+    from latentds.encoding.presets import build_config
 
     overrides = []
     for flag, key in (("ipc", "ipc"), ("seed", "seed"), ("device", "device"), ("latent_dtype", "latent_dtype"),
@@ -81,13 +75,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
 def cmd_train_gan(args: argparse.Namespace) -> int:
     import torch
 
-    from latentds.api import _train_gan_file
-    from latentds.encoding.gan import gan_quality, sample_grid
+    from latentds.encoding.gan import gan_quality, sample_grid, train_gan_file
 
     cfg = _config(args)
     out = Path(args.out)
     show = not args.quiet
-    run = _train_gan_file(args.source, out, cfg, args.work_dir, args.root, args.download, show)
+    run = train_gan_file(args.source, out, cfg, args.work_dir, args.root, args.download, show)
     generator, stats, data, device, compute = run.generator, run.stats, run.data, run.device, run.compute
 
     def log(line: str) -> None:

@@ -24,16 +24,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentds.augment import DEFAULT_STRATEGY, DSAParams, SiameseAugment, apply_dsa
+from latentds.augment import DSAParams, SiameseAugment, apply_dsa
 from latentds.common import by_class, freeze, progress_bar
+from latentds.encoding.config import CondenseConfig
 from latentds.encoding.embed import EmbeddingSampler, Normalizer, random_convnet
 from latentds.encoding.invert import frozen_params
+from latentds.encoding.losses import (
+    MATCHING_LOSSES,
+    Match,
+    MatchingLoss,
+    distribution_matching,
+    dm_loss,
+    matching_loss,
+    paired_loss,
+)
 from latentds.errors import ConfigError
+from latentds.models import generator_contract
 from latentds.plan import Compute
 
 __all__ = [
     "MATCHING_LOSSES",
-    "CondenseConfig",
     "Match",
     "MatchingLoss",
     "Unit",
@@ -44,45 +54,6 @@ __all__ = [
     "matching_loss",
     "work_units",
 ]
-
-PARAMETRIZATIONS = ("latent", "pixel")
-PIXEL_INITS = ("real", "noise")
-
-
-@dataclass
-class CondenseConfig:
-    """Hyperparameters of the condensation stage (defaults: the paper's released CIFAR-10 run)."""
-
-    iterations: int = 5000  # passes over all latents of a unit; one Adam step each
-    lr: float = 0.001  # Adam lr on z (the paper's ablation: 0.001 is best)
-    lr_pixel: float = 1.0  # parametrization "pixel": SGD lr on images, momentum 0.5, as DM optimizes its images
-    batch_real: int = 500  # real images of the class per L_con term (the released runs)
-    batch_syn: int = 500  # latents per forward pass; a unit is covered in ceil(n / batch_syn) batches
-    lam: float = 0.0  # weight of the paired regularizer R (paper searched 1e-4..1e-1; released run: 0)
-    dsa_strategy: str = DEFAULT_STRATEGY
-    random_width: int = 128  # channels of the random ConvNet-3 embedding nets (2048-d feature at 32x32)
-    pool_prob: float = 1.0  # chance a draw comes from the pre-trained pool (paper: pool beats random by ~1.5 pt)
-    parametrization: str = "latent"  # "latent" (IT-GAN) or "pixel" (DM baseline: images optimized, no G)
-    pixel_init: str = "real"  # "pixel" only: start from the paired real images or from N(0, 1) noise
-    eval_nets: int = 2  # fixed random nets that measure L_con (no augmentation) before/after; 0 = skip
-    curve_points: int = 100  # the loss curve kept in stats is averaged down to this many points
-    loss: str = "dm"  # the matching loss, a name in MATCHING_LOSSES ("dm": distribution matching, the paper's)
-
-    def check(self) -> None:
-        """Raise ConfigError on values the stage cannot run with."""
-        if self.loss not in MATCHING_LOSSES:
-            raise ConfigError(f"condense.loss must be one of {sorted(MATCHING_LOSSES)}, got {self.loss!r}")
-        if self.parametrization not in PARAMETRIZATIONS:
-            raise ConfigError(f"condense.parametrization must be one of {PARAMETRIZATIONS}, got {self.parametrization!r}")
-        if self.pixel_init not in PIXEL_INITS:
-            raise ConfigError(f"condense.pixel_init must be one of {PIXEL_INITS}, got {self.pixel_init!r}")
-        for name in ("batch_real", "batch_syn", "random_width", "curve_points"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"condense.{name} must be >= 1, got {getattr(self, name)}")
-        if self.iterations < 0 or self.eval_nets < 0:
-            raise ConfigError("condense.iterations and condense.eval_nets must be >= 0")
-        if not 0.0 <= self.lam <= 1.0 or not 0.0 <= self.pool_prob <= 1.0:
-            raise ConfigError(f"condense.lam and condense.pool_prob must lie in [0, 1], got {self.lam}, {self.pool_prob}")
 
 
 # --- work units and seeds --------------------------------------------------------------------------------
@@ -123,64 +94,6 @@ def work_units(labels: torch.Tensor, subset_size: int) -> list[Unit]:
     return units
 
 
-# --- losses ----------------------------------------------------------------------------------------------
-def dm_loss(feat_real: torch.Tensor, feat_syn: torch.Tensor) -> torch.Tensor:
-    """Distribution matching: squared distance of the mean embeddings, (B1, F) and (B2, F) -> scalar."""
-    return (feat_real.float().mean(0) - feat_syn.float().mean(0)).square().sum()
-
-
-@dataclass
-class Match:
-    """What a matching loss returns: the loss, and the synthetic embeddings (B, F) the paired regularizer
-    compares with the paired real images (None if the loss has no embedding; then ``lam`` must be 0)."""
-
-    loss: torch.Tensor
-    syn_features: torch.Tensor | None
-
-
-# A matching loss: (net, real (B1, C, H, W), synthetic (B2, C, H, W), class) -> Match. Both batches arrive
-# normalized and augmented with the same DSA transform, inside the compute's autocast. A new condensation
-# objective (e.g. gradient matching, which would backpropagate a classification loss through ``net``) is one
-# function and one entry here; CondenseConfig.loss picks it.
-MatchingLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], Match]
-
-
-def distribution_matching(net: nn.Module, real: torch.Tensor, syn: torch.Tensor, label: int) -> Match:
-    """DM (Zhao & Bilen 2023), the loss IT-GAN condenses with: match the mean embeddings of real and synthetic."""
-    with torch.no_grad():
-        feat_real = net.embed(real)  # (B1, F)
-    feat_syn = net.embed(syn)  # (B2, F)
-    return Match(dm_loss(feat_real, feat_syn), feat_syn)
-
-
-MATCHING_LOSSES: dict[str, MatchingLoss] = {"dm": distribution_matching}
-
-
-def paired_loss(feat_pair: torch.Tensor, feat_syn: torch.Tensor) -> torch.Tensor:
-    """The regularizer R: mean over pairs of the squared distance, (B, F) and (B, F) -> scalar."""
-    return (feat_pair.float() - feat_syn.float()).square().sum(1).mean()
-
-
-def matching_loss(
-    decode: Callable[[slice], torch.Tensor],
-    n: int,
-    real: torch.Tensor,
-    nets: Sequence[nn.Module],
-    batch: int,
-) -> float:
-    """Mean over ``nets`` of the DM loss between ``real`` (normalized, (m, C, H, W)) and all n decoded images.
-
-    ``decode(slice)`` returns normalized synthetic images for that slice; decoding runs in batches.
-    """
-    total = 0.0
-    with torch.no_grad():
-        for net in nets:
-            fr = torch.cat([net.embed(x).float() for x in real.split(batch)]).mean(0)
-            fs = torch.cat([net.embed(decode(slice(lo, lo + batch))).float() for lo in range(0, n, batch)]).mean(0)
-            total += float((fr - fs).square().sum())
-    return total / len(nets)
-
-
 def _curve(values: list[float], points: int) -> tuple[list[float], list[int]]:
     """Average ``values`` into at most ``points`` bins; returns (means, first iteration of each bin)."""
     if not values:
@@ -194,6 +107,59 @@ def _curve(values: list[float], points: int) -> tuple[list[float], list[int]]:
 
 
 # --- the stage -------------------------------------------------------------------------------------------
+@dataclass
+class _Streams:
+    """Independent random streams of one unit, all drawn from its seed."""
+
+    nets: torch.Generator  # the embedding net of each iteration
+    aug: torch.Generator  # DSA parameters, shared by the real and the synthetic batch
+    real: torch.Generator  # the real batches
+    eval: torch.Generator  # the fixed evaluation nets and their real batch
+    init: torch.Generator  # the noise init of pixel parametrization
+
+    @classmethod
+    def from_seed(cls, seed: int) -> _Streams:
+        root = torch.Generator().manual_seed(int(seed))
+        return cls(*(torch.Generator().manual_seed(int(torch.randint(0, 2**62, (), generator=root))) for _ in range(5)))
+
+
+@dataclass
+class _Synthetic:
+    """What condensation optimizes (latents (n, D) or normalized images (n, C, H, W)) and how it becomes images."""
+
+    init: torch.Tensor
+    param: torch.Tensor  # the leaf the optimizer updates
+    decode: Callable[[slice], torch.Tensor]  # rows of param -> normalized images (B, C, H, W)
+    optimizer: torch.optim.Optimizer
+
+
+def _synthetic(
+    generator: nn.Module | None, latents_init: torch.Tensor | None, pair_images: torch.Tensor, label: int,
+    cfg: CondenseConfig, norm: Normalizer, init_gen: torch.Generator, compute: Compute, device: torch.device,
+) -> _Synthetic:
+    """Latents under G (Adam, the paper), or pixels (DM's SGD with momentum 0.5; Adam at DM's lr 1.0 wrecks them)."""
+    if cfg.parametrization == "pixel":
+        if cfg.pixel_init == "real":
+            init = norm.real(pair_images)
+        else:
+            init = torch.randn(pair_images.shape, generator=init_gen).to(device)
+        param = init.clone().requires_grad_(True)  # (n, C, H, W), normalized space
+
+        def decode(sl: slice) -> torch.Tensor:
+            return param[sl]
+
+        return _Synthetic(init, param, decode, torch.optim.SGD([param], lr=cfg.lr_pixel, momentum=0.5))
+    init = latents_init.detach().float()
+    param = init.clone().to(device).requires_grad_(True)  # (n, D)
+    y_all = torch.full((init.shape[0],), int(label), dtype=torch.long, device=device)
+
+    def decode(sl: slice) -> torch.Tensor:
+        with compute.autocast():
+            return norm.generated(generator(param[sl], y_all[sl]))
+
+    return _Synthetic(init, param, decode, torch.optim.Adam([param], lr=cfg.lr))
+
+
 def condense(
     generator: nn.Module | None,
     latents_init: torch.Tensor | None,
@@ -219,95 +185,30 @@ def condense(
     cfg.check()
     device = torch.device(device)
     compute = compute or Compute(device)
-    match_fn = MATCHING_LOSSES[cfg.loss]
-    pixel = cfg.parametrization == "pixel"
     n = pair_images_uint8.shape[0]
-    if not pixel:
-        if generator is None or latents_init is None:
-            raise ValueError("parametrization 'latent' needs a generator and latents_init")
-        if latents_init.shape[0] != n:
-            raise ValueError(f"{latents_init.shape[0]} latents but {n} paired images; they pair 1:1")
-    if class_images_uint8.shape[0] == 0:
-        raise ValueError(f"class {label}: no real images to match")
-
-    # Independent streams for nets, augmentation and real batches, all from this unit's seed.
-    root = torch.Generator().manual_seed(int(seed))
-    net_gen, aug_seed, real_gen, eval_gen, init_gen = (
-        torch.Generator().manual_seed(int(torch.randint(0, 2**62, (), generator=root))) for _ in range(5)
-    )
-    aug = SiameseAugment(cfg.dsa_strategy, aug_seed, image_size=tuple(pair_images_uint8.shape[-2:]))
-    norm = Normalizer(mean, std, device)
+    _check_inputs(generator, latents_init, n, class_images_uint8, label, cfg)
+    streams = _Streams.from_seed(seed)
+    aug = SiameseAugment(cfg.dsa_strategy, streams.aug, image_size=tuple(pair_images_uint8.shape[-2:]))
+    norm = Normalizer(mean, std, device, None if generator is None else generator_contract(generator).output_range)
     class_images = class_images_uint8.to(device)  # uint8 on the device; normalized per batch
     pair_images = pair_images_uint8.to(device)
-    m = class_images.shape[0]
-    y_all = torch.full((n,), int(label), dtype=torch.long, device=device)
-
-    if pixel:
-        if cfg.pixel_init == "real":
-            init = norm.real(pair_images)
-        else:
-            init = torch.randn(pair_images.shape, generator=init_gen).to(device)
-        param = init.clone().requires_grad_(True)  # (n, C, H, W), normalized space
-        lr = cfg.lr_pixel
-
-        def decode(sl: slice) -> torch.Tensor:
-            return param[sl]
-    else:
-        init = latents_init.detach().float()
-        param = init.clone().to(device).requires_grad_(True)  # (n, D)
-        lr = cfg.lr
-
-        def decode(sl: slice) -> torch.Tensor:
-            with compute.autocast():
-                return norm.generated(generator(param[sl], y_all[sl]))
-
+    syn = _synthetic(generator, latents_init, pair_images, label, cfg, norm, streams.init, compute, device)
     eval_nets = [
-        freeze(random_convnet(cfg.random_width, sampler.num_classes, eval_gen, device, sampler.channels, sampler.image_size))
+        freeze(random_convnet(cfg.random_width, sampler.num_classes, streams.eval, device, sampler.channels,
+                              sampler.image_size))
         for _ in range(cfg.eval_nets)
     ]
-    eval_idx = torch.randperm(m, generator=eval_gen)[: cfg.batch_real].to(device)
+    eval_idx = torch.randperm(class_images.shape[0], generator=streams.eval)[: cfg.batch_real].to(device)
     eval_real = norm.real(class_images[eval_idx]) if eval_nets else None
 
-    batches = [slice(lo, min(lo + cfg.batch_syn, n)) for lo in range(0, n, cfg.batch_syn)]  # last batch included
-    # Latents: Adam (the paper). Pixels: DM's SGD with momentum 0.5; Adam at DM's lr 1.0 wrecks the images.
-    opt = torch.optim.SGD([param], lr=lr, momentum=0.5) if pixel else torch.optim.Adam([param], lr=lr)
-    curve: list = []  # per-iteration mean L_con, as 0-d tensors until the loop ends
     start = time.perf_counter()
-    bar = progress_bar(None, progress, total=cfg.iterations, desc=f"condense class {label}", unit="it", leave=False)
     with frozen_params(generator):
-        eval_before = matching_loss(decode, n, eval_real, eval_nets, cfg.batch_syn) if eval_nets else None
-        for _ in range(cfg.iterations):
-            net = compute.prepare(sampler.draw(net_gen))
-            opt.zero_grad(set_to_none=True)
-            con_sum = torch.zeros((), dtype=torch.float64, device=device)  # no host sync per batch
-            for sl in batches:
-                params: DSAParams = aug.next()
-                real_idx = torch.randperm(m, generator=real_gen)[: cfg.batch_real].to(device)
-                with torch.no_grad(), compute.autocast():
-                    real = apply_dsa(norm.real(class_images[real_idx]), params)  # (b_real, C, H, W)
-                syn = decode(sl)  # (b, C, H, W) normalized
-                with compute.autocast():
-                    match = match_fn(net, real, apply_dsa(syn, params), label)
-                l_con = match.loss
-                loss = (1.0 - cfg.lam) * l_con
-                if cfg.lam > 0:
-                    with torch.no_grad(), compute.autocast():
-                        feat_pair = net.embed(apply_dsa(norm.real(pair_images[sl]), params))
-                    if match.syn_features is None:
-                        raise ConfigError(f"condense.lam > 0 needs the synthetic embeddings, which the matching loss "
-                                          f"{cfg.loss!r} does not return; set condense.lam=0")
-                    loss = loss + cfg.lam * paired_loss(feat_pair, match.syn_features)
-                loss.backward()
-                con_sum += l_con.detach().double()
-            opt.step()
-            curve.append(con_sum / len(batches))  # tensors: read back once, after the loop
-            bar.update(1)
-        eval_after = matching_loss(decode, n, eval_real, eval_nets, cfg.batch_syn) if eval_nets else None
-    bar.close()
-    curve = torch.stack(curve).tolist() if curve else []
-
-    result = param.detach().float().cpu()
-    moved = (result.flatten(1) != init.detach().cpu().flatten(1)).any(1)
+        eval_before = matching_loss(syn.decode, n, eval_real, eval_nets, cfg.batch_syn) if eval_nets else None
+        curve = _optimize(syn, n, class_images, pair_images, label, sampler, aug, streams, norm, cfg, compute,
+                          device, progress)
+        eval_after = matching_loss(syn.decode, n, eval_real, eval_nets, cfg.batch_syn) if eval_nets else None
+    result = syn.param.detach().float().cpu()
+    moved = (result.flatten(1) != syn.init.detach().cpu().flatten(1)).any(1)
     points, starts = _curve(curve, cfg.curve_points)
     k = max(1, len(curve) // 10)
     stats: dict[str, Any] = {
@@ -324,3 +225,59 @@ def condense(
         "seconds": time.perf_counter() - start,
     }
     return result, stats
+
+
+def _check_inputs(
+    generator: nn.Module | None, latents_init: torch.Tensor | None, n: int, class_images: torch.Tensor, label: int,
+    cfg: CondenseConfig,
+) -> None:
+    if cfg.parametrization != "pixel":
+        if generator is None or latents_init is None:
+            raise ValueError("parametrization 'latent' needs a generator and latents_init")
+        if latents_init.shape[0] != n:
+            raise ValueError(f"{latents_init.shape[0]} latents but {n} paired images; they pair 1:1")
+    if class_images.shape[0] == 0:
+        raise ValueError(f"class {label}: no real images to match")
+
+
+def _optimize(
+    syn: _Synthetic, n: int, class_images: torch.Tensor, pair_images: torch.Tensor, label: int,
+    sampler: EmbeddingSampler, aug: SiameseAugment, streams: _Streams, norm: Normalizer, cfg: CondenseConfig,
+    compute: Compute, device: torch.device, progress: bool,
+) -> list[float]:
+    """Algorithm 1's loop: per iteration one embedding net, per batch one shared DSA transform, gradients of every
+    batch (the last, partial one included) accumulated into one optimizer step. Returns the mean L_con per
+    iteration."""
+    match_fn = MATCHING_LOSSES[cfg.loss]
+    m = class_images.shape[0]
+    batches = [slice(lo, min(lo + cfg.batch_syn, n)) for lo in range(0, n, cfg.batch_syn)]  # last batch included
+    curve: list[torch.Tensor] = []  # per-iteration mean L_con, as 0-d tensors until the loop ends
+    bar = progress_bar(None, progress, total=cfg.iterations, desc=f"condense class {label}", unit="it", leave=False)
+    for _ in range(cfg.iterations):
+        net = compute.prepare(sampler.draw(streams.nets))
+        syn.optimizer.zero_grad(set_to_none=True)
+        con_sum = torch.zeros((), dtype=torch.float64, device=device)  # no host sync per batch
+        for sl in batches:
+            params: DSAParams = aug.next()
+            real_idx = torch.randperm(m, generator=streams.real)[: cfg.batch_real].to(device)
+            with torch.no_grad(), compute.autocast():
+                real = apply_dsa(norm.real(class_images[real_idx]), params)  # (b_real, C, H, W)
+            images = syn.decode(sl)  # (b, C, H, W) normalized
+            with compute.autocast():
+                match = match_fn(net, real, apply_dsa(images, params), label)
+            l_con = match.loss
+            loss = (1.0 - cfg.lam) * l_con
+            if cfg.lam > 0:
+                with torch.no_grad(), compute.autocast():
+                    feat_pair = net.embed(apply_dsa(norm.real(pair_images[sl]), params))
+                if match.syn_features is None:
+                    raise ConfigError(f"condense.lam > 0 needs the synthetic embeddings, which the matching loss "
+                                      f"{cfg.loss!r} does not return; set condense.lam=0")
+                loss = loss + cfg.lam * paired_loss(feat_pair, match.syn_features)
+            loss.backward()
+            con_sum += l_con.detach().double()
+        syn.optimizer.step()
+        curve.append(con_sum / len(batches))  # tensors: read back once, after the loop
+        bar.update(1)
+    bar.close()
+    return torch.stack(curve).tolist() if curve else []

@@ -1,53 +1,247 @@
-"""The encode configuration: one dataclass per stage, presets as JSON files, ``section.field=value`` overrides.
+"""The encode configuration: one dataclass per stage and :class:`EncodeConfig` over them, without torch.
 
-    cfg = load_preset("smoke")
-    cfg = apply_overrides(cfg, ["condense.lr=0.01", "gan.width=32", "ipc=10"])
+    cfg = EncodeConfig(ipc=10, gan=GANConfig(width=32))
     json.dumps(asdict(cfg))                       # written into the work dir and the .lds provenance
 
-Presets live in ``latentds/presets/<name>.json``: an optional ``description`` and any subset of the fields
-below (sections as nested objects); fields left out keep their dataclass default (the paper's values).
+Reading a config imports no torch and no training code: the stages (:mod:`latentds.encoding.gan`, ...) import
+their section from here. Presets, config files and ``section.field=value`` overrides are layered onto these
+dataclasses by :mod:`latentds.encoding.presets`. Each section checks its own values on creation (or in
+``check``); field comments give the reason for non-obvious defaults, which are the paper's unless said.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import types
-import typing
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Union
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
 
-from latentds.encoding.classifier import ClassifierConfig
-from latentds.encoding.condense import CondenseConfig
-from latentds.encoding.gan import GANConfig
-from latentds.encoding.invert import InvertConfig
-from latentds.encoding.pool import PoolConfig
-from latentds.encoding.presets import (
-    ENCODE_PRECISIONS,
-    LATENT_DTYPES,
-    PRESET_DIR,
-    default_preset,
-    list_presets,
-)
 from latentds.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_POLICY",
+    "ENCODE_PRECISIONS",
     "LATENT_DTYPES",
-    "PRESET_DIR",
+    "POLICY_OPS",
+    "ClassifierConfig",
+    "CondenseConfig",
     "EncodeConfig",
-    "apply_overrides",
-    "asdict",
-    "build_config",
-    "config_from_dict",
-    "default_preset",
-    "list_presets",
-    "load_preset",
-    "read_config_file",
+    "GANConfig",
+    "InvertConfig",
+    "PoolConfig",
+    "config_diff",
+    "describe_diff",
+    "parse_policy",
 ]
 
+LATENT_DTYPES = ("float32", "float16", "bfloat16")
+ENCODE_PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_POLICY = "translation,cutout"  # DiffAugment-BigGAN-CIFAR's
+POLICY_OPS = ("color", "translation", "cutout")  # the DiffAugment ops, in the order they are applied
+DSA_STRATEGY = "color_crop_cutout_flip_scale_rotate"  # = latentds.augment.DEFAULT_STRATEGY (a test checks)
+PARAMETRIZATIONS = ("latent", "pixel")
+PIXEL_INITS = ("real", "noise")
+DEFAULT_LOSS = "dm"  # always in condense's MATCHING_LOSSES; other names are looked up there
+
+
+# --- checks shared by the sections and by resume ------------------------------------------------------------
+def check_int(cfg: Any, name: str, minimum: int) -> None:
+    """Raise ConfigError unless ``cfg.name`` is an int (not a bool) >= minimum."""
+    value = getattr(cfg, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{type(cfg).__name__}.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def from_dict(cls: Any, d: dict[str, Any], what: str) -> Any:
+    """Build dataclass ``cls`` from ``d``; unknown fields raise ConfigError naming the valid ones."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{what}: unknown field(s) {unknown}; valid fields: {', '.join(sorted(names))}")
+    return cls(**d)
+
+
+def config_diff(saved: dict[str, Any], current: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
+    """Names of the fields whose values differ between two config dicts (JSON-normalized), minus ``ignore``."""
+    a, b = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    return sorted(k for k in set(a) | set(b) if k not in ignore and a.get(k, "<missing>") != b.get(k, "<missing>"))
+
+
+def describe_diff(saved: dict[str, Any], current: dict[str, Any], names: list[str], sep: str = ", ") -> str:
+    """`name: old -> new` for each differing field, for error messages."""
+    return sep.join(f"{n}: {saved.get(n, '<missing>')!r} -> {current.get(n, '<missing>')!r}" for n in names)
+
+
+def parse_policy(policy: str) -> tuple[str, ...]:
+    """Validate a comma-separated DiffAugment policy; returns its ops in application order. ``""``/``"none"`` -> ``()``."""
+    if policy.strip().lower() in ("", "none"):
+        return ()
+    tokens = [t.strip() for t in policy.split(",")]
+    bad = [t for t in tokens if t not in POLICY_OPS]
+    if bad:
+        raise ConfigError(
+            f"unknown DiffAugment op(s) {bad} in policy {policy!r}; valid ops are {', '.join(POLICY_OPS)} "
+            f"joined by ',' (e.g. {DEFAULT_POLICY!r}), or 'none'"
+        )
+    return tuple(op for op in POLICY_OPS if op in tokens)
+
+
+# --- the stages ---------------------------------------------------------------------------------------------
+@dataclass
+class GANConfig:
+    """How the generator is trained; the defaults are the DiffAugment-BigGAN-CIFAR recipe of the paper."""
+
+    arch: str = "biggan"  # any registered generator; it gets the data's channels and image_size (input_args)
+    width: int = 64  # G_ch: 64 -> 256 channels, 4.3 M parameters
+    disc_arch: str = "biggan_disc"
+    disc_width: int = 64  # D_ch: 64 -> 256 channels, 4.2 M parameters
+    iterations: int = 250_000  # G steps (about a day on 2 GPUs in the reference runs)
+    batch_size: int = 50  # per D step and per G step
+    d_steps: int = 4  # D steps per G step, each on fresh reals and fresh fakes
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.0, 0.999)  # Adam; beta1 = 0 as in BigGAN
+    ema_decay: float = 0.9999  # EMA of G's parameters: the generator that is kept
+    ema_start: int = 1000  # before this iteration the EMA copy just tracks G
+    diffaug: str = DEFAULT_POLICY  # DiffAugment policy on every D input (reals and fakes)
+    flip: bool = True  # random horizontal flips of the real images
+    checkpoint_every: int = 1000  # iterations between resumable checkpoints (and always at the end)
+    sample_every: int = 0  # >0: write samples/iter_XXXXXXX.png from the EMA generator this often
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]  # JSON gives a list
+        for name in ("iterations", "batch_size", "d_steps", "checkpoint_every"):
+            check_int(self, name, 1)
+        for name in ("ema_start", "sample_every", "width", "disc_width"):
+            check_int(self, name, 0 if name in ("ema_start", "sample_every") else 1)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"GANConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        if not 0.0 <= self.ema_decay <= 1.0:
+            raise ConfigError(f"GANConfig.ema_decay must be in [0, 1], got {self.ema_decay!r}")
+        for name in ("lr_g", "lr_d"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"GANConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        parse_policy(self.diffaug)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GANConfig:
+        """Build from a dict (e.g. parsed JSON), rejecting unknown fields."""
+        return from_dict(cls, d, "GAN config")
+
+
+@dataclass
+class ClassifierConfig:
+    """How the real-data classifier is trained (defaults: the paper's ConvNet pre-training)."""
+
+    arch: str = "convnet3"
+    width: int | None = 128  # None: the architecture's own default (for models without a width argument)
+    epochs: int = 200
+    batch_size: int = 256
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_decay_epoch: int | None = None  # lr x0.1 from this epoch on; None: epochs // 2 (0.01, then 0.001 from 100)
+    dsa: bool = True  # DSA augmentation, one op per batch, as when evaluating condensed sets
+    snapshot_every: int = 0  # >0: also save the model every this many epochs (embedding-network pool)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            check_int(self, name, 1)
+        check_int(self, "snapshot_every", 0)
+        if self.lr_decay_epoch is not None:
+            check_int(self, "lr_decay_epoch", 0)
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"ClassifierConfig.{name} must be a number >= 0, got {value!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
+        """Build from a dict (e.g. parsed JSON), rejecting unknown fields."""
+        return from_dict(cls, d, "classifier config")
+
+    @property
+    def decay_epoch(self) -> int:
+        return self.epochs // 2 if self.lr_decay_epoch is None else self.lr_decay_epoch
+
+
+@dataclass
+class PoolConfig:
+    """How the embedding pool is built beyond the main classifier's snapshots (default: nothing more)."""
+
+    runs: int = 0  # independent classifier runs (own seed, own data subset) whose snapshots join the pool
+    epochs: int = 5  # epochs of each pool run
+    snapshot_every: int = 1  # a pool member every this many epochs of a run
+    subset: int = 10000  # training images per pool run (0: every image not held out)
+    val_size: int = 2000  # training images held out of every pool run; candidates' accuracy is measured on them
+    min_acc: float = 0.0  # drop candidates whose held-out accuracy is below this (0..1)
+    include_main: bool = True  # the main classifier's snapshots join the pool too
+
+    def __post_init__(self) -> None:
+        check_int(self, "runs", 0)
+        check_int(self, "epochs", 1)
+        check_int(self, "snapshot_every", 1)
+        check_int(self, "subset", 0)
+        check_int(self, "val_size", 0)
+        if isinstance(self.min_acc, bool) or not isinstance(self.min_acc, (int, float)) or not 0 <= self.min_acc <= 1:
+            raise ConfigError(f"PoolConfig.min_acc must be a number in [0, 1], got {self.min_acc!r}")
+        if not isinstance(self.include_main, bool):
+            raise ConfigError(f"PoolConfig.include_main must be true or false, got {self.include_main!r}")
+
+
+@dataclass
+class InvertConfig:
+    """Hyperparameters of the inversion stage (defaults: the paper's)."""
+
+    iterations: int = 5000  # Adam steps per unit of latents
+    lr: float = 0.1  # large on purpose: z starts at N(0, I) and must travel far
+    batch_size: int = 50  # latents per work unit, all of one class (the reference's batch)
+    lambda_pixel: float = 1.0  # weight of the pixel MSE next to the feature MSE
+    units_per_pass: int = 0  # units sharing a forward pass; 0: 1 on a CPU, ~2,000 latents' worth on a GPU
+
+
+@dataclass
+class CondenseConfig:
+    """Hyperparameters of the condensation stage (defaults: the paper's released CIFAR-10 run)."""
+
+    iterations: int = 5000  # passes over all latents of a unit; one Adam step each
+    lr: float = 0.001  # Adam lr on z (the paper's ablation: 0.001 is best)
+    lr_pixel: float = 1.0  # parametrization "pixel": SGD lr on images, momentum 0.5, as DM optimizes its images
+    batch_real: int = 500  # real images of the class per L_con term (the released runs)
+    batch_syn: int = 500  # latents per forward pass; a unit is covered in ceil(n / batch_syn) batches
+    lam: float = 0.0  # weight of the paired regularizer R (paper searched 1e-4..1e-1; released run: 0)
+    dsa_strategy: str = DSA_STRATEGY
+    random_width: int = 128  # channels of the random ConvNet-3 embedding nets (2048-d feature at 32x32)
+    pool_prob: float = 1.0  # chance a draw comes from the pre-trained pool (paper: pool beats random by ~1.5 pt)
+    parametrization: str = "latent"  # "latent" (IT-GAN) or "pixel" (DM baseline: images optimized, no G)
+    pixel_init: str = "real"  # "pixel" only: start from the paired real images or from N(0, 1) noise
+    eval_nets: int = 2  # fixed random nets that measure L_con (no augmentation) before/after; 0 = skip
+    curve_points: int = 100  # the loss curve kept in stats is averaged down to this many points
+    loss: str = DEFAULT_LOSS  # the matching loss, a name in condense's MATCHING_LOSSES ("dm": the paper's)
+
+    def check(self) -> None:
+        """Raise ConfigError on values the stage cannot run with."""
+        if self.loss != DEFAULT_LOSS:  # only another name needs the registry (which imports torch)
+            from latentds.encoding.losses import MATCHING_LOSSES
+
+            if self.loss not in MATCHING_LOSSES:
+                raise ConfigError(f"condense.loss must be one of {sorted(MATCHING_LOSSES)}, got {self.loss!r}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ConfigError(f"condense.parametrization must be one of {PARAMETRIZATIONS}, got {self.parametrization!r}")
+        if self.pixel_init not in PIXEL_INITS:
+            raise ConfigError(f"condense.pixel_init must be one of {PIXEL_INITS}, got {self.pixel_init!r}")
+        for name in ("batch_real", "batch_syn", "random_width", "curve_points"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"condense.{name} must be >= 1, got {getattr(self, name)}")
+        if self.iterations < 0 or self.eval_nets < 0:
+            raise ConfigError("condense.iterations and condense.eval_nets must be >= 0")
+        if not 0.0 <= self.lam <= 1.0 or not 0.0 <= self.pool_prob <= 1.0:
+            raise ConfigError(f"condense.lam and condense.pool_prob must lie in [0, 1], got {self.lam}, {self.pool_prob}")
+
+
+# --- the whole run ------------------------------------------------------------------------------------------
 SECTIONS = ("gan", "classifier", "pool", "invert", "condense")
 
 
@@ -91,233 +285,10 @@ class EncodeConfig:
         self.condense.check()
 
 
-_SECTION_TYPES: dict[str, type] = {
+SECTION_TYPES: dict[str, type] = {
     "gan": GANConfig,
     "classifier": ClassifierConfig,
     "pool": PoolConfig,
     "invert": InvertConfig,
     "condense": CondenseConfig,
 }
-
-
-# --- building from dicts, with type checks ---------------------------------------------------------------
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def _describe_fields() -> str:
-    top = [n for n in _field_names(EncodeConfig) if n not in SECTIONS]
-    parts = [", ".join(top)]
-    for name, cls in _SECTION_TYPES.items():
-        parts.append(f"{name}.{{{', '.join(_field_names(cls))}}}")
-    return "; ".join(parts)
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against a type hint (int, float, bool, str, X | None, tuple[float, ...]); return it."""
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{where}: expected {_hint_name(hint)}, got {value!r}")
-    if origin is tuple:
-        args = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list like [0.0, 0.999], got {value!r}")
-        if args and args[-1] is not Ellipsis and len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        item_types = [args[0]] * len(value) if args and args[-1] is Ellipsis else list(args) or [Any] * len(value)
-        return tuple(_coerce(v, t, where) for v, t in zip(value, item_types))
-    if hint is Any:
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    return value  # an unannotated shape: the section's own checks apply
-
-
-def _hint_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
-
-
-def _section_from_dict(name: str, data: Any, base: Any) -> Any:
-    cls = _SECTION_TYPES[name]
-    if not isinstance(data, dict):
-        raise ConfigError(f"config section {name!r} must be an object of fields, got {data!r}")
-    names = _field_names(cls)
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ConfigError(f"unknown field(s) {', '.join(f'{name}.{u}' for u in unknown)}; valid {name} fields: {', '.join(names)}")
-    hints = _hints(cls)
-    values = asdict(base)
-    for key, value in data.items():
-        values[key] = _coerce(value, hints[key], f"{name}.{key}")
-    try:
-        return cls(**values)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config section {name!r}: {exc}") from exc
-
-
-def config_from_dict(data: dict[str, Any], base: EncodeConfig | None = None) -> EncodeConfig:
-    """An EncodeConfig from a (possibly partial) nested dict on top of ``base`` (default: the paper's)."""
-    base = base or EncodeConfig()
-    if not isinstance(data, dict):
-        raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
-    valid = _field_names(EncodeConfig)
-    unknown = sorted(set(data) - set(valid) - {"description"})
-    if unknown:
-        raise ConfigError(f"unknown config field(s) {unknown}; valid fields: {_describe_fields()}")
-    hints = _hints(EncodeConfig)
-    kwargs: dict[str, Any] = {}
-    for name in valid:
-        if name in SECTIONS:
-            kwargs[name] = _section_from_dict(name, data.get(name, {}), getattr(base, name))
-        elif name in data:
-            kwargs[name] = _coerce(data[name], hints[name], name)
-        else:
-            kwargs[name] = getattr(base, name)
-    cfg = EncodeConfig(**kwargs)
-    cfg.check()
-    return cfg
-
-
-# --- presets and overrides -------------------------------------------------------------------------------
-def load_preset(name: str) -> EncodeConfig:
-    """The preset ``name`` (``latentds/presets/<name>.json``) on top of the paper's defaults."""
-    path = PRESET_DIR / f"{name}.json"
-    if not isinstance(name, str) or not name or "/" in name or not path.is_file():  # a config file's "preset": 5
-        raise ConfigError(f"unknown preset {name!r}; available presets: {', '.join(list_presets())}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
-    return config_from_dict(data)
-
-
-def _parse_value(text: str) -> Any:
-    """JSON if it parses (numbers, true/false, null, lists), else the raw string; 'none' means null."""
-    if text.strip().lower() in ("none", "null"):
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def apply_overrides(cfg: EncodeConfig, overrides: list[str] | tuple[str, ...]) -> EncodeConfig:
-    """A new config with ``key=value`` overrides applied (``ipc=10``, ``condense.lr=0.01``, ``gan.betas=[0,0.9]``).
-
-    Values parse as JSON where they can (so ``gan.diffaug=translation`` stays a string). Unknown keys or
-    values of the wrong type raise ConfigError naming the valid fields.
-    """
-    data = asdict(cfg)
-    hints = _hints(EncodeConfig)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not key=value (e.g. condense.lr=0.01)")
-        section, dot, name = key.partition(".")
-        value = _parse_value(text)
-        if dot:
-            if section not in SECTIONS:
-                raise ConfigError(f"unknown config section {section!r} in {item!r}; sections: {', '.join(SECTIONS)}")
-            cls = _SECTION_TYPES[section]
-            if name not in _field_names(cls):
-                raise ConfigError(
-                    f"unknown field {key!r} in {item!r}; valid {section} fields: {', '.join(_field_names(cls))}"
-                )
-            if _hints(cls)[name] is str and not isinstance(value, str):
-                value = text  # e.g. gan.arch=123 is still a name
-            data[section][name] = value
-        else:
-            if key in SECTIONS or key not in hints:
-                raise ConfigError(f"unknown config field {key!r} in {item!r}; valid fields: {_describe_fields()}")
-            if hints[key] is str and not isinstance(value, str):
-                value = text
-            data[key] = value
-    return config_from_dict(data)
-
-
-# --- one config from every place it can come from ----------------------------------------------------------
-def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A config file: JSON or TOML (by suffix), holding any subset of the fields and optionally ``preset``."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
-    try:
-        if path.suffix.lower() == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        else:
-            data = json.loads(text)
-    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError
-        raise ConfigError(f"{path}: not valid {'TOML' if path.suffix.lower() == '.toml' else 'JSON'} ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file holds an object of fields, found {type(data).__name__}")
-    return data
-
-
-def build_config(
-    preset: str | None = None,
-    config: str | os.PathLike | Mapping[str, Any] | None = None,
-    overrides: Sequence[str] | Mapping[str, Any] | None = None,
-    **fields: Any,
-) -> tuple[EncodeConfig, str]:
-    """The config a run uses and the preset it started from, each source on top of the one before:
-
-    the preset (default: ``config``'s ``"preset"``, else by device: "paper" on a GPU, "cpu" otherwise), then
-    ``config`` (a JSON/TOML file or a dict, nested by section), then ``overrides`` (``"gan.width=32"``
-    strings or a ``{"gan.width": 32}`` mapping), then ``fields`` (``ipc=10``, ``gan={"iterations": 100}``).
-    """
-    data = dict(read_config_file(config) if isinstance(config, (str, os.PathLike)) else (config or {}))
-    from_file = data.pop("preset", None)
-    items = list(overrides.items()) if isinstance(overrides, Mapping) else None
-    texts = [f"{k}={json.dumps(v)}" for k, v in items] if items is not None else list(overrides or [])
-    if preset is None:
-        preset = from_file
-    if preset is None:
-        from latentds.common import (
-            resolve_device,  # torch: only when no preset names the device's defaults
-        )
-
-        named = [t.partition("=")[2] for t in texts if t.partition("=")[0].strip() == "device"]
-        device = fields.get("device") or (_parse_value(named[-1]) if named else None) or data.get("device") or "auto"
-        preset = default_preset(str(resolve_device(device)))
-    cfg = config_from_dict(data, base=load_preset(preset)) if data else load_preset(preset)
-    for name, value in fields.items():
-        if name in SECTIONS and isinstance(value, Mapping):
-            texts += [f"{name}.{k}={json.dumps(v)}" for k, v in value.items()]
-        else:
-            texts.append(f"{name}={json.dumps(value)}")
-    return (apply_overrides(cfg, texts) if texts else cfg), preset

@@ -14,7 +14,10 @@ color        brightness ``+ U(-0.5, 0.5)``, saturation ``x U(0, 2)``, contrast `
 ===========  ==========================================================================================
 
 Random numbers come from an explicit ``torch.Generator``, either on the data's device or on the CPU (the
-parameters are then moved to the data's device); the global RNG is never used.
+parameters are then moved to the data's device); the global RNG is never used. Drawing and applying are
+separate steps (:func:`draw_params`, :func:`augment_with`; :func:`flip_with` for flips), so a training loop can
+draw a whole iteration's numbers on the CPU and move them to the GPU in one copy; :func:`diff_augment` and
+:func:`random_flip` do both at once.
 """
 
 from __future__ import annotations
@@ -23,43 +26,60 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from latentds.errors import ConfigError
+from latentds.encoding.config import DEFAULT_POLICY, POLICY_OPS, parse_policy
 
-__all__ = ["DEFAULT_POLICY", "POLICY_OPS", "diff_augment", "parse_policy", "random_flip"]
+__all__ = ["DEFAULT_POLICY", "POLICY_OPS", "augment_with", "diff_augment", "draw_params", "flip_with",
+           "parse_policy", "random_flip"]
 
-DEFAULT_POLICY = "translation,cutout"
 TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
-POLICY_OPS = ("color", "translation", "cutout")  # the order DiffAugment applies them in
-
-
-def parse_policy(policy: str) -> tuple[str, ...]:
-    """Validate a comma-separated policy; returns its ops in application order. ``""``/``"none"`` -> ``()``."""
-    if policy.strip().lower() in ("", "none"):
-        return ()
-    tokens = [t.strip() for t in policy.split(",")]
-    bad = [t for t in tokens if t not in POLICY_OPS]
-    if bad:
-        raise ConfigError(
-            f"unknown DiffAugment op(s) {bad} in policy {policy!r}; valid ops are {', '.join(POLICY_OPS)} "
-            f"joined by ',' (e.g. {DEFAULT_POLICY!r}), or 'none'"
-        )
-    return tuple(op for op in POLICY_OPS if op in tokens)
 
 
 def diff_augment(x: Tensor, policy: str, generator: torch.Generator) -> Tensor:
     """Augment each image of ``x`` (B, C, H, W) with its own random parameters; differentiable in ``x``."""
     _check(x, generator)
-    for op in parse_policy(policy):
-        x = _OPS[op](x, generator)
-    return x
+    b, _, h, w = x.shape
+    return augment_with(x, policy, draw_params(policy, b, h, w, generator))
 
 
 def random_flip(x: Tensor, generator: torch.Generator, p: float = 0.5) -> Tensor:
     """Flip each image of ``x`` (B, C, H, W) horizontally with probability ``p``, independently."""
     _check(x, generator)
-    flip = _rand((x.shape[0], 1, 1, 1), generator, x) < p
+    return flip_with(x, torch.rand((x.shape[0], 1, 1, 1), generator=generator, device=generator.device), p)
+
+
+def flip_with(x: Tensor, u: Tensor, p: float = 0.5) -> Tensor:
+    """Flip image i of ``x`` where ``u[i] < p``; ``u`` (B, 1, 1, 1) uniform numbers."""
+    flip = u.to(device=x.device, dtype=x.dtype) < p
     return torch.where(flip, x.flip(-1), x)
+
+
+def draw_params(policy: str, batch: int, height: int, width: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """The random numbers :func:`augment_with` needs for a (batch, C, height, width) input, drawn from ``generator``
+    on its device in the order the ops apply."""
+    g, dev = generator, generator.device
+    params: dict[str, Tensor] = {}
+    for op in parse_policy(policy):
+        if op == "color":  # brightness, saturation, contrast: U[0, 1) each, scaled when applied
+            for name in ("brightness", "saturation", "contrast"):
+                params[name] = torch.rand((batch, 1, 1, 1), generator=g, device=dev)
+        elif op == "translation":
+            sh, sw = int(height * TRANSLATION_RATIO + 0.5), int(width * TRANSLATION_RATIO + 0.5)
+            params["ty"] = torch.randint(-sh, sh + 1, (batch, 1, 1), generator=g, device=dev)
+            params["tx"] = torch.randint(-sw, sw + 1, (batch, 1, 1), generator=g, device=dev)
+        else:  # cutout: the square's centre, in [0, H] for an even side
+            ch, cw = int(height * CUTOUT_RATIO + 0.5), int(width * CUTOUT_RATIO + 0.5)
+            params["cy"] = torch.randint(0, height + (1 - ch % 2), (batch, 1, 1), generator=g, device=dev)
+            params["cx"] = torch.randint(0, width + (1 - cw % 2), (batch, 1, 1), generator=g, device=dev)
+    return params
+
+
+def augment_with(x: Tensor, policy: str, params: dict[str, Tensor]) -> Tensor:
+    """Apply ``policy`` to ``x`` (B, C, H, W) with numbers from :func:`draw_params` (moved to ``x``'s device here)."""
+    p = {name: t.to(x.device) for name, t in params.items()}
+    for op in parse_policy(policy):
+        x = _OPS[op](x, p)
+    return x
 
 
 def _check(x: Tensor, generator: torch.Generator) -> None:
@@ -69,45 +89,31 @@ def _check(x: Tensor, generator: torch.Generator) -> None:
         raise ValueError(f"generator on {generator.device} but data on {x.device}; use one on the data's device or the CPU")
 
 
-def _rand(shape: tuple[int, ...], g: torch.Generator, like: Tensor) -> Tensor:
-    return torch.rand(shape, generator=g, device=g.device).to(device=like.device, dtype=like.dtype)
-
-
-def _randint(low: int, high: int, shape: tuple[int, ...], g: torch.Generator, like: Tensor) -> Tensor:
-    """Integers in [low, high) on ``like``'s device."""
-    return torch.randint(low, high, shape, generator=g, device=g.device).to(like.device)
-
-
-def _color(x: Tensor, g: torch.Generator) -> Tensor:
-    b = x.shape[0]
-    x = x + (_rand((b, 1, 1, 1), g, x) - 0.5)
+def _color(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    x = x + (p["brightness"].to(x.dtype) - 0.5)
     m = x.mean(dim=1, keepdim=True)
-    x = (x - m) * (_rand((b, 1, 1, 1), g, x) * 2) + m
+    x = (x - m) * (p["saturation"].to(x.dtype) * 2) + m
     m = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - m) * (_rand((b, 1, 1, 1), g, x) + 0.5) + m
+    return (x - m) * (p["contrast"].to(x.dtype) + 0.5) + m
 
 
-def _translation(x: Tensor, g: torch.Generator) -> Tensor:
+def _translation(x: Tensor, p: dict[str, Tensor]) -> Tensor:
     b, _, h, w = x.shape
-    sh, sw = int(h * TRANSLATION_RATIO + 0.5), int(w * TRANSLATION_RATIO + 0.5)
-    ty = _randint(-sh, sh + 1, (b, 1, 1), g, x)
-    tx = _randint(-sw, sw + 1, (b, 1, 1), g, x)
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
     # Index a 1-px zero border: sources outside the image land on it.
-    src_y = (rows + ty + 1).clamp(0, h + 1)  # (B, H, 1)
-    src_x = (cols + tx + 1).clamp(0, w + 1)  # (B, 1, W)
+    src_y = (rows + p["ty"] + 1).clamp(0, h + 1)  # (B, H, 1)
+    src_x = (cols + p["tx"] + 1).clamp(0, w + 1)  # (B, 1, W)
     padded = F.pad(x, (1, 1, 1, 1))  # (B, C, H+2, W+2)
     batch = torch.arange(b, device=x.device).view(b, 1, 1)
     out = padded.permute(0, 2, 3, 1)[batch, src_y, src_x]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def _cutout(x: Tensor, g: torch.Generator) -> Tensor:
-    b, _, h, w = x.shape
+def _cutout(x: Tensor, p: dict[str, Tensor]) -> Tensor:
+    _, _, h, w = x.shape
     ch, cw = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
-    cy = _randint(0, h + (1 - ch % 2), (b, 1, 1), g, x)  # centre in [0, H] for an even side
-    cx = _randint(0, w + (1 - cw % 2), (b, 1, 1), g, x)
+    cy, cx = p["cy"], p["cx"]
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
     inside = (rows >= cy - ch // 2) & (rows < cy - ch // 2 + ch) & (cols >= cx - cw // 2) & (cols < cx - cw // 2 + cw)

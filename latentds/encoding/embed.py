@@ -14,7 +14,13 @@ import torch
 from torch import nn
 
 from latentds.common import freeze
-from latentds.models import ConvNet, create_model, input_args
+from latentds.models import (
+    ConvNet,
+    create_model,
+    input_args,
+    output_to_unit,
+    uint8_to_output,
+)
 
 __all__ = ["EmbeddingSampler", "Normalizer", "random_convnet"]
 
@@ -58,7 +64,6 @@ def random_convnet(
     with torch.no_grad():
         _reset_like_pytorch(net, generator)
     return net.to(device)
-
 
 
 class EmbeddingSampler:
@@ -105,12 +110,16 @@ class EmbeddingSampler:
 class Normalizer:
     """Maps real uint8 images and generator outputs into the embedding nets' input space.
 
-    Real: ``x / 255``; generated: ``G(z) * 0.5 + 0.5`` (generator range [-1, 1]); both then ``(x - mean) / std``.
+    Real: ``x / 255``; generated: ``G(z)`` from the generator's ``output_range`` to [0, 1]; both then
+    ``(x - mean) / std``. ``output_range`` is the generator's contract's (None: no generator, pixels only; the
+    (-1, 1) default is BigGAN's, kept for callers that predate the contract: pass the contract's).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu"):
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu",
+                 output_range: tuple[float, float] | None = (-1.0, 1.0)):
         self.mean = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self.output_range = None if output_range is None else tuple(float(v) for v in output_range)
 
     def real(self, images_uint8: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) uint8 -> normalized float32 on the normalizer's device."""
@@ -118,9 +127,14 @@ class Normalizer:
         return (x - self.mean) / self.std
 
     def generated(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) in [-1, 1] -> normalized (differentiable)."""
-        return (x.float() * 0.5 + 0.5 - self.mean) / self.std
+        """(B, C, H, W) in the generator's output range -> normalized (differentiable)."""
+        return (output_to_unit(x.float(), self._range()) - self.mean) / self.std
 
     def to_generator_range(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) uint8 -> float32 in [-1, 1], the generator's output range."""
-        return images_uint8.to(self.mean.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        """(B, C, H, W) uint8 -> float32 in the generator's output range (what inversion's pixel loss compares)."""
+        return uint8_to_output(images_uint8.to(self.mean.device, non_blocking=True), self._range())
+
+    def _range(self) -> tuple[float, float]:
+        if self.output_range is None:
+            raise ValueError("this Normalizer was made without a generator's output_range; pass contract.output_range")
+        return self.output_range

@@ -5,9 +5,11 @@
 The loop, per G iteration: ``d_steps`` discriminator steps, each on a fresh class-balanced real batch and
 fresh fakes, then one generator step; hinge loss; Adam (betas (0, 0.999)); DiffAugment
 ("translation,cutout", per sample) on every D input, random horizontal flips of the reals; spectral norm on
-G and D; an EMA copy of G (plain copy before ``ema_start``).
+G and D; an EMA copy of G (plain copy before ``ema_start``: :func:`get_ema_decay`). Every random number of an
+iteration is drawn on the CPU first (:func:`draw_iteration`, in the order the steps use them) and reaches the
+device in one copy per dtype, so a GPU never waits on dozens of small host-to-device copies.
 
-Files in ``work_dir``:
+Files in ``work_dir`` (:mod:`latentds.encoding.gan_state`):
 
 - ``gan_ckpt.safetensors``: G, D, EMA, both optimizers, iteration, RNG state; written every
   ``checkpoint_every`` iterations and at the end. A new call with the same config (``iterations`` may be
@@ -20,11 +22,12 @@ Files in ``work_dir``:
 
 from __future__ import annotations
 
-import json
+import logging
 import math
+import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentds.checkpoint import load_model, read_model_metadata, save_model
-from latentds.common import progress_bar
-from latentds.encoding.common import (
-    check_int,
-    config_diff,
-    describe_diff,
-    from_dict,
-    seeded_model,
-)
-from latentds.encoding.diffaug import diff_augment, parse_policy, random_flip
+from latentds.common import progress_bar, resolve_device
+from latentds.encoding.config import EncodeConfig, GANConfig
+from latentds.encoding.diffaug import augment_with, draw_params, flip_with
 from latentds.encoding.gan_samples import (
     gan_quality,
     generate,
@@ -49,159 +45,47 @@ from latentds.encoding.gan_samples import (
     sample_grid,
     standing_stats,
 )
-from latentds.encoding.state import (
-    CheckpointError,
-    TrainingInterrupted,
-    load_module_tensors,
-    load_state,
-    module_tensors,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    rng_state,
-    save_state,
-    set_rng_state,
+from latentds.encoding.gan_state import (
+    CKPT_FILE,
+    GENERATOR_FILE,
+    META_CONFIG,
+    META_STATS,
+    GANState,
+    final_generator,
+    finished_generator,
+    grid_columns,
+    save_generator,
 )
-from latentds.errors import ConfigError, LatentdsError, UnsupportedImageError
-from latentds.lds import image_spec
-from latentds.models import generator_contract, input_args, remove_spectral_norm
+from latentds.encoding.state import TrainingInterrupted
+from latentds.encoding.workdir import resolve_compute
+from latentds.errors import LatentdsError
+from latentds.format.staging import atomic_write
+from latentds.models import generator_contract, uint8_to_output
 from latentds.plan import Compute
-from latentds.sources import ImageSet
+from latentds.sources import ImageSet, load_source
 
 __all__ = [
+    "CKPT_FILE",
     "GENERATOR_FILE",
-    "GANConfig",
+    "META_CONFIG",
+    "META_STATS",
+    "GANRun",
     "TrainingDivergedError",
+    "draw_iteration",
     "gan_quality",
     "generate",
+    "get_ema_decay",
     "sample_grid",
     "standing_stats",
     "train_gan",
+    "train_gan_file",
 ]
 
-GENERATOR_FILE = "generator.safetensors"
-CKPT_FILE = "gan_ckpt.safetensors"
-META_CONFIG = "latentds.gan_config"
-META_DATA = "latentds.data_fingerprint"
-META_STATS = "latentds.gan_stats"
 LOG_EVERY = 500  # iterations between log lines and loss-history entries (fewer for short runs)
-# Fields that do not change the trajectory of a run: a checkpoint made with other values may be resumed.
-RESUME_IGNORED = ("iterations", "checkpoint_every", "sample_every")
 
 
 class TrainingDivergedError(LatentdsError):
     """A loss became NaN or infinite."""
-
-
-@dataclass
-class GANConfig:
-    """How the generator is trained; the defaults are the DiffAugment-BigGAN-CIFAR recipe of the paper."""
-
-    arch: str = "biggan"  # any registered generator; it gets the data's channels and image_size (input_args)
-    width: int = 64  # G_ch: 64 -> 256 channels, 4.3 M parameters
-    disc_arch: str = "biggan_disc"
-    disc_width: int = 64  # D_ch: 64 -> 256 channels, 4.2 M parameters
-    iterations: int = 250_000  # G steps (about a day on 2 GPUs in the reference runs)
-    batch_size: int = 50  # per D step and per G step
-    d_steps: int = 4  # D steps per G step, each on fresh reals and fresh fakes
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.0, 0.999)  # Adam; beta1 = 0 as in BigGAN
-    ema_decay: float = 0.9999  # EMA of G's parameters: the generator that is kept
-    ema_start: int = 1000  # before this iteration the EMA copy just tracks G
-    diffaug: str = "translation,cutout"  # DiffAugment policy on every D input (reals and fakes)
-    flip: bool = True  # random horizontal flips of the real images
-    checkpoint_every: int = 1000  # iterations between resumable checkpoints (and always at the end)
-    sample_every: int = 0  # >0: write samples/iter_XXXXXXX.png from the EMA generator this often
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]  # JSON gives a list
-        for name in ("iterations", "batch_size", "d_steps", "checkpoint_every"):
-            check_int(self, name, 1)
-        for name in ("ema_start", "sample_every", "width", "disc_width"):
-            check_int(self, name, 0 if name in ("ema_start", "sample_every") else 1)
-        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ConfigError(f"GANConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
-        if not 0.0 <= self.ema_decay <= 1.0:
-            raise ConfigError(f"GANConfig.ema_decay must be in [0, 1], got {self.ema_decay!r}")
-        for name in ("lr_g", "lr_d"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"GANConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        parse_policy(self.diffaug)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GANConfig:
-        """Build from a dict (e.g. parsed JSON), rejecting unknown fields."""
-        return from_dict(cls, d, "GAN config")
-
-
-# --- training -------------------------------------------------------------------------------------------
-class _RealSampler:
-    """Class-balanced batches: y ~ uniform over classes, then an image of class y uniformly at random."""
-
-    def __init__(self, data: ImageSet, device: torch.device):
-        order = torch.argsort(data.labels, stable=True)
-        counts = torch.bincount(data.labels, minlength=data.num_classes)
-        self.starts = torch.cumsum(counts, 0) - counts  # first position of each class in `order`
-        self.counts = counts
-        self.order = order
-        self.images = data.images[order].to(device)  # uint8, grouped by class
-        self.num_classes = data.num_classes
-        self.device = device
-
-    def sample(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        y = torch.randint(self.num_classes, (batch_size,), generator=g)
-        pos = self.starts[y] + (torch.rand(batch_size, generator=g, dtype=torch.float64) * self.counts[y]).long()
-        x = self.images[pos.to(self.device)].float() / 127.5 - 1.0  # uint8 -> [-1, 1]
-        return x, y.to(self.device)
-
-
-def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """Parameters: ema = decay * ema + (1 - decay) * model; buffers (BN statistics, SN vectors) copied.
-
-    Multi-tensor (foreach) kernels: a handful of launches per step instead of one or two per tensor.
-    ``mul_`` then ``add_`` (not ``lerp_``) keeps the arithmetic, and so the bits, of the per-tensor loop.
-    """
-    ema_params, params = list(ema.parameters()), list(model.parameters())
-    if decay == 0.0:
-        torch._foreach_copy_(ema_params, params)
-    else:
-        torch._foreach_mul_(ema_params, decay)
-        torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
-    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
-
-
-def _generator_args(cfg: GANConfig, num_classes: int, image_shape: tuple[int, int, int]) -> dict[str, Any]:
-    """The generator factory's arguments: the data's shape where the factory takes it, the config's width."""
-    return {**input_args(cfg.arch, image_shape), "width": cfg.width, "num_classes": num_classes}
-
-
-def _final_generator(ema: nn.Module, cfg: GANConfig, num_classes: int, image_shape: tuple[int, int, int]) -> nn.Module:
-    """The EMA generator with spectral norm folded into the weights, rebuilt with spectral_norm=False.
-
-    The stored SN vectors and BN statistics belong to the live G, not to the averaged weights, so
-    sigma is re-estimated by power iteration and BN statistics are recomputed ("standing stats").
-    """
-    args = _generator_args(cfg, num_classes, image_shape)
-    sn = seeded_model(0, cfg.arch, **args, spectral_norm=True)
-    sn.load_state_dict(ema.state_dict())
-    _converge_spectral_norm(sn)
-    remove_spectral_norm(sn.eval())  # eval: use the converged SN vectors, no further power iteration
-    plain = seeded_model(0, cfg.arch, **args, spectral_norm=False)
-    plain.load_state_dict(sn.state_dict())
-    standing_stats(plain, num_classes, seed=cfg.seed)
-    return plain.eval()
-
-
-@torch.no_grad()
-def _converge_spectral_norm(model: nn.Module, iterations: int = 30) -> None:
-    """Run power iterations on every spectral-norm parametrization (each weight access in train mode is one)."""
-    model.train()
-    parametrized = [m for m in model.modules() if hasattr(m, "parametrizations") and "weight" in m.parametrizations]
-    for _ in range(iterations):
-        for m in parametrized:
-            m.weight  # noqa: B018 - the access performs one power iteration
-    model.eval()
 
 
 def train_gan(
@@ -233,127 +117,162 @@ def train_gan(
     compute = compute or Compute(device)
     say = log or (lambda _line: None)
     start = time.perf_counter()
-    cached = _finished_generator(work_dir, cfg, data, device, say)
+    cached = finished_generator(work_dir, cfg, data, device, say)
     if cached is not None:
         return cached[0], {**cached[1], "wall_time_s": time.perf_counter() - start}
-    state = _GANState.build(cfg, data, device)
+    state = GANState.build(cfg, data, device)
     ckpt = work_dir / CKPT_FILE
     if ckpt.exists():
         state.resume(ckpt, cfg, data)
         say(f"train-gan: resuming from {ckpt} at iteration {state.it}/{cfg.iterations}")
     session_its, session_seconds = _train_loop(state, cfg, data, work_dir, device, compute, progress, say, stop_after)
-    generator = _final_generator(state.ema, cfg, data.num_classes, data.image_shape).to(device)
+    generator = final_generator(state.ema, cfg, data.num_classes, data.image_shape).to(device)
     stats = _stats(state, cfg, device, session_its, session_seconds)
-    _save_generator(work_dir, generator, cfg, data, stats)
+    save_generator(work_dir, generator, cfg, data, stats)
     stats["wall_time_s"] = time.perf_counter() - start
     say(f"train-gan: done, {state.it} iterations; generator saved to {work_dir / GENERATOR_FILE}")
     return generator, stats
 
 
-def _finished_generator(
-    work_dir: Path, cfg: GANConfig, data: ImageSet, device: torch.device, say: Callable[[str], None]
-) -> tuple[nn.Module, dict[str, Any]] | None:
-    """The generator a finished run with this config left in ``work_dir``, if any (other settings: refused,
-    unless only RESUME_IGNORED fields differ and the checkpoint is there to continue from)."""
-    final, ckpt, cfg_dict = work_dir / GENERATOR_FILE, work_dir / CKPT_FILE, asdict(cfg)
-    if not final.exists():
-        return None
-    meta = read_model_metadata(final)
-    saved = json.loads(meta.get(META_CONFIG, "{}"))
-    _check_data(final, meta.get(META_DATA), data)
-    if not config_diff(saved, cfg_dict):
-        say(f"train-gan: using the finished generator {final}")
-        return load_model(final, device), {**json.loads(meta.get(META_STATS, "{}")), "cached": True}
-    _check_config(final, saved, cfg_dict)  # only RESUME_IGNORED fields differ: continue from the checkpoint
-    if not ckpt.exists():
-        changed = describe_diff(saved, cfg_dict, config_diff(saved, cfg_dict))
-        raise CheckpointError(f"{final} was trained with other settings ({changed}) and {ckpt} is missing, "
-                              "so it cannot be continued; use another work dir")
-    return None
+@dataclass
+class GANRun:
+    """What :func:`train_gan_file` trained, and on what (for samples and a quality figure after it)."""
+
+    generator: nn.Module
+    stats: dict[str, Any]
+    data: ImageSet
+    device: torch.device
+    compute: Compute
+    work_dir: Path
 
 
-@dataclass(eq=False)
-class _GANState:
-    """Everything a GAN checkpoint holds: G, D, the EMA copy, both optimizers, the RNG and the counters."""
+def train_gan_file(
+    source: str, out: Path, cfg: EncodeConfig, work_dir: str | os.PathLike | None = None,
+    root: str | os.PathLike | None = None, download: bool = False, progress: bool = True,
+) -> GANRun:
+    """``train-gan``: load ``source``, train (or resume) the generator of ``cfg.gan`` in the work dir (default:
+    ``out`` with suffix ``.work``), copy it to ``out``. The copy carries the GAN config, the data fingerprint
+    and the training stats in its metadata."""
+    folder = Path(work_dir) if work_dir is not None else out.with_suffix(".work")
+    device = resolve_device(cfg.device)
+    compute = resolve_compute(device, cfg.precision)
+    data = load_source(source, "train", root=root, download=download, image_size=cfg.image_size, progress=progress)
+    log = logging.getLogger("latentds.train_gan").info if progress else (lambda _line: None)
+    generator, stats = train_gan(data, cfg.gan, folder / "gan", device, progress, log, compute=compute)
+    atomic_write(out, [(folder / "gan" / GENERATOR_FILE).read_bytes()])
+    return GANRun(generator, stats, data, device, compute, folder)
 
-    g: nn.Module
-    d: nn.Module
-    ema: nn.Module
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    rng: torch.Generator  # CPU: real batches, z, y, augmentation
-    it: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    train_seconds: float = 0.0
 
-    @classmethod
-    def build(cls, cfg: GANConfig, data: ImageSet, device: torch.device) -> _GANState:
-        """Fresh G, D and EMA (seeded init; the global RNG is left alone), shaped for the data: the factories get
-        the data's channels and image_size where they take them, and G's contract must produce that shape."""
-        k = data.num_classes
-        g_args = {**_generator_args(cfg, k, data.image_shape), "spectral_norm": True}
-        d_args = {**input_args(cfg.disc_arch, data.image_shape), "width": cfg.disc_width, "num_classes": k,
-                  "spectral_norm": True}
-        g_net = seeded_model(cfg.seed, cfg.arch, **g_args).to(device)
-        made = generator_contract(g_net).image_shape
-        if made != data.image_shape:
-            raise UnsupportedImageError(
-                f"{data.name}: images are {'x'.join(map(str, data.image_shape))} (C x H x W) but {cfg.arch} makes "
-                f"{'x'.join(map(str, made))}; use gan.arch=biggan (any size and channel count) or resize the data "
-                "with --image-size"
-            )
-        d_net = seeded_model(cfg.seed + 1, cfg.disc_arch, **d_args).to(device)
-        ema = seeded_model(cfg.seed, cfg.arch, **g_args).to(device)
-        ema.load_state_dict(g_net.state_dict())
-        ema.eval().requires_grad_(False)
-        opt_g = torch.optim.Adam(g_net.parameters(), lr=cfg.lr_g, betas=cfg.betas)
-        opt_d = torch.optim.Adam(d_net.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-        return cls(g_net, d_net, ema, opt_g, opt_d, torch.Generator().manual_seed(cfg.seed))
+def get_ema_decay(cfg: GANConfig, it: int) -> float:
+    """The EMA decay after iteration ``it`` (1-based): 0 (a plain copy of G) before ``ema_start``, then ``ema_decay``."""
+    return 0.0 if it < cfg.ema_start else cfg.ema_decay
 
-    def resume(self, ckpt: Path, cfg: GANConfig, data: ImageSet) -> None:
-        """Load a checkpoint written by :meth:`save` for the same data and config."""
-        tensors, meta = load_state(ckpt)
-        if meta.get("kind") != "gan":
-            raise CheckpointError(f"{ckpt}: not a GAN checkpoint (kind {meta.get('kind')!r})")
-        _check_data(ckpt, meta.get("data_fingerprint"), data)
-        _check_config(ckpt, meta["config"], asdict(cfg))
-        if meta["iteration"] > cfg.iterations:
-            raise ConfigError(f"{ckpt}: already at iteration {meta['iteration']}, beyond iterations={cfg.iterations}; "
-                              "ask for at least as many iterations, or use another work dir")
-        for prefix, module in (("G.", self.g), ("D.", self.d), ("EMA.", self.ema)):
-            load_module_tensors(module, tensors, prefix)
-        optimizer_from_tensors(self.opt_g, tensors, meta["opt_g"], "optG.")
-        optimizer_from_tensors(self.opt_d, tensors, meta["opt_d"], "optD.")
-        set_rng_state(self.rng, tensors["rng"])
-        self.it, self.history, self.train_seconds = meta["iteration"], meta["history"], meta["train_seconds"]
 
-    def save(self, ckpt: Path, cfg: GANConfig, data: ImageSet) -> None:
-        tg, mg = optimizer_to_tensors(self.opt_g, "optG.")
-        td, md = optimizer_to_tensors(self.opt_d, "optD.")
-        tensors = {**module_tensors(self.g, "G."), **module_tensors(self.d, "D."), **module_tensors(self.ema, "EMA."),
-                   **tg, **td, "rng": rng_state(self.rng)}
-        save_state(ckpt, tensors, {"kind": "gan", "iteration": self.it, "config": asdict(cfg),
-                                   "data_fingerprint": data.fingerprint, "num_classes": data.num_classes, "opt_g": mg,
-                                   "opt_d": md, "history": self.history, "train_seconds": self.train_seconds})
+# --- the random numbers of one iteration ----------------------------------------------------------------------
+class RealSampler:
+    """Class-balanced batches: y ~ uniform over classes, then an image of class y uniformly at random, as pixels
+    in the generator's output range."""
+
+    def __init__(self, data: ImageSet, device: torch.device, output_range: tuple[float, float]):
+        order = torch.argsort(data.labels, stable=True)
+        counts = torch.bincount(data.labels, minlength=data.num_classes)
+        self.starts = torch.cumsum(counts, 0) - counts  # first position of each class in `order`
+        self.counts = counts
+        self.images = data.images[order].to(device)  # uint8, grouped by class
+        self.num_classes = data.num_classes
+        self.output_range = output_range
+
+    def draw(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(positions into the grouped images (B,), labels (B,)) on the CPU."""
+        y = torch.randint(self.num_classes, (batch_size,), generator=g)
+        pos = self.starts[y] + (torch.rand(batch_size, generator=g, dtype=torch.float64) * self.counts[y]).long()
+        return pos, y
+
+    def images_at(self, pos: Tensor) -> Tensor:
+        """The images at ``pos`` (on their device), (B, C, H, W) float32 in the output range."""
+        return uint8_to_output(self.images[pos], self.output_range)
+
+
+@dataclass
+class StepDraws:
+    """The random numbers of one D step (reals, flips) or G step (``pos`` None), in the order they are drawn."""
+
+    pos: Tensor | None  # (B,) real images (grouped by class)
+    y_real: Tensor | None  # (B,)
+    z: Tensor  # (B, latent_dim)
+    y_fake: Tensor  # (B,)
+    flip: Tensor | None  # (B, 1, 1, 1) uniform numbers for the reals' flips (None: no flips)
+    aug: dict[str, Tensor]  # DiffAugment parameters of the D input (fakes, then reals)
+
+    def to(self, device: torch.device) -> StepDraws:
+        return StepDraws(*_to_device([self.pos, self.y_real, self.z, self.y_fake, self.flip], device),
+                         dict(zip(self.aug, _to_device(list(self.aug.values()), device))))
+
+
+def draw_iteration(
+    cfg: GANConfig, reals: RealSampler, latent_dim: int, image_hw: tuple[int, int], g: torch.Generator
+) -> list[StepDraws]:
+    """Every random number of one G iteration (``d_steps`` D steps, then the G step) from the CPU generator ``g``."""
+    steps, b, (h, w) = [], cfg.batch_size, image_hw
+    for _ in range(cfg.d_steps):
+        pos, y_real = reals.draw(b, g)
+        z, y_fake = random_latents(b, latent_dim, reals.num_classes, g, torch.device("cpu"))
+        flip = torch.rand((b, 1, 1, 1), generator=g) if cfg.flip else None
+        steps.append(StepDraws(pos, y_real, z, y_fake, flip, draw_params(cfg.diffaug, 2 * b, h, w, g)))
+    z, y_fake = random_latents(b, latent_dim, reals.num_classes, g, torch.device("cpu"))
+    steps.append(StepDraws(None, None, z, y_fake, None, draw_params(cfg.diffaug, b, h, w, g)))
+    return steps
+
+
+def _to_device(tensors: list[Tensor | None], device: torch.device) -> list[Tensor | None]:
+    """``tensors`` on ``device`` in one copy per dtype (pinned and non-blocking on CUDA); on the CPU, as they are."""
+    if device.type == "cpu":
+        return tensors
+    out: list[Tensor | None] = [None] * len(tensors)
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t is not None:
+            by_dtype.setdefault(t.dtype, []).append(i)
+    for idx in by_dtype.values():
+        flat = torch.cat([tensors[i].reshape(-1) for i in idx])
+        flat = (flat.pin_memory() if device.type == "cuda" else flat).to(device, non_blocking=True)
+        for i, part in zip(idx, flat.split([tensors[i].numel() for i in idx])):
+            out[i] = part.view(tensors[i].shape)
+    return out
+
+
+# --- training -----------------------------------------------------------------------------------------------
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Parameters: ema = decay * ema + (1 - decay) * model; buffers (BN statistics, SN vectors) copied.
+
+    Multi-tensor (foreach) kernels: a handful of launches per step instead of one or two per tensor.
+    ``mul_`` then ``add_`` (not ``lerp_``) keeps the arithmetic, and so the bits, of the per-tensor loop.
+    """
+    ema_params, params = list(ema.parameters()), list(model.parameters())
+    if decay == 0.0:
+        torch._foreach_copy_(ema_params, params)
+    else:
+        torch._foreach_mul_(ema_params, decay)
+        torch._foreach_add_(ema_params, params, alpha=1.0 - decay)
+    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
 def _gan_step(
-    state: _GANState, cfg: GANConfig, reals: _RealSampler, latent_dim: int, num_classes: int,
-    d_input: Callable[[Tensor, Tensor | None], Tensor], compute: Compute, device: torch.device,
+    state: GANState, cfg: GANConfig, reals: RealSampler, draws: list[StepDraws], compute: Compute
 ) -> tuple[Tensor, Tensor]:
     """One G iteration: ``d_steps`` D steps on fresh reals and fakes, then one G step (hinge). Returns the losses."""
-    g_net, d_net, gen = state.g, state.d, state.rng
+    g_net, d_net = state.g, state.d
     # --- discriminator: d_steps steps on fresh reals and fresh fakes
     g_net.requires_grad_(False)
     d_net.requires_grad_(True)
-    for _ in range(cfg.d_steps):
-        real, y_real = reals.sample(cfg.batch_size, gen)
-        z, y_fake = random_latents(cfg.batch_size, latent_dim, num_classes, gen, device)
+    for step in draws[:-1]:
+        real = reals.images_at(step.pos)
         with torch.no_grad(), compute.autocast():
-            fake = g_net(z, y_fake).float()
+            fake = g_net(step.z, step.y_fake).float()
         with compute.autocast():
-            out = d_net(d_input(fake, real), torch.cat([y_fake, y_real])).float()  # one D pass, like BigGAN
-        d_fake, d_real = out[: cfg.batch_size], out[cfg.batch_size :]
+            x = torch.cat([fake, flip_with(real, step.flip) if step.flip is not None else real])
+            out = d_net(augment_with(x, cfg.diffaug, step.aug), torch.cat([step.y_fake, step.y_real])).float()
+        d_fake, d_real = out[: cfg.batch_size], out[cfg.batch_size :]  # one D pass for both, like BigGAN
         d_loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()  # hinge
         state.opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -361,9 +280,10 @@ def _gan_step(
     # --- generator: one step
     g_net.requires_grad_(True)
     d_net.requires_grad_(False)
-    z, y_fake = random_latents(cfg.batch_size, latent_dim, num_classes, gen, device)
+    step = draws[-1]
     with compute.autocast():
-        g_loss = -d_net(d_input(g_net(z, y_fake).float(), None), y_fake).float().mean()
+        x = augment_with(g_net(step.z, step.y_fake).float(), cfg.diffaug, step.aug)
+        g_loss = -d_net(x, step.y_fake).float().mean()
     state.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     state.opt_g.step()
@@ -371,21 +291,16 @@ def _gan_step(
 
 
 def _train_loop(
-    state: _GANState, cfg: GANConfig, data: ImageSet, work_dir: Path, device: torch.device, compute: Compute,
+    state: GANState, cfg: GANConfig, data: ImageSet, work_dir: Path, device: torch.device, compute: Compute,
     progress: bool, say: Callable[[str], None], stop_after: int | None,
 ) -> tuple[int, float]:
     """Train from ``state.it`` to ``cfg.iterations``: EMA, loss log, samples and checkpoints on schedule.
     Returns (iterations, seconds) of this session."""
     k, ckpt = data.num_classes, work_dir / CKPT_FILE
-    reals = _RealSampler(data, device)
-    latent_dim = generator_contract(state.g).latent_dim
+    contract = generator_contract(state.g)
+    reals = RealSampler(data, device, contract.output_range)
     compute.prepare(state.g)
     compute.prepare(state.d)
-
-    def d_input(fake: Tensor, real: Tensor | None) -> Tensor:
-        x = fake if real is None else torch.cat([fake, random_flip(real, state.rng) if cfg.flip else real])
-        return diff_augment(x, cfg.diffaug, state.rng)
-
     log_every = min(LOG_EVERY, max(1, cfg.iterations // 10))
     bar = progress_bar(None, progress, total=cfg.iterations, initial=state.it, desc="train-gan", unit="it", leave=False)
     window = torch.zeros(2, dtype=torch.float64, device=device)  # summed (d_loss, g_loss) since the last log
@@ -396,12 +311,12 @@ def _train_loop(
     try:
         while state.it < cfg.iterations:
             t_loop = time.perf_counter()
-            d_loss, g_loss = _gan_step(state, cfg, reals, latent_dim, k, d_input, compute, device)
+            draws = [d.to(device) for d in draw_iteration(cfg, reals, contract.latent_dim, data.image_shape[1:], state.rng)]
+            d_loss, g_loss = _gan_step(state, cfg, reals, draws, compute)
             state.it += 1
             it = state.it
             session_its += 1
-            _update_ema(state.ema, state.g, 0.0 if it < cfg.ema_start else cfg.ema_decay)
-
+            _update_ema(state.ema, state.g, get_ema_decay(cfg, it))
             window += torch.stack([d_loss.detach(), g_loss.detach()]).double()
             window_n += 1
             state.train_seconds += time.perf_counter() - t_loop
@@ -422,7 +337,7 @@ def _train_loop(
                     f"{session_its / (time.perf_counter() - session_start):.2f} it/s")
             if cfg.sample_every and it % cfg.sample_every == 0:
                 path = work_dir / "samples" / f"iter_{it:07d}.png"
-                sample_grid(state.ema, k, _grid_columns(k), path, seed=cfg.seed, device=device)
+                sample_grid(state.ema, k, grid_columns(k), path, seed=cfg.seed, device=device)
             if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
                 state.save(ckpt, cfg, data)
             bar.update(1)
@@ -433,7 +348,7 @@ def _train_loop(
     return session_its, time.perf_counter() - session_start
 
 
-def _stats(state: _GANState, cfg: GANConfig, device: torch.device, session_its: int, seconds: float) -> dict[str, Any]:
+def _stats(state: GANState, cfg: GANConfig, device: torch.device, session_its: int, seconds: float) -> dict[str, Any]:
     last = state.history[-1] if state.history else {}
     return {
         "iterations": state.it,
@@ -446,38 +361,3 @@ def _stats(state: _GANState, cfg: GANConfig, device: torch.device, session_its: 
         "history": state.history,
         "cached": False,
     }
-
-
-def _save_generator(work_dir: Path, generator: nn.Module, cfg: GANConfig, data: ImageSet, stats: dict[str, Any]) -> None:
-    """generator.safetensors (+ samples.png). Class names and normalization travel with the generator, so
-    `eval gan:FILE` and `encode --generator` need no data."""
-    k = data.num_classes
-    mean, std = data.mean_std()
-    image = image_spec(mean, std, data.image_shape, generator_contract(generator).output_range)
-    save_model(work_dir / GENERATOR_FILE, generator, extra={
-        META_CONFIG: json.dumps(asdict(cfg), sort_keys=True), META_DATA: data.fingerprint,
-        "latentds.classes": json.dumps(data.classes), "latentds.image": json.dumps(image), META_STATS: json.dumps(stats)})
-    sample_grid(generator, k, _grid_columns(k), work_dir / "samples.png", seed=cfg.seed,
-                device=next(generator.parameters()).device)
-
-
-def _grid_columns(num_classes: int) -> int:
-    """Samples per class in the progress grids: 10, fewer for many classes (at most ~100 images)."""
-    return min(10, max(1, 100 // num_classes))
-
-
-def _check_data(path: Path, fingerprint: str | None, data: ImageSet) -> None:
-    if fingerprint != data.fingerprint:
-        raise ConfigError(
-            f"{path}: made from other data (fingerprint {str(fingerprint)[:12]}..., this data "
-            f"{data.fingerprint[:12]}...); use another work dir, or delete it to start over"
-        )
-
-
-def _check_config(path: Path, saved: dict[str, Any], cfg: dict[str, Any]) -> None:
-    diff = config_diff(saved, cfg, ignore=RESUME_IGNORED)
-    if diff:
-        raise ConfigError(
-            f"{path}: made with a different GAN config ({describe_diff(saved, cfg, diff)}); only "
-            f"{', '.join(RESUME_IGNORED)} may change when resuming. Use another work dir, or delete it to start over"
-        )

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from latentds.common import normalize
-from latentds.models import generator_contract
+from latentds.models import generator_contract, output_to_unit
 
 __all__ = ["frechet_distance", "gan_quality", "generate", "random_latents", "sample_grid", "standing_stats"]
 
@@ -21,7 +21,8 @@ __all__ = ["frechet_distance", "gan_quality", "generate", "random_latents", "sam
 def generate(
     generator: nn.Module, z: Tensor, y: Tensor, batch_size: int = 500, device: str | torch.device | None = None
 ) -> Tensor:
-    """Images in [-1, 1] (N, 3, H, W) on the CPU from latents (N, D) and labels (N,), in batches."""
+    """Images (N, C, H, W) in the generator's output range, on the CPU, from latents (N, D) and labels (N,), in
+    batches."""
     device = torch.device(device) if device is not None else next(generator.parameters()).device
     out = []
     for i in range(0, z.shape[0], batch_size):
@@ -53,7 +54,8 @@ def sample_grid(
     finally:
         generator.train(was_training)
     buffer = io.BytesIO()
-    save_image(images * 0.5 + 0.5, buffer, format="png", nrow=per_class, padding=1)
+    unit = output_to_unit(images, generator_contract(generator).output_range)  # [0, 1] pixels
+    save_image(unit, buffer, format="png", nrow=per_class, padding=1)
     return atomic_write(path, [buffer.getvalue()])
 
 
@@ -88,12 +90,18 @@ def gan_quality(
         mean, std = norm["mean"], norm["std"]
     generator.eval().to(device)
     classifier.eval().to(device)
+    contract = generator_contract(generator)
     g = torch.Generator().manual_seed(seed)
-    z = torch.randn(num_classes * n_per_class, generator_contract(generator).latent_dim, generator=g)
+    z = torch.randn(num_classes * n_per_class, contract.latent_dim, generator=g)
     y = torch.arange(num_classes).repeat_interleave(n_per_class)
+
+    def samples(i: int) -> Tensor:
+        """Generated images i .. i + 500 as [0, 1] pixels."""
+        return output_to_unit(generator(z[i : i + 500].to(device), y[i : i + 500].to(device)), contract.output_range)
+
     correct = torch.zeros(num_classes, dtype=torch.int64)
     for i in range(0, z.shape[0], 500):
-        images = generator(z[i : i + 500].to(device), y[i : i + 500].to(device)) * 0.5 + 0.5  # [0, 1]
+        images = samples(i)
         pred = classifier(normalize(images, mean, std)).argmax(1).cpu()
         correct += torch.bincount(y[i : i + 500][pred == y[i : i + 500]], minlength=num_classes)
     per_class = (correct.double() / n_per_class).tolist()
@@ -114,8 +122,7 @@ def gan_quality(
         def features(batches) -> Tensor:
             return torch.cat([classifier.embed(normalize(x.to(device), mean, std)).double().cpu() for x in batches])
 
-        fake = features(generator(z[i : i + 500].to(device), y[i : i + 500].to(device)) * 0.5 + 0.5
-                        for i in range(0, z.shape[0], 500))
+        fake = features(samples(i) for i in range(0, z.shape[0], 500))
         real_a = features(real.images[first[i : i + 500]].float() / 255.0 for i in range(0, first.numel(), 500))
         real_b = features(real.images[second[i : i + 500]].float() / 255.0 for i in range(0, second.numel(), 500))
         out.update(frechet=frechet_distance(fake, real_a), frechet_real=frechet_distance(real_b, real_a),
@@ -148,8 +155,6 @@ def random_latents(
     y = torch.randint(num_classes, (batch_size,), generator=g)
     return z.to(device), y.to(device)
 
-
-@torch.no_grad()
 
 @torch.no_grad()
 def standing_stats(

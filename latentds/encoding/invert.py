@@ -1,6 +1,6 @@
 """GAN inversion (Eq. 1): one latent per real image, so that G(z, y) reproduces the image.
 
-    loss(z) = MSE(f(norm(G(z, y))), f(norm(x))) + lambda_pixel * MSE(G(z, y), x)      (x in [-1, 1])
+    loss(z) = MSE(f(norm(G(z, y))), f(norm(x))) + lambda_pixel * MSE(G(z, y), x)   (x in G's output range)
 
 with f the 2048-d embedding of a ConvNet trained on the real set. The images of each class are cut into
 work units of ``batch_size`` (the reference's batches of 50); each unit's latents are an optimization
@@ -27,24 +27,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from latentds.common import by_class, progress_bar
+from latentds.encoding.config import InvertConfig
 from latentds.encoding.embed import Normalizer
 from latentds.models import generator_contract
 from latentds.plan import Compute
 
-__all__ = ["InvertConfig", "InvertUnit", "invert", "invert_batches", "invert_latents", "invert_units", "units_per_pass"]
+__all__ = ["InvertUnit", "frozen_params", "invert", "invert_batches", "invert_latents", "invert_units",
+           "units_per_pass"]
 
 GPU_LATENTS_PER_PASS = 2000  # units_per_pass=0 on a GPU: as many units as make about this many latents
-
-
-@dataclass
-class InvertConfig:
-    """Hyperparameters of the inversion stage (defaults: the paper's)."""
-
-    iterations: int = 5000  # Adam steps per unit of latents
-    lr: float = 0.1  # large on purpose: z starts at N(0, I) and must travel far
-    batch_size: int = 50  # latents per work unit, all of one class (the reference's batch)
-    lambda_pixel: float = 1.0  # weight of the pixel MSE next to the feature MSE
-    units_per_pass: int = 0  # units sharing a forward pass; 0: 1 on a CPU, ~2,000 latents' worth on a GPU
 
 
 def units_per_pass(cfg: InvertConfig, device: torch.device) -> int:
@@ -99,6 +90,48 @@ def frozen_params(module: nn.Module | None) -> Iterator[None]:
         module.train(was_training)
 
 
+class _InversionLoss:
+    """Eq. 1 for the rows of several units at once: each unit's own mean, summed (one unit: the plain means)."""
+
+    def __init__(self, generator: nn.Module, feature_net: nn.Module, norm: Normalizer, compute: Compute,
+                 y: torch.Tensor, target_feat: torch.Tensor, target_pix: torch.Tensor, sizes: list[int],
+                 lambda_pixel: float, device: torch.device):
+        self.generator, self.feature_net, self.norm, self.compute = generator, feature_net, norm, compute
+        self.y, self.target_feat, self.target_pix = y, target_feat, target_pix  # (n,), (n, F), (n, C, H, W)
+        self.sizes, self.lambda_pixel, self.device = sizes, lambda_pixel, device
+        # Row weights 1 / (its unit's size): the sum of the units' own means.
+        self.unit_of_row = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)
+        self.weight = (1.0 / torch.tensor(sizes, dtype=torch.float32, device=device))[self.unit_of_row]
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """G(z, y) (n, C, H, W) and its embedding (n, F), both float32."""
+        with self.compute.autocast():
+            out = self.generator(z, self.y)
+            feat = self.feature_net.embed(self.norm.generated(out)).float()
+        return out.float(), feat
+
+    def rows(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row feature and pixel losses, (n,) each."""
+        out, feat = self.forward(z)
+        return (feat - self.target_feat).square().mean(1), (out - self.target_pix).square().flatten(1).mean(1)
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        if len(self.sizes) == 1:  # the one-unit formula, bit for bit as before units were packed
+            out, feat = self.forward(z)
+            return F.mse_loss(feat, self.target_feat) + self.lambda_pixel * F.mse_loss(out, self.target_pix)
+        f, p = self.rows(z)
+        return ((f + self.lambda_pixel * p) * self.weight).sum()
+
+    def unit_means(self, z: torch.Tensor) -> tuple[list[float], list[float]]:
+        """Each unit's mean feature loss and mean pixel MSE."""
+        with torch.no_grad():
+            f, p = self.rows(z)
+            per_f = torch.zeros(len(self.sizes), device=self.device).index_add_(0, self.unit_of_row, f)
+            per_p = torch.zeros(len(self.sizes), device=self.device).index_add_(0, self.unit_of_row, p)
+            counts = torch.tensor(self.sizes, dtype=torch.float32, device=self.device)
+            return (per_f / counts).tolist(), (per_p / counts).tolist()
+
+
 def invert_latents(
     generator: nn.Module,
     images_uint8: torch.Tensor,
@@ -129,55 +162,25 @@ def invert_latents(
     if sorted(order.tolist()) != list(range(n)):
         raise ValueError("invert_latents: groups must cover every image exactly once")
     sizes = [len(g) for g in groups]
-    norm = Normalizer(mean, std, device)
+    norm = Normalizer(mean, std, device, generator_contract(generator).output_range)
     x = images_uint8[order]
-    y = labels[order].to(device)
     with frozen_params(generator), frozen_params(feature_net), torch.no_grad(), compute.autocast():
         target_feat = feature_net.embed(norm.real(x)).float()  # (n, F)
-    target_pix = norm.to_generator_range(x)  # (n, C, H, W) in [-1, 1]
+    target_pix = norm.to_generator_range(x)  # (n, C, H, W) in the generator's output range
+    loss = _InversionLoss(generator, feature_net, norm, compute, labels[order].to(device), target_feat, target_pix,
+                          sizes, cfg.lambda_pixel, device)
     z = z0[order].clone().float().to(device).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=cfg.lr)
-    # Row weights 1 / (its unit's size): the sum of the units' own means. One unit: plain means, as always.
-    unit_of_row = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)
-    weight = (1.0 / torch.tensor(sizes, dtype=torch.float32, device=device))[unit_of_row]
-
-    def forward() -> tuple[torch.Tensor, torch.Tensor]:
-        """G(z, y) (n, C, H, W) and its embedding (n, F), both float32."""
-        with compute.autocast():
-            out = generator(z, y)
-            feat = feature_net.embed(norm.generated(out)).float()
-        return out.float(), feat
-
-    def rows() -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row feature and pixel losses, (n,) each."""
-        out, feat = forward()
-        return (feat - target_feat).square().mean(1), (out - target_pix).square().flatten(1).mean(1)
-
-    def loss() -> torch.Tensor:
-        if len(sizes) == 1:  # the one-unit formula, bit for bit as before units were packed
-            out, feat = forward()
-            return F.mse_loss(feat, target_feat) + cfg.lambda_pixel * F.mse_loss(out, target_pix)
-        f, p = rows()
-        return ((f + cfg.lambda_pixel * p) * weight).sum()
-
-    def unit_means() -> tuple[list[float], list[float]]:
-        with torch.no_grad():
-            f, p = rows()
-            per_f = torch.zeros(len(sizes), device=device).index_add_(0, unit_of_row, f)
-            per_p = torch.zeros(len(sizes), device=device).index_add_(0, unit_of_row, p)
-            counts = torch.tensor(sizes, dtype=torch.float32, device=device)
-            return (per_f / counts).tolist(), (per_p / counts).tolist()
-
     with frozen_params(generator), frozen_params(feature_net):
-        f0, p0 = unit_means()
+        f0, p0 = loss.unit_means(z)
         for _ in range(cfg.iterations):
-            value = loss()
+            value = loss(z)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
             if bar is not None:
                 bar.update(1)
-        f1, p1 = unit_means()
+        f1, p1 = loss.unit_means(z)
     latents = torch.empty(n, z.shape[1])
     latents[order] = z.detach().float().cpu()
     stats = [

@@ -20,51 +20,21 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from latentds.encoding.classifier import (
-    ClassifierConfig,
-    accuracy,
-    load_snapshots,
-    train_classifier,
-)
-from latentds.encoding.common import check_int
+from latentds.encoding.classifier import accuracy, load_snapshots, train_classifier
+from latentds.encoding.config import ClassifierConfig, PoolConfig
 from latentds.errors import ConfigError
 from latentds.plan import Compute
 from latentds.sources import ImageSet
 
-__all__ = ["PoolConfig", "build_pool", "pool_split"]
+__all__ = ["build_pool", "pool_split"]
 
 POOL_DIR = "pool"
-
-
-@dataclass
-class PoolConfig:
-    """How the embedding pool is built beyond the main classifier's snapshots (default: nothing more)."""
-
-    runs: int = 0  # independent classifier runs (own seed, own data subset) whose snapshots join the pool
-    epochs: int = 5  # epochs of each pool run
-    snapshot_every: int = 1  # a pool member every this many epochs of a run
-    subset: int = 10000  # training images per pool run (0: every image not held out)
-    val_size: int = 2000  # training images held out of every pool run; candidates' accuracy is measured on them
-    min_acc: float = 0.0  # drop candidates whose held-out accuracy is below this (0..1)
-    include_main: bool = True  # the main classifier's snapshots join the pool too
-
-    def __post_init__(self) -> None:
-        check_int(self, "runs", 0)
-        check_int(self, "epochs", 1)
-        check_int(self, "snapshot_every", 1)
-        check_int(self, "subset", 0)
-        check_int(self, "val_size", 0)
-        if isinstance(self.min_acc, bool) or not isinstance(self.min_acc, (int, float)) or not 0 <= self.min_acc <= 1:
-            raise ConfigError(f"PoolConfig.min_acc must be a number in [0, 1], got {self.min_acc!r}")
-        if not isinstance(self.include_main, bool):
-            raise ConfigError(f"PoolConfig.include_main must be true or false, got {self.include_main!r}")
 
 
 def pool_split(n: int, cfg: PoolConfig, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:

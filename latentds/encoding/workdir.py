@@ -23,8 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latentds.encoding.common import config_diff, describe_diff
-from latentds.encoding.config import EncodeConfig
+from latentds.encoding.config import EncodeConfig, config_diff, describe_diff
 from latentds.encoding.distributed import Group
 from latentds.errors import ConfigError
 from latentds.plan import Compute, get_plan

@@ -21,7 +21,10 @@ from latentds.models.registry import (
     input_args,
     is_model,
     list_models,
+    output_to_unit,
     register_model,
+    seeded_model,
+    uint8_to_output,
     unregister_model,
 )
 from latentds.models.resnet import CifarMobileNetV2, CifarResNet
@@ -43,7 +46,10 @@ __all__ = [
     "input_args",
     "is_model",
     "list_models",
+    "output_to_unit",
     "register_model",
     "remove_spectral_norm",
+    "seeded_model",
+    "uint8_to_output",
     "unregister_model",
 ]

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from latentds.errors import ConfigError, UnknownModelError
 
@@ -28,7 +29,10 @@ __all__ = [
     "input_args",
     "is_model",
     "list_models",
+    "output_to_unit",
     "register_model",
+    "seeded_model",
+    "uint8_to_output",
     "unregister_model",
 ]
 
@@ -75,6 +79,19 @@ class GeneratorContract:
         c, h, w = self.image_shape
         lo, hi = self.output_range
         return f"z {self.latent_dim} + {self.num_classes} classes -> {c}x{h}x{w} in [{lo:g}, {hi:g}]"
+
+
+def output_to_unit(x: Tensor, output_range: tuple[float, float]) -> Tensor:
+    """Generator output in ``output_range`` (B, C, H, W) -> pixels in [0, 1]: ``x * scale + shift`` (for
+    [-1, 1] exactly ``x * 0.5 + 0.5``)."""
+    lo, hi = (float(v) for v in output_range)
+    return x * (1.0 / (hi - lo)) + (-lo / (hi - lo))
+
+
+def uint8_to_output(images: Tensor, output_range: tuple[float, float]) -> Tensor:
+    """uint8 pixels (0..255) -> float32 in the generator's ``output_range`` (for [-1, 1] exactly ``x / 127.5 - 1``)."""
+    lo, hi = (float(v) for v in output_range)
+    return images.float() / (255.0 / (hi - lo)) + lo
 
 
 def _short(value: object) -> str:
@@ -184,6 +201,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     model.arch_name = name
     model.arch_args = json.loads(args_json)
     return model
+
+
+def seeded_model(seed: int, name: str, **kwargs: Any) -> nn.Module:
+    """:func:`create_model` with its initialization drawn from ``seed``; the global RNG is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return create_model(name, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:
