@@ -135,6 +135,17 @@ def test_test_set_normalized_with_train_mean_std(tiny, monkeypatch):
     assert seen == {"mean": [0.1, 0.2, 0.3], "std": [0.9, 0.8, 0.7]}
 
 
+def test_train_set_shape_comes_from_its_data():
+    """No hidden (3, 32, 32): the shape is the images' (or the decoding dataset's), and a wrong one is refused."""
+    labels = torch.zeros(2, dtype=torch.int64)
+    ts = TrainSet(torch.zeros(2, 1, 28, 28), labels, ["a"], [0.5], [0.25], "grey", 0, "grey")
+    assert ts.image_shape == (1, 28, 28) and "1x28x28" in repr(ts)
+    with pytest.raises(ValueError, match="image_shape"):
+        TrainSet(torch.zeros(2, 1, 28, 28), labels, ["a"], [0.5], [0.25], "x", 0, "x", image_shape=(3, 32, 32))
+    with pytest.raises(ValueError, match="image_shape"):
+        TrainSet(None, labels, ["a"], [0.5], [0.25], "x", 0, "x")
+
+
 def test_accuracy_feeds_the_model_normalized_images(tiny):
     _, test = tiny
     mean, std = [0.1, 0.2, 0.3], [0.5, 0.25, 0.125]

@@ -74,6 +74,23 @@ def reference(folder, tmp_path_factory) -> Path:
 
 
 # --- config ------------------------------------------------------------------------------------------------
+def test_reading_a_config_imports_no_torch():
+    """The stage configs live in encoding/config.py and the layering in encoding/presets.py, both torch-free."""
+    import subprocess
+    import sys
+
+    code = ("import sys, latentds.encoding.config as c, latentds.encoding.presets as p; "
+            "cfg = p.apply_overrides(p.load_preset('smoke'), ['gan.width=8', 'condense.lr=0.1']); "
+            "assert isinstance(cfg.gan, c.GANConfig) and 'torch' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_condense_default_strategy_is_augment_s():
+    from latentds.augment import DEFAULT_STRATEGY
+
+    assert EncodeConfig().condense.dsa_strategy == DEFAULT_STRATEGY
+
+
 def test_default_preset_by_device():
     from latentds.encoding.presets import default_preset
 

@@ -160,6 +160,73 @@ def test_a_registered_toy_generator_encodes_and_decodes(toy_registered, tmp_path
     assert np.unique(ds.targets).tolist() == [0, 1, 2]
 
 
+class UnitRangeToy(ToyGenerator):
+    """The toy generator with outputs in [0, 1] (a sigmoid), as its contract declares: nothing may assume [-1, 1]."""
+
+    def __init__(self, num_classes: int, latent_dim: int, width: int, spectral_norm: bool):
+        super().__init__(num_classes, latent_dim, width, spectral_norm)
+        self.contract = GeneratorContract(latent_dim, num_classes, (1, 16, 16), output_range=(0.0, 1.0))
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.hidden(z + self.embed(y)))
+        return torch.sigmoid(self.out(h)).view(-1, 1, 16, 16)
+
+
+def toy16_unit(num_classes: int = 10, latent_dim: int = 32, width: int = 16, spectral_norm: bool = False) -> UnitRangeToy:
+    return UnitRangeToy(num_classes, latent_dim, width, bool(spectral_norm))
+
+
+@pytest.fixture
+def toy_unit_registered():
+    register_model(toy16_unit)
+    yield
+    unregister_model("toy16_unit")
+
+
+def test_a_generator_in_0_1_is_mapped_through_its_contract(toy_unit_registered, tmp_path):
+    """GAN training, inversion, condensation's embeddings and the sample grid map pixels through the contract."""
+    from latentds.encoding.config import InvertConfig
+    from latentds.encoding.embed import Normalizer
+    from latentds.encoding.gan import RealSampler
+    from latentds.encoding.gan_samples import sample_grid
+    from latentds.encoding.invert import invert_latents
+    from latentds.models import create_model, input_args
+
+    src = create_image_folder(tmp_path / "g16", (1, 16, 16), per_class=5)
+    data = load_source(str(src), "train")
+    reals = RealSampler(data, torch.device("cpu"), (0.0, 1.0))  # what D sees of the real images
+    pos, _ = reals.draw(8, torch.Generator().manual_seed(0))
+    assert torch.equal(reals.images_at(pos), reals.images[pos].float() / 255)
+    norm = Normalizer([0.5], [0.25], "cpu", (0.0, 1.0))  # what the embedding nets and inversion's pixel loss see
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(norm.generated(x), (x - 0.5) / 0.25)
+    assert torch.equal(norm.to_generator_range(data.images[:2]), data.images[:2].float() / 255)
+
+    g = create_model("toy16_unit", num_classes=3).eval()
+    grid = sample_grid(g, 3, 2, tmp_path / "s.png", seed=0)  # pixels = G's output x 255, not (G + 1) x 127.5
+    z = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = g(z, torch.arange(3).repeat_interleave(2))
+    cells = torch.from_numpy(np.asarray(Image.open(grid))[..., 0].copy()).float()
+    shown = torch.stack([cells[1 + 17 * (i // 2): 17 + 17 * (i // 2), 1 + 17 * (i % 2): 17 + 17 * (i % 2)] for i in range(6)])
+    assert (shown - out[:, 0] * 255).abs().max() <= 1
+
+    feature_net = create_model("convnet3", num_classes=3, width=8, **input_args("convnet3", (1, 16, 16))).eval()
+    images, labels = data.images[:4], data.labels[:4]
+    z0 = torch.randn(4, 32, generator=torch.Generator().manual_seed(1))
+    _, stats = invert_latents(g, images, labels, z0, [torch.arange(4)], feature_net, InvertConfig(iterations=0),
+                              [0.5], [0.25])
+    with torch.no_grad():
+        expected = float((g(z0, labels) - images.float() / 255).square().mean())
+    assert stats[0]["initial_recon_mse"] == pytest.approx(expected, rel=1e-5)
+
+    out_file = encode(src, tmp_path / "unit.lds", "gan.arch=toy16_unit", "gan.width=8")
+    with LdsReader(out_file, verify=True) as r:
+        assert r.manifest["image"]["generator_range"] == [0.0, 1.0]
+    decoded = LatentDataset(out_file, device="cpu", normalize=False).decode(range(9))[0]
+    assert decoded.min() >= 0 and decoded.max() <= 1
+
+
 def test_a_given_generator_of_another_shape_is_refused(grey28, tmp_path):
     from latentds.checkpoint import save_model
     from latentds.errors import ConfigError

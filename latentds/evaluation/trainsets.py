@@ -42,8 +42,21 @@ class TrainSet:
     bytes: int  # size of the artefact that stores this training set (the storage column)
     spec: str
     ipc: int | None = None
-    image_shape: tuple[int, int, int] = (3, 32, 32)  # (C, H, W)
+    image_shape: tuple[int, int, int] | None = None  # (C, H, W); None: taken from the images or the latent dataset
     latent_dataset: Any = None  # a LatentDataset when decode="per-epoch": decoded through a DataLoader each epoch
+
+    def __post_init__(self) -> None:
+        if self.images is not None:
+            derived = tuple(int(v) for v in self.images.shape[1:])
+        elif self.latent_dataset is not None:
+            derived = tuple(int(v) for v in self.latent_dataset.image_shape)
+        else:
+            derived = None
+        if self.image_shape is None and derived is None:
+            raise ValueError("TrainSet: pass image_shape (C, H, W), or the images or latent_dataset it comes from")
+        if self.image_shape is not None and derived is not None and tuple(self.image_shape) != derived:
+            raise ValueError(f"TrainSet: image_shape {tuple(self.image_shape)} but the data is {derived}")
+        self.image_shape = tuple(int(v) for v in (derived or self.image_shape))  # type: ignore[assignment]
 
     @property
     def num_classes(self) -> int:
