@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cell = rc.Cell("itgan", ipc, "convnet3", epochs, args.seeds)
         rec = rc.run_cell(s, cell, art, data, lambda line, n=name: log(f"[{n}] {line}"))
-        from latentds.lds import open_lds
+        from latentds import open_lds
 
         with open_lds(art.spec) as f:
             losses = f.manifest["provenance"]["losses"]

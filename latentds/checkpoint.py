@@ -27,6 +27,8 @@ from latentds.errors import (
 )
 from latentds.models import create_model, list_models
 
+__all__ = ["META_ARCH", "META_ARGS", "load_model", "read_model_metadata", "save_model"]
+
 META_ARCH = "latentds.arch"
 META_ARGS = "latentds.arch_args"
 

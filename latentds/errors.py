@@ -7,6 +7,37 @@ what was expected, and what to do. The CLI prints them as one line.
 
 from __future__ import annotations
 
+__all__ = [
+    "ChecksumError",
+    "CompressionError",
+    "ConfigError",
+    "EmptyClassError",
+    "GeneratorKeysError",
+    "HeaderLengthError",
+    "HeaderParseError",
+    "HeaderTooLargeError",
+    "LabelRangeError",
+    "LatentdsError",
+    "LdsError",
+    "LdsNotFoundError",
+    "ManifestError",
+    "MergeError",
+    "NonFiniteError",
+    "NotLdsError",
+    "ReleaseFormatError",
+    "SourceError",
+    "SourceMismatchError",
+    "SourceNotFoundError",
+    "TensorLayoutError",
+    "TensorMismatchError",
+    "TruncatedFileError",
+    "UnknownArchitectureError",
+    "UnknownModelError",
+    "UnreadableImageError",
+    "UnsupportedImageError",
+    "UnsupportedVersionError",
+    "UsageError",
+]
 
 class LatentdsError(ValueError):
     """Root of every error latentds raises on bad input."""

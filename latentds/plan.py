@@ -36,12 +36,14 @@ from latentds.errors import ConfigError
 
 __all__ = [
     "CLASSES",
+    "DTYPES",
     "PRECISIONS",
     "Compute",
     "HardwareClass",
     "Plan",
     "get_plan",
     "hardware_class",
+    "images_per_second",
     "machine_info",
     "measure",
     "resolve_precision",
@@ -244,7 +246,7 @@ def get_plan(device: str | torch.device = "cpu", precision: str | None = "auto")
 
 
 # --- measuring a rule (informational: nothing here changes a plan) ----------------------------------------------
-def _rate(fn: Callable[[], Any], items: int, sync: Callable[[], None], seconds: float) -> float:
+def images_per_second(fn: Callable[[], Any], items: int, sync: Callable[[], None], seconds: float) -> float:
     """Items per second of ``fn``: one warm-up call, then the fastest of three timed spans of ``seconds / 3``."""
     fn()
     sync()
@@ -281,7 +283,7 @@ def measure(device: str | torch.device = "cpu", generator: nn.Module | None = No
                 g = _decode_model(base, device, name, cl)
                 zd = z.to(DTYPES[name])
                 out["decode"][f"{name}{'/channels_last' if cl else ''}@{chunk}"] = round(
-                    _rate(lambda g=g, zd=zd: g(zd, y), chunk, sync, seconds), 1)
+                    images_per_second(lambda g=g, zd=zd: g(zd, y), chunk, sync, seconds), 1)
     batch = 256 if cuda else 64
     x = torch.randn(batch, 3, 32, 32, generator=gen).to(device)
     t = (torch.arange(batch) % 10).to(device)
@@ -297,7 +299,7 @@ def measure(device: str | torch.device = "cpu", generator: nn.Module | None = No
                     loss = torch.nn.functional.cross_entropy(net(xin).float(), t)
                 loss.backward()
 
-            out["train"][f"{name}{'/channels_last' if cl else ''}@{batch}"] = round(_rate(step, batch, sync, seconds), 1)
+            out["train"][f"{name}{'/channels_last' if cl else ''}@{batch}"] = round(images_per_second(step, batch, sync, seconds), 1)
     return out
 
 

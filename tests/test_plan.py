@@ -102,7 +102,7 @@ def test_info_system_reports_the_rule(auto, monkeypatch, capsys):
 
 
 def test_info_system_measure_times_the_alternatives_without_changing_the_plan(auto, monkeypatch, capsys):
-    monkeypatch.setattr(plan_mod, "_rate", lambda fn, items, sync, seconds: (fn(), 100.0)[1])  # run once, no clock
+    monkeypatch.setattr(plan_mod, "images_per_second", lambda fn, items, sync, seconds: (fn(), 100.0)[1])  # run once, no clock
     assert main(["info", "--system", "--json", "--device", "cpu", "--measure"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["measured"]) == {"decode", "train"}

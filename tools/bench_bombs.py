@@ -27,7 +27,7 @@ def big_lds(path: Path, mib: int) -> Path:
     """A valid .lds whose latents (all zero: finite, and they compress to almost nothing) take ``mib`` MiB."""
     import torch
 
-    from latentds.lds import image_spec, save_lds
+    from latentds import image_spec, save_lds
     from latentds.models import create_model
 
     torch.manual_seed(0)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from latentds.format import pack
-from latentds.lds import image_spec, save_lds
+from latentds import image_spec, save_lds
 from latentds.models import create_model
 
 MIB = 2**20

@@ -36,7 +36,7 @@ def main() -> int:
 
     import torch
 
-    from latentds.lds import image_spec, save_lds
+    from latentds import image_spec, save_lds
     from latentds.models import create_model
 
     runs = []

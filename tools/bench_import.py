@@ -25,7 +25,7 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from latentds.dataset import LatentDataset
+    from latentds import LatentDataset
     from latentds.itgan import import_itgan
     from tests.test_itgan import release_forward, release_state
 

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from latentds.models import create_model  # noqa: E402
-from latentds.plan import DTYPES, _rate, get_plan, machine_info, measure  # noqa: E402
+from latentds.plan import DTYPES, get_plan, images_per_second, machine_info, measure  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
         z = torch.randn(chunk, g.latent_dim, device=device, dtype=DTYPES[plan.precision])
         y = (torch.arange(chunk) % 10).to(device)
         with torch.no_grad():
-            chunks[str(chunk)] = round(_rate(lambda: g(z, y), chunk, sync, args.seconds), 1)
+            chunks[str(chunk)] = round(images_per_second(lambda: g(z, y), chunk, sync, args.seconds), 1)
     result = {
         "machine": machine_info(device),
         "plan": plan.to_dict(),

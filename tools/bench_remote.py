@@ -32,8 +32,8 @@ def main() -> int:
         os.environ["LATENTDS_CACHE_DIR"] = str(Path(tmp) / "cache")
         import torch
 
-        from latentds.dataset import LatentDataset
-        from latentds.lds import image_spec, open_lds, save_lds
+        from latentds import LatentDataset
+        from latentds import image_spec, open_lds, save_lds
         from latentds.models import create_model
         from tests.test_remote import RangeServer
 

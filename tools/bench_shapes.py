@@ -59,7 +59,7 @@ def decode_rate(size: int, width: int, work: Path) -> dict:
     from torch.utils.data import DataLoader
 
     from latentds import LatentDataset
-    from latentds.lds import image_spec, save_lds
+    from latentds import image_spec, save_lds
     from latentds.models import create_model
 
     n = 2048 if width <= 16 else 512  # the paper-width generator is ~16x slower: fewer latents, same method

@@ -35,8 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latentds.dataset import LatentDataset
-from latentds.lds import image_spec, save_lds
+from latentds import LatentDataset, image_spec, save_lds
 from latentds.models import count_parameters, create_model
 from latentds.plan import Compute, get_plan, machine_info
 
@@ -167,19 +166,19 @@ def synthetic_set(n_per_class: int = 200):
 
 
 def stage_rates(device: torch.device, compute: Compute, quick: bool) -> dict[str, float]:
-    from latentds.encoding.classifier import train_classifier
-    from latentds.encoding.condense import condense
-    from latentds.encoding.config import (
+    from latentds.encoding import (
         ClassifierConfig,
         CondenseConfig,
+        EmbeddingSampler,
         GANConfig,
         InvertConfig,
+        condense,
+        invert_latents,
+        random_convnet,
+        train_classifier,
+        train_gan,
     )
-    from latentds.encoding.embed import EmbeddingSampler, random_convnet
-    from latentds.encoding.gan import train_gan
-    from latentds.encoding.invert import invert_latents
-    from latentds.evaluation import EvalConfig, TrainSet
-    from latentds.evaluation.protocol import _train_one
+    from latentds.evaluation import EvalConfig, TrainSet, train_and_test
 
     data = synthetic_set()
     mean, std = data.mean_std()
@@ -221,7 +220,7 @@ def stage_rates(device: torch.device, compute: Compute, quick: bool) -> dict[str
     test = replace(data, images=data.images[:100], labels=data.labels[:100])
     epochs = eval_cfg.epochs
     t = time.perf_counter()
-    _train_one(train, (train.images.to(device), train.labels.to(device)), test, eval_cfg, 0, device, False, compute)
+    train_and_test(train, test, replace(eval_cfg, seeds=1), progress=False)  # the plan's compute, as eval runs
     sync()
     out["eval_images_per_s"] = round(500 * epochs / (time.perf_counter() - t), 1)
     return out

@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from latentds.checkpoint import load_model
-    from latentds.encoding.classifier import accuracy, load_classifier
-    from latentds.encoding.gan import gan_quality
+    from latentds.encoding import accuracy, gan_quality, load_classifier
     from latentds.sources import load_source
 
     if args.threads:

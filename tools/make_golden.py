@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentds.dataset import LatentDataset
-from latentds.lds import image_spec, save_lds
+from latentds import LatentDataset
+from latentds import image_spec, save_lds
 from latentds.models import create_model
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data"

@@ -28,11 +28,16 @@ from pathlib import Path
 
 import torch
 
-from latentds.encoding.condense import condense, work_units
-from latentds.encoding.distributed import assign
-from latentds.encoding.embed import EmbeddingSampler
-from latentds.encoding.invert import invert, units_per_pass
-from latentds.encoding.presets import apply_overrides, load_preset
+from latentds.encoding import (
+    EmbeddingSampler,
+    apply_overrides,
+    assign,
+    condense,
+    invert,
+    load_preset,
+    units_per_pass,
+    work_units,
+)
 from latentds.models import create_model
 
 # (name, classes, training images per class): the CIFAR sets, and ImageNet's size at 32x32 (ImageNet32).

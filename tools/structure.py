@@ -8,9 +8,9 @@ Limits (from the house style, issue 22): a module of at most MAX_MODULE lines; a
 MAX_FUNCTION lines unless its body says why it may stay long (a ``# long:`` comment on its first lines,
 e.g. one flat training loop read top to bottom); no import circle among latentds' modules, counting
 imports inside functions (they hide circles, they do not remove them); no ``_private`` name imported from
-another package; bench/ and tools/ use the public API only: names that ``latentds``, or a package of it,
-lists in ``__all__`` (a module's own private helpers are not for them); no module named utils, common
-or misc. Nothing is imported or run: the files are parsed with ``ast``.
+another package; bench/ and tools/ use the public API only: names that ``latentds``, a package of it (its
+face: ``latentds.encoding``, ``latentds.format``, ...) or a top-level module (``latentds.plan``, ...) lists in
+``__all__``, never a module inside a package (``latentds.encoding.gan``); no module named utils, common or misc. Nothing is imported or run: the files are parsed with ``ast``.
 """
 
 from __future__ import annotations
@@ -127,13 +127,20 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def public_names(trees: dict[str, ast.AST]) -> dict[str, set[str]]:
-    """``__all__`` of latentds and of each of its packages (their ``__init__``)."""
+    """``__all__`` of each module given: a literal list, or ``sorted(D)`` of a dict literal ``D`` of the module."""
     out = {}
     for name, tree in trees.items():
-        for node in ast.walk(tree):
+        dicts = {t.id: node.value for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                 if isinstance(t, ast.Name) and isinstance(node.value, ast.Dict)}
+        for node in tree.body:
             if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+                value = node.value
+                if isinstance(value, ast.Call) and value.args and isinstance(value.args[0], ast.Name):
+                    value = dicts.get(value.args[0].id, value)  # __all__ = sorted(_HOMES)
                 try:
-                    out[name] = set(ast.literal_eval(node.value))
+                    out[name] = set(ast.literal_eval(value.keys if isinstance(value, ast.Dict) else value) if not
+                                    isinstance(value, ast.Dict) else [ast.literal_eval(k) for k in value.keys])
                 except ValueError:
                     pass
     return out
@@ -164,7 +171,8 @@ def measure() -> Report:
             if lines > MAX_FUNCTION and not ok:
                 report.long_functions.append((f"{rel}:{qual}", lines))
     packages = {module_name(p) for p in files if p.name == "__init__.py"}
-    public = public_names({n: t for n, t in trees.items() if n in packages})
+    faces = {n for n in trees if n in packages or n.count(".") == 1}  # latentds.x: a package or a top-level module
+    public = public_names({n: t for n, t in trees.items() if n.startswith("latentds") and n in faces})
     graph: dict[str, set[str]] = {}
     for path in files:
         name = module_name(path)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_HOMES = {
+_HOMES = {  # name -> its module (or "module:attribute" where the face names it more precisely)
     "EncodeConfig": "latentds.encoding.config",
     "GANConfig": "latentds.encoding.config",
     "ClassifierConfig": "latentds.encoding.config",
@@ -37,12 +37,18 @@ _HOMES = {
     "train_gan": "latentds.encoding.gan",
     "gan_quality": "latentds.encoding.gan",
     "GENERATOR_FILE": "latentds.encoding.gan",
+    "GAN_META_CONFIG": "latentds.encoding.gan:META_CONFIG",  # keys of a generator file's metadata
+    "GAN_META_STATS": "latentds.encoding.gan:META_STATS",
+    "CLASSIFIER_META_STATS": "latentds.encoding.classifier:META_STATS",
     "train_classifier": "latentds.encoding.classifier",
     "load_classifier": "latentds.encoding.classifier",
     "accuracy": "latentds.encoding.classifier",
     "CLASSIFIER_FILE": "latentds.encoding.classifier",
     "InvertUnit": "latentds.encoding.invert",
     "invert_latents": "latentds.encoding.invert",
+    "invert": "latentds.encoding.invert",
+    "units_per_pass": "latentds.encoding.invert",
+    "assign": "latentds.encoding.distributed",
     "AmortizedConfig": "latentds.encoding.amortized",
     "train_encoder": "latentds.encoding.amortized",
     "predict_latents": "latentds.encoding.amortized",
@@ -58,7 +64,8 @@ __all__ = sorted(_HOMES)
 
 def __getattr__(name: str) -> Any:
     if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
+        module, _, attribute = _HOMES[name].partition(":")
+        return getattr(importlib.import_module(module), attribute or name)
     raise AttributeError(f"module 'latentds.encoding' has no attribute {name!r}")
 
 
