@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,9 +81,12 @@ class Estimate:
                 f"per image) = {self.total / gib:.2f} GiB")
 
 
-def largest_activation(model: nn.Module, latent_dim: int) -> int | None:
-    """Elements of the largest tensor any module of ``model`` (built on the meta device) outputs for one image, by
-    a forward pass on meta; None when the architecture cannot run there."""
+def largest_activation(build: Callable[[], nn.Module], latent_dim: int) -> int | None:
+    """Elements of the largest tensor any module outputs for one image: the model ``build()`` makes is built and
+    run on PyTorch's fake tensors (shapes and dtypes only, no storage; unlike the meta device they keep the CPU
+    as their device, so a forward that enters ``torch.autocast("cpu")`` runs). None when it cannot run there."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
     largest = 0
 
     def record(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -91,15 +95,14 @@ def largest_activation(model: nn.Module, latent_dim: int) -> int | None:
             if isinstance(t, torch.Tensor):
                 largest = max(largest, t.numel())
 
-    hooks = [m.register_forward_hook(record) for m in model.modules()]
     try:
-        with torch.no_grad():
-            model(torch.empty(1, latent_dim, device="meta"), torch.zeros(1, dtype=torch.long, device="meta"))
-    except Exception:  # noqa: BLE001 - an architecture that cannot run on meta: the caller falls back
+        with FakeTensorMode(), torch.no_grad():
+            model = build()
+            for m in model.modules():
+                m.register_forward_hook(record)
+            model.eval()(torch.empty(1, latent_dim), torch.zeros(1, dtype=torch.long))
+    except Exception:  # noqa: BLE001 - an architecture that cannot run on fake tensors: the caller falls back
         return None
-    finally:
-        for h in hooks:
-            h.remove()
     return largest
 
 

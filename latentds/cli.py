@@ -119,16 +119,31 @@ def _sigterm_as_exception() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def _max_memory(size: str | None) -> Iterator[None]:
+    """``--max-memory``: the budget as $LATENTDS_MAX_MEMORY for this command (DataLoader workers inherit it)."""
+    if not size:
+        yield
+        return
+    from latentds.budget import ENV_MAX_MEMORY, parse_size
+
+    previous = os.environ.get(ENV_MAX_MEMORY)
+    os.environ[ENV_MAX_MEMORY] = str(parse_size(size, "--max-memory"))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_MAX_MEMORY, None)
+        else:
+            os.environ[ENV_MAX_MEMORY] = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(bool(getattr(args, "quiet", False)))
     try:
-        with _sigterm_as_exception():
-            if getattr(args, "max_memory", None):
-                from latentds.budget import ENV_MAX_MEMORY, parse_size
-
-                os.environ[ENV_MAX_MEMORY] = str(parse_size(args.max_memory, "--max-memory"))  # workers inherit it
+        with _sigterm_as_exception(), _max_memory(getattr(args, "max_memory", None)):
             return int(args.func(args))
     except (ConfigError, LdsNotFoundError, SourceNotFoundError, UsageError) as exc:  # asked wrongly: usage
         print(f"latentds: error: {safe(exc, 4000)}", file=sys.stderr)

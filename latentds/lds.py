@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from latentds.budget import check_budget, estimate_decode, largest_activation
-from latentds.common import freeze
 from latentds.errors import (
     ConfigError,
     GeneratorKeysError,
@@ -33,6 +32,7 @@ from latentds.models import (
     generator_contract,
     list_models,
 )
+from latentds.tensors import freeze
 
 MAX_GENERATOR_NUMEL = 2_000_000_000  # weights + buffers a file may ask us to build (BigGAN-deep 512: ~0.1 G)
 
@@ -150,7 +150,9 @@ def _meta_facts(reader: LdsReader) -> _MetaFacts:
             contract = None
         state = {k: (tuple(v.shape), v.is_floating_point()) for k, v in model.state_dict().items()}
         weights = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
-        largest = largest_activation(model, contract.latent_dim) if contract is not None else None
+        largest = None
+        if contract is not None:
+            largest = largest_activation(lambda: create_model(gen["arch"], **gen["args"]), contract.latent_dim)
         if len(_FACTS) >= 32:
             _FACTS.pop(next(iter(_FACTS)))
         _FACTS[key] = _MetaFacts(contract, state, weights, largest)

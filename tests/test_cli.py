@@ -210,3 +210,72 @@ def test_an_unusable_device_is_a_one_line_usage_error(tiny_lds: Path, tmp_path: 
         pytest.skip("this machine has CUDA")
     code, _, err = run(capsys, "export", str(tiny_lds), str(tmp_path / "x.npz"), "--device", "cuda")
     assert code == 2 and err.count("\n") == 1 and "CUDA is not available" in err
+
+
+# --- outputs are checked before any work (issue 26) -------------------------------------------------------------
+def test_an_input_is_never_its_own_output(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    before = tiny_lds.read_bytes()
+    for argv in (["export", str(tiny_lds), str(tiny_lds), "--format", "npz", "--force"],
+                 ["preview", str(tiny_lds), str(tiny_lds), "--force"],
+                 ["merge", str(tiny_lds), str(tiny_lds), str(tiny_lds), "--force"],
+                 ["pack", str(tiny_lds), str(tiny_lds), "--force"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and ("input" in err or "suffix" in err), (argv, err)
+    assert tiny_lds.read_bytes() == before
+
+
+def test_preview_refuses_an_existing_path_without_force(tiny_lds: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "grid.png"
+    out.write_bytes(b"keep")
+    code, _, err = run(capsys, "preview", str(tiny_lds), str(out), "-q")
+    assert code == 2 and "--force" in err and out.read_bytes() == b"keep"
+    assert run(capsys, "preview", str(tiny_lds), str(out), "-q", "--force")[0] == 0
+    assert Image.open(out).size[0] > 0
+
+
+def test_output_paths_are_checked_before_any_work(tiny_lds: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import latentds.export
+
+    def no_decoding(*args, **kwargs):  # any decoding here means the check came too late
+        raise AssertionError("decoded before the output path was checked")
+
+    monkeypatch.setattr(latentds.export, "LatentDataset", no_decoding)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "dir")
+    (tmp_path / "target.png").write_bytes(b"keep")
+    (tmp_path / "link.png").symlink_to(tmp_path / "target.png")
+    cases = [
+        (["preview", str(tiny_lds), str(tmp_path / "grid.tiff")], "suffix"),
+        (["preview", str(tiny_lds), str(tmp_path / "link.png"), "--force"], "symbolic link"),
+        (["export", str(tiny_lds), str(tmp_path / "afile" / "x.npz")], "not a folder"),
+        (["export", str(tiny_lds), str(tmp_path / "missing" / "x.npz")], "does not exist"),
+        (["export", str(tiny_lds), str(tmp_path / ("n" * 240 + ".npz"))], "shorter name"),
+        (["export", str(tiny_lds), str(tmp_path / "link")], "symbolic link"),
+    ]
+    for argv, match in cases:
+        code, _, err = run(capsys, *argv, "-q")
+        assert code == 2 and match in err and err.count("\n") == 1, (argv, err)
+    assert (tmp_path / "target.png").read_bytes() == b"keep" and not any((tmp_path / "dir").iterdir())
+
+
+def test_sigterm_removes_the_staging_folder(tmp_path: Path) -> None:
+    """SIGTERM during an export leaves nothing behind: the staging folder lives beside the output and is removed."""
+    import os
+    import signal
+    import time
+
+    from tests.conftest import make_lds
+
+    src = make_lds(tmp_path / "big.lds", n=3000)
+    out = tmp_path / "pngs"
+    proc = subprocess.Popen([sys.executable, "-m", "latentds", "-q", "export", str(src), str(out), "--batch-size", "8"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "terminated" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.lds"]

@@ -538,3 +538,15 @@ def test_fuzzed_files_fail_only_with_lds_errors(tmp_path_factory, edits, cut, he
             r.labels()
     except errors.LdsError:
         pass
+
+
+@pytest.mark.parametrize("text", ["1.0", "1.12", "0.0"])
+def test_versions_are_major_dot_minor(text: str) -> None:
+    assert spec.parse_version(text) == tuple(int(v) for v in text.split("."))
+
+
+@pytest.mark.parametrize("text", [" 1 . 0 ", "1.0 ", "\uff11.0", "1.\u0660", "+1.0", "1_0.0", "1.0.0", "1", "", 1.0, None])
+def test_version_parser_takes_ascii_digits_only(text) -> None:
+    """The spec says MAJOR.MINOR; int() accepted spaces, signs, underscores and any script's digits."""
+    with pytest.raises(ValueError):
+        spec.parse_version(text)

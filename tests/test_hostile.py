@@ -214,7 +214,7 @@ def test_info_escapes_control_characters_from_provenance(lds: Path, tmp_path: Pa
     import sys
 
     def inject(header: dict, manifest: dict, data: bytearray) -> None:
-        manifest["provenance"]["source"] = {"name": "evil\x1b]0;pwned\x07\ud800", "bytes": 5}
+        manifest["provenance"]["source"] = {"name": "evil\x1b]0;pwned\x07", "bytes": 5}
         manifest["provenance"]["tool"] = "\x9b2Jtool"
         manifest["extra\x1b[2J"] = {"unknown": ["\x1b]8;;x\x07", 1e308]}  # unknown fields: allowed, shown escaped
 
@@ -257,3 +257,171 @@ def test_fuzz_smoke(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "f.json").read_text())
     assert out.returncode == 0 and result["failures"] == {} and result["slow_over_5s_cpu"] == 0, out.stdout[-800:]
     assert result["inputs"] == 120 and sum(sum(k.values()) for k in result["by_mutation"].values()) == 120
+
+
+# --- round 2 (issue 26): every field typed, every resource bounded, every output checked -------------------------
+RAW_CONTROL = ("\x1b", "\x07", "\x9b", "\x00")
+
+
+def _resigned_text(lds: Path, out: Path, text: str) -> Path:
+    """``lds`` with its manifest replaced by the JSON ``text`` verbatim (e.g. holding 1e400), re-signed."""
+    header, data = _split(lds)
+    header["__metadata__"] = {spec.META_MANIFEST: text,
+                              spec.META_MANIFEST_SHA256: hashlib.sha256(text.encode()).hexdigest()}
+    return _write(out, header, data)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda m: m["provenance"].update(source={"name": "x", "bytes": 1e-300}), "provenance.source.bytes"),
+        (lambda m: m["provenance"].update(source="a string where an object belongs"), "provenance.source"),
+        (lambda m: m["provenance"].update(created=["not", "text"]), "provenance.created"),
+        (lambda m: m["provenance"].update(parts=[{"file": "a", "rows": "0:5"}]), r"provenance.parts\[0\].rows"),
+        (lambda m: m["generator"].update(param_count=-5), "generator.param_count"),
+        (lambda m: m["generator"]["args"].update(width=[[[1]]]), "generator.args.width"),
+        (lambda m: m["integrity"]["tensors"]["labels"].update(dtype="\x1b]0;x\x07"), "integrity.tensors.labels"),
+        (lambda m: m["image"].update(std=[1e-300, 1, 1]), "image.std"),
+        (lambda m: m["image"].update(mean=[1e300, 0, 0]), "image.mean"),
+        (lambda m: m.update(format_version=" 1 . 0 "), "format_version"),
+        (lambda m: m.update(format_version="\uff11.0"), "format_version"),
+    ],
+    ids=["bytes-1e-300", "source-string", "created-list", "parts-rows", "param-count", "args-nested", "sha-escape",
+         "std-1e-300", "mean-1e300", "spaced-version", "fullwidth-version"],
+)
+def test_every_manifest_field_is_typed_at_open(lds: Path, tmp_path: Path, change, match: str) -> None:
+    """Optional and provenance fields reached the printers unchecked; now the schema refuses them at open, in one
+    escaped line."""
+    bad = mutated(lds, tmp_path / "bad.lds", lambda h, m, d: change(m))
+    with pytest.raises((errors.ManifestError, errors.UnsupportedVersionError), match=match) as info:
+        open_lds(bad)
+    assert not any(c in str(info.value) for c in RAW_CONTROL)
+
+
+@pytest.mark.parametrize("literal", ["1e400", "-1e400"])
+def test_numbers_beyond_a_float_are_refused_at_parse(lds: Path, tmp_path: Path, literal: str) -> None:
+    header, _ = _split(lds)
+    manifest = header["__metadata__"][spec.META_MANIFEST]
+    bad = _resigned_text(lds, tmp_path / "big.lds", manifest[:-1] + f', "extra": {literal}}}')
+    with pytest.raises(errors.HeaderParseError, match="float"):
+        open_lds(bad)
+
+
+@pytest.mark.parametrize("where", ["provenance", "key"])
+def test_unpaired_surrogates_are_refused_at_parse(lds: Path, tmp_path: Path, where: str) -> None:
+    """A \\ud800 escape is valid JSON but no text: merging such a file crashed the writer with UnicodeEncodeError
+    (found by tools/fuzz_lds.py)."""
+    def change(h: dict, m: dict, d: bytearray) -> None:
+        if where == "key":
+            m["provenance"]["\ud800"] = 1
+        else:
+            m["provenance"]["tool"] = "x\udc00"
+
+    with pytest.raises(errors.HeaderParseError, match="not valid Unicode"):
+        open_lds(mutated(lds, tmp_path / "s.lds", change))
+
+
+def test_nesting_depth_is_bounded(lds: Path, tmp_path: Path) -> None:
+    header, _ = _split(lds)
+    manifest = header["__metadata__"][spec.META_MANIFEST]
+    bad = _resigned_text(lds, tmp_path / "deep.lds", manifest[:-1] + ', "extra": ' + "[" * 100 + "]" * 100 + "}")
+    with pytest.raises(errors.HeaderParseError, match="deeper"):
+        open_lds(bad)
+
+
+def test_unknown_fields_of_any_shape_are_shown_escaped(lds: Path, tmp_path: Path, capsys) -> None:
+    """Extra fields stay allowed (forward compatibility) and every printer renders them whatever they hold."""
+    from latentds.cli import main
+
+    def extra(h: dict, m: dict, d: bytearray) -> None:
+        m.update({"x\x1b[2J": 1e308, "tiny": 5e-324, "empty": [], "obj": {}, "text": "\x1b]0;t\x07",
+                  "long": list(range(1000)), "big": 10**300})
+        m["image"]["note\x9b"] = "\x1b[31m"
+        m["provenance"]["losses"] = {"curve": []}
+
+    bad = mutated(lds, tmp_path / "extra.lds", extra)
+    for argv in (["info", str(bad)], ["info", "--json", str(bad)], ["verify", str(bad)]):
+        assert main(argv) == 0
+        out, err = capsys.readouterr()
+        assert not any(c in out + err for c in RAW_CONTROL), argv
+    assert main(["info", str(bad)]) == 0 and "x\\x1b[2J" in capsys.readouterr().out
+
+
+def test_decode_refuses_non_finite_output(lds: Path, tmp_path: Path) -> None:
+    """Finite weights can still decode to NaN (a negative batch-norm variance): refused, not returned."""
+    def negative_var(header: dict, manifest: dict, data: bytearray) -> None:
+        lo, hi = header["generator.out_bn.running_var"]["data_offsets"]
+        data[lo:hi] = np.full((hi - lo) // 4, -1.0, dtype=np.float32).tobytes()
+
+    bad = mutated(lds, tmp_path / "nan.lds", negative_var)
+    ds = LatentDataset(bad, device="cpu")
+    with pytest.raises(errors.NonFiniteError, match="NaN or infinite"):
+        ds[0]
+
+
+def test_memory_budget_is_checked_before_anything_is_built(lds: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from latentds.budget import ResourceLimitError
+    from latentds.cli import main
+
+    monkeypatch.setenv("LATENTDS_MAX_MEMORY", "64K")
+    with pytest.raises(ResourceLimitError, match="LATENTDS_MAX_MEMORY"):
+        LatentDataset(lds)
+    assert main(["-q", "export", str(lds), str(tmp_path / "x.npz")]) == 1
+    assert not list(tmp_path.glob("*x.npz*")) and "GiB" in capsys.readouterr().err
+    monkeypatch.delenv("LATENTDS_MAX_MEMORY")
+    assert main(["-q", "preview", str(lds), str(tmp_path / "p.png"), "--max-memory", "64K"]) == 1
+    assert main(["-q", "preview", str(lds), str(tmp_path / "p.png"), "--max-memory", "lots"]) == 2
+    assert main(["-q", "preview", str(lds), str(tmp_path / "p.png")]) == 0
+
+
+def test_estimate_counts_weights_and_activations() -> None:
+    """A 65,536-class BigGAN is 1.5 GiB of embeddings; a 1024x1024 one has 1 GiB activations per image."""
+    import torch
+
+    from latentds.budget import estimate_decode, largest_activation
+    from latentds.models import create_model
+
+    with torch.device("meta"):
+        wide = create_model("biggan", num_classes=65536, width=64)
+    est = estimate_decode(sum(p.numel() for p in wide.parameters()), None, (3, 32, 32), 16)
+    assert est.weight_bytes > 1.5 * 2**30
+    tall = largest_activation(lambda: create_model("biggan", num_classes=10, width=64, image_size=1024), 128)
+    assert tall == 256 * 1024 * 1024  # the last block's output: 256 channels at 1024x1024
+
+
+def _zst_with_inner(header_change: Callable[[dict], None], src: Path, out: Path) -> Path:
+    import zstandard
+
+    header, data = _split(src)
+    header_change(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    raw = struct.pack("<Q", len(text)) + text + data
+    out.write_bytes(zstandard.ZstdCompressor(write_checksum=True, write_content_size=True).compress(raw))
+    return out
+
+
+@pytest.mark.parametrize("offset", [float("inf"), 1e300, "12", -8])
+def test_zst_inner_header_is_parsed_strictly(lds: Path, tmp_path: Path, offset) -> None:
+    """An infinite offset gave OverflowError in info, verify and unpack."""
+    from latentds.cli import main
+    from latentds.format import unpack
+
+    bad = _zst_with_inner(lambda h: h[spec.LABELS]["data_offsets"].__setitem__(1, offset), lds, tmp_path / "b.lds.zst")
+    with pytest.raises(errors.CompressionError):
+        LdsReader(bad)
+    with pytest.raises(errors.CompressionError):
+        unpack(bad, tmp_path / "u.lds")
+    assert main(["-q", "verify", str(bad)]) == 1
+
+
+def test_large_zst_is_inflated_to_a_temporary_file(lds: Path, tmp_path: Path, monkeypatch) -> None:
+    import mmap
+
+    from latentds.format import compress, pack
+
+    packed = pack(lds, tmp_path / "a.lds.zst")
+    monkeypatch.setattr(compress, "IN_MEMORY_BYTES", 1024)
+    with LdsReader(packed) as r, LdsReader(lds) as plain:
+        assert isinstance(r._data, mmap.mmap) and r.verify() == []
+        assert np.array_equal(r.array(spec.LATENTS), plain.array(spec.LATENTS))

@@ -150,3 +150,21 @@ def test_wrong_files_are_one_line_errors(release, tmp_path: Path, capsys) -> Non
 
         torch.save({"other": z}, tmp_path / "other.pt")
         import_itgan(gpath, tmp_path / "other.pt", str(labels_src), tmp_path / "y.lds", progress=False)
+
+
+def test_a_deflated_record_is_refused_before_loading(tmp_path: Path) -> None:
+    """torch.save stores records uncompressed; a deflated one is inflated whole by torch.load (a 255 KiB record
+    cost +200 MiB), so it is refused from the zip's directory before anything is loaded."""
+    import zipfile
+
+    from latentds.itgan import import_itgan
+
+    plain = tmp_path / "plain.pth"
+    torch.save({"linear.weight": torch.zeros(1024, 1024)}, plain)  # 4 MiB of zeros
+    packed = tmp_path / "G_Pretrained_CIFAR10_exp0.pth"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    assert packed.stat().st_size < 100_000
+    with pytest.raises(errors.ReleaseFormatError, match="compressed and inflates"):
+        import_itgan(packed, packed, "cifar10", tmp_path / "out.lds")

@@ -210,3 +210,159 @@ def test_a_filesystem_s_own_exception_becomes_a_remote_read_error(monkeypatch) -
     monkeypatch.setattr(type(fsspec.filesystem("memory")), "size", unreachable)
     with pytest.raises(errors.LdsError, match="ConnectError"):
         LdsReader("memory://somewhere/a.lds")
+
+
+# --- every server a suspect (issue 26) ---------------------------------------------------------------------------
+import socket  # noqa: E402
+import time  # noqa: E402
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that answers every connection with ``reply(request_bytes) -> bytes`` (or drips it,
+    or says nothing), to play the servers a stranger may run."""
+
+    def __init__(self, reply, drip: float = 0.0, silent: bool = False):
+        self.reply, self.drip, self.silent = reply, drip, silent
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/f.lds"
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                request = conn.recv(65536)
+                if self.silent:
+                    self.stop.wait(30)
+                    return
+                data = self.reply(request)
+                if self.drip:
+                    for i in range(len(data)):
+                        if self.stop.wait(self.drip):
+                            return
+                        conn.sendall(data[i : i + 1])
+                else:
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def _served(tmp_path: Path) -> bytes:
+    return make_lds(tmp_path / "f.lds", n=4).read_bytes()
+
+
+def _range_reply(data: bytes, extra: bytes = b"", status: bytes = b"206 Partial Content"):
+    def reply(request: bytes) -> bytes:
+        spec = request.split(b"Range: bytes=")[1].split(b"\r\n")[0].decode()
+        lo, hi = (int(v) for v in spec.split("-"))
+        body = data[lo : hi + 1]
+        return (b"HTTP/1.1 " + status + b"\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n" % (
+            lo, lo + len(body) - 1, len(data), len(body)) + extra + b"\r\n" + body)
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("answer", "match"),
+    [
+        (lambda d: lambda r: b"HTTP/1.1 20x Fine\x1b[2J\r\n\r\n", "not valid HTTP"),
+        (lambda d: lambda r: b"HTTP/1.1 206 OK\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n",
+         "not valid HTTP"),
+        (lambda d: lambda r: b"HTTP/1.1 206 OK\r\nContent-Range: bytes 0-7/" + b"9" * 5000 + b"\r\n\r\n", "Content-Range"),
+        (lambda d: lambda r: b"HTTP/1.1 206 OK\r\nContent-Range: bytes 0-7/%d\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"zz\r\n" % len(d), "not valid HTTP"),
+        (lambda d: lambda r: b"HTTP/1.1 403 \x1b]0;pwned\x07\r\nContent-Length: 0\r\n\r\n", "403"),
+        (lambda d: lambda r: b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.2:9/x.lds\r\nContent-Length: 0\r\n\r\n",
+         "another origin"),
+        (lambda d: lambda r: b"", "not valid HTTP"),
+    ],
+    ids=["bad-status-line", "200-headers", "5000-digit-total", "broken-chunked", "escape-reason", "offsite-redirect",
+         "closed"],
+)
+def test_every_protocol_error_is_a_remote_read_error(tmp_path: Path, answer, match: str, capsys) -> None:
+    from latentds.cli import main
+
+    srv = RawServer(answer(_served(tmp_path)))
+    try:
+        with pytest.raises(errors.LdsError, match=match) as info:
+            LdsReader(srv.url)
+        assert "\x1b" not in str(info.value) and "\x07" not in str(info.value)
+        assert main(["info", srv.url]) == 1
+        assert "\x1b" not in capsys.readouterr().err
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("kind", ["drip", "silent"])
+def test_a_server_that_drips_or_stalls_meets_the_deadline(tmp_path: Path, monkeypatch, kind: str) -> None:
+    monkeypatch.setenv("LATENTDS_HTTP_TIMEOUT", "1")
+    reply = _range_reply(_served(tmp_path))
+    srv = RawServer(reply, drip=0.2) if kind == "drip" else RawServer(reply, silent=True)
+    try:
+        start = time.monotonic()
+        with pytest.raises(errors.LdsError, match="within"):
+            LdsReader(srv.url)
+        assert time.monotonic() - start < 3.0  # 1 s plus 8 bytes at the minimum rate, plus slack
+    finally:
+        srv.close()
+
+
+def test_same_origin_redirects_are_followed(server: RangeServer, tmp_path: Path) -> None:
+    path, url = _publish(server, 6)
+    srv = RawServer(lambda r: b"HTTP/1.1 307 Moved\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n")
+    try:
+        with pytest.raises(errors.LdsError, match="more than 5 redirects"):  # same origin: followed, but bounded
+            LdsReader(srv.url)
+    finally:
+        srv.close()
+    with LdsReader(url) as r:
+        assert r.num_samples == 6
+
+
+def test_the_cache_reads_only_regular_files_of_the_manifest_size(server: RangeServer, _cache: Path) -> None:
+    import os
+
+    path, url = _publish(server, 40, chunk_rows=10)
+    with LdsReader(url) as r:
+        r.latents([0])
+        sha = r.manifest_sha256
+    folder = _cache / "remote" / sha
+    cached = folder / "latents-0"
+    assert cached.is_file()
+    cached.unlink()
+    cached.symlink_to("/dev/zero")  # a link to an endless device: must be skipped, not read
+    os.mkfifo(folder / "latents-1")  # a FIFO: opening it would block
+    (folder / "latents-2").write_bytes(b"x" * 10**6)  # the wrong size: never read whole
+    before = server.requests
+    with LdsReader(url) as r:
+        local = LdsReader(path)
+        assert torch.equal(r.latents([0, 10, 20]), local.latents([0, 10, 20]))
+    assert server.requests > before  # fetched again instead of trusting the planted entries
+
+
+def test_http_limits_are_configurable(monkeypatch) -> None:
+    from latentds.format.remote import HTTPLimits
+
+    monkeypatch.setenv("LATENTDS_HTTP_TIMEOUT", "5")
+    monkeypatch.setenv("LATENTDS_HTTP_MIN_RATE", "1024")
+    limits = HTTPLimits.from_env()
+    assert limits.deadline_s(2048) == 7.0 and not limits.cross_origin
+    monkeypatch.setenv("LATENTDS_HTTP_TIMEOUT", "soon")
+    with pytest.raises(errors.UsageError, match="LATENTDS_HTTP_TIMEOUT"):
+        HTTPLimits.from_env()

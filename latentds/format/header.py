@@ -74,19 +74,24 @@ def _no_constants(name: str) -> Any:
 
 
 def json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> int:
-    """Nesting depth of a parsed JSON value (a scalar is 0), counted without recursion; stops past ``limit``."""
+    """Nesting depth of a parsed JSON value (a scalar is 0), counted without recursion; stops past ``limit``.
+    Raises ValueError for a string or key that is not valid Unicode (a ``\\ud800`` escape: an unpaired surrogate,
+    which no UTF-8 writer, terminal or file system takes)."""
     depth, level = 0, [value]
-    while level and depth <= limit:
+    while True:
         nxt: list[Any] = []
         for v in level:
             if isinstance(v, dict):
-                nxt.extend(v.values())
+                for k, x in v.items():
+                    k.encode("utf-8")  # UnicodeEncodeError is a ValueError
+                    nxt.append(x)
             elif isinstance(v, list):
                 nxt.extend(v)
-        if not nxt:
+            elif isinstance(v, str):
+                v.encode("utf-8")
+        if not nxt or depth > limit:
             return depth
         depth, level = depth + 1, nxt
-    return depth
 
 
 def strict_json(text: str | bytes, what: str, where: str) -> Any:
@@ -103,7 +108,12 @@ def strict_json(text: str | bytes, what: str, where: str) -> Any:
         raise HeaderParseError(
             f"{where}: the {what} is not valid UTF-8 JSON ({safe(exc, 200)}); this is not a .lds file or it is corrupt"
         ) from None
-    if json_depth(value) > MAX_JSON_DEPTH:
+    try:
+        depth = json_depth(value)
+    except UnicodeEncodeError:
+        raise HeaderParseError(f"{where}: the {what} holds a string that is not valid Unicode (an unpaired surrogate "
+                               "escape such as \\ud800); it is corrupt or hostile") from None
+    if depth > MAX_JSON_DEPTH:
         raise HeaderParseError(f"{where}: the {what} nests deeper than {MAX_JSON_DEPTH} levels; it is not a .lds "
                                "file or is hostile")
     return value
