@@ -11,12 +11,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from latentds.common import channel_stats, resolve_device
+from latentds.devices import resolve_device
 from latentds.errors import LatentdsError, LdsError
 from latentds.format import LdsReader
 from latentds.format.remote import is_url
 from latentds.lds import load_generator, open_lds
 from latentds.plan import Plan, get_plan
+from latentds.tensors import channel_stats
 
 Transform = Callable[[Any], Any]
 

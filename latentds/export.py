@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from latentds.budget import check_budget
-from latentds.common import progress_bar
 from latentds.dataset import LatentDataset
 from latentds.errors import LatentdsError, UsageError
 from latentds.format.outputs import check_output
 from latentds.format.staging import replace_staged, staging_dir, staging_file
+from latentds.progress import progress_bar
 
 EXPORT_FORMATS = ("folder", "npz", "h5", "webdataset", "hf")
 DIRECTORY_FORMATS = ("folder", "webdataset", "hf")

@@ -12,7 +12,6 @@ from torch import nn
 
 import latentds.encoding.classifier as classifier_mod
 from latentds.checkpoint import read_model_metadata
-from latentds.common import normalize
 from latentds.encoding.classifier import (
     CKPT_FILE,
     CLASSIFIER_FILE,
@@ -25,6 +24,7 @@ from latentds.encoding.config import ClassifierConfig
 from latentds.encoding.state import TrainingInterrupted, load_state
 from latentds.errors import ConfigError
 from latentds.sources import ImageSet
+from latentds.tensors import normalize
 from tests.conftest import blobs
 
 TINY = ClassifierConfig(width=16, epochs=4, batch_size=16, snapshot_every=2)

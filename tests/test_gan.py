@@ -118,6 +118,32 @@ def test_samples_and_checkpoint_written(trained):
     assert {k.split(".")[0] for k in tensors} >= {"G", "D", "EMA", "optG", "optD", "rng"}
 
 
+def test_an_iteration_s_random_numbers_are_drawn_in_order_and_moved_in_one_copy_per_dtype():
+    """draw_iteration consumes the CPU stream as the steps did one by one; off the CPU they travel packed by dtype."""
+    from latentds.encoding import gan
+    from latentds.encoding.gan_samples import random_latents
+    from latentds.sources import ImageSet
+
+    cfg = replace(TINY, d_steps=2, batch_size=3, diffaug="color,translation,cutout")
+    data = ImageSet.from_tensors(torch.zeros(6, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 0, 1, 1, 2, 2]),
+                                 ["a", "b", "c"], "zeros")
+    reals = gan.RealSampler(data, torch.device("cpu"), (-1.0, 1.0))
+    steps = gan.draw_iteration(cfg, reals, 5, (8, 8), torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)  # the same numbers, drawn the way one D step after another drew them
+    for step in steps[:-1]:
+        pos, y = reals.draw(3, g)
+        z, _ = random_latents(3, 5, 3, g, torch.device("cpu"))
+        random_flip(torch.zeros(3, 1, 1, 1), g)  # consumes the flip numbers
+        diff_augment(torch.zeros(6, 3, 8, 8), cfg.diffaug, g)  # consumes the DiffAugment numbers (fakes + reals)
+        assert torch.equal(step.pos, pos) and torch.equal(step.y_real, y) and torch.equal(step.z, z)
+    z, _ = random_latents(3, 5, 3, g, torch.device("cpu"))
+    assert torch.equal(steps[-1].z, z) and steps[-1].pos is None
+    moved = steps[0].to(torch.device("meta"))  # the packing path a GPU takes (shapes and dtypes; meta has no values)
+    assert moved.z.device.type == "meta" and moved.z.shape == (3, 5) and moved.pos.dtype == torch.int64
+    assert set(moved.aug) == set(steps[0].aug) and moved.aug["ty"].shape == (6, 1, 1)
+    assert steps[0].to(torch.device("cpu")).z is steps[0].z  # the CPU: no copy at all
+
+
 def test_finished_run_is_returned_without_training(data, trained, monkeypatch):
     generator, _, work = trained
     from latentds.encoding import gan

@@ -32,7 +32,6 @@ from torch import Tensor, nn
 
 from latentds.augment import DEFAULT_STRATEGY, dsa
 from latentds.checkpoint import load_model, read_model_metadata, save_model
-from latentds.common import normalize
 from latentds.encoding.config import ClassifierConfig, config_diff, describe_diff
 from latentds.encoding.state import (
     CheckpointError,
@@ -50,6 +49,7 @@ from latentds.errors import ConfigError
 from latentds.models import input_args, seeded_model
 from latentds.plan import Compute
 from latentds.sources import ImageSet
+from latentds.tensors import normalize
 
 __all__ = [
     "CLASSIFIER_FILE",

@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from latentds.augment import DSAParams, SiameseAugment, apply_dsa
-from latentds.common import by_class, freeze, progress_bar
 from latentds.encoding.config import CondenseConfig
 from latentds.encoding.embed import EmbeddingSampler, Normalizer, random_convnet
 from latentds.encoding.invert import frozen_params
@@ -41,6 +40,8 @@ from latentds.encoding.losses import (
 from latentds.errors import ConfigError
 from latentds.models import generator_contract
 from latentds.plan import Compute
+from latentds.progress import progress_bar
+from latentds.tensors import by_class, freeze
 
 __all__ = [
     "MATCHING_LOSSES",

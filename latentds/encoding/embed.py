@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from latentds.common import freeze
 from latentds.models import (
     ConvNet,
     create_model,
@@ -21,6 +20,7 @@ from latentds.models import (
     output_to_unit,
     uint8_to_output,
 )
+from latentds.tensors import freeze
 
 __all__ = ["EmbeddingSampler", "Normalizer", "random_convnet"]
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from latentds.common import progress_bar, resolve_device
+from latentds.devices import resolve_device
 from latentds.encoding.config import EncodeConfig, GANConfig
 from latentds.encoding.diffaug import augment_with, draw_params, flip_with
 from latentds.encoding.gan_samples import (
@@ -62,6 +62,7 @@ from latentds.errors import LatentdsError
 from latentds.format.staging import atomic_write
 from latentds.models import generator_contract, uint8_to_output
 from latentds.plan import Compute
+from latentds.progress import progress_bar
 from latentds.sources import ImageSet, load_source
 
 __all__ = [

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from latentds.common import normalize
 from latentds.models import generator_contract, output_to_unit
+from latentds.tensors import normalize
 
 __all__ = ["frechet_distance", "gan_quality", "generate", "random_latents", "sample_grid", "standing_stats"]
 

@@ -26,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from latentds.common import by_class, progress_bar
 from latentds.encoding.config import InvertConfig
 from latentds.encoding.embed import Normalizer
 from latentds.models import generator_contract
 from latentds.plan import Compute
+from latentds.progress import progress_bar
+from latentds.tensors import by_class
 
 __all__ = ["InvertUnit", "frozen_params", "invert", "invert_batches", "invert_latents", "invert_units",
            "units_per_pass"]

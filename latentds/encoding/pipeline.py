@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from latentds.common import resolve_device
+from latentds.devices import resolve_device
 from latentds.encoding.condense import Unit
 from latentds.encoding.config import EncodeConfig
 from latentds.encoding.distributed import DEFAULT_TIMEOUT_S, Group, from_env

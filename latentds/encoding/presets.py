@@ -257,7 +257,7 @@ def build_config(
     if preset is None:
         preset = from_file
     if preset is None:
-        from latentds.common import (
+        from latentds.devices import (
             resolve_device,  # torch: only when no preset names the device's defaults
         )
 

@@ -24,7 +24,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentds.checkpoint import load_model
-from latentds.common import by_class, freeze
 from latentds.encoding.classifier import train_classifier
 from latentds.encoding.condense import Unit, condense, derive_seed, work_units
 from latentds.encoding.distributed import assign
@@ -43,6 +42,7 @@ from latentds.encoding.workdir import Run, fresh_storage, json_safe
 from latentds.errors import ConfigError
 from latentds.models import generator_contract
 from latentds.sources import ImageSet
+from latentds.tensors import by_class, freeze
 
 __all__ = [
     "Work",

@@ -41,7 +41,7 @@ _HOMES = {
     "accuracy": "latentds.evaluation.protocol",
     "train_and_test": "latentds.evaluation.protocol",
     "augment_per_image": "latentds.augment",
-    "resolve_device": "latentds.common",
+    "resolve_device": "latentds.devices",
 }
 
 

@@ -55,7 +55,7 @@ class EvalConfig:
             parse_strategy(self.dsa_strategy)
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"EvalConfig.precision must be auto, fp32 or bf16, got {self.precision!r}")
-        from latentds.common import resolve_device
+        from latentds.devices import resolve_device
 
         resolve_device(self.device)
 

@@ -44,13 +44,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latentds.augment import augment_per_image, dsa
-from latentds.common import channel_stats, normalize, progress_bar, resolve_device
+from latentds.devices import resolve_device
 from latentds.errors import SourceMismatchError
 from latentds.evaluation.config import EvalConfig
 from latentds.evaluation.result import EvalResult
 from latentds.evaluation.trainsets import TrainSet
 from latentds.plan import Compute, get_plan
+from latentds.progress import progress_bar
 from latentds.sources import ImageSet
+from latentds.tensors import channel_stats, normalize
 
 __all__ = ["accuracy", "train_and_test"]
 

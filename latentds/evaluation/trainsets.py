@@ -14,15 +14,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from latentds.common import (
-    by_class,
-    channel_stats,
-    normalize,
-    progress_bar,
-    resolve_device,
-)
+from latentds.devices import resolve_device
 from latentds.errors import ConfigError
 from latentds.evaluation.config import DECODE_MODES
+from latentds.progress import progress_bar
+from latentds.tensors import by_class, channel_stats, normalize
 
 __all__ = ["DECODE_BATCH", "TrainSet", "training_set"]
 

@@ -70,7 +70,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _byte_bar(path: str, desc: str, quiet: bool):  # noqa: ANN202 - a tqdm bar, imported lazily
-    from latentds.common import progress_bar
+    from latentds.progress import progress_bar
 
     return progress_bar(None, not quiet, total=Path(path).stat().st_size, desc=desc, unit="B", unit_scale=True)
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentds.common import progress_bar
 from latentds.errors import (
     EmptyClassError,
     SourceNotFoundError,
     UnreadableImageError,
     UnsupportedImageError,
 )
+from latentds.progress import progress_bar
 from latentds.sources.imageset import WHOLE, ImageSet, resize_images
 
 __all__ = ["IMAGE_EXTENSIONS", "load_image_folder"]
