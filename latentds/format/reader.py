@@ -224,7 +224,7 @@ class LdsReader:
         problems: list[str] = []
         integrity = self.manifest["integrity"]
         for name, info in self.tensors.items():
-            digest = hashlib.sha256(self.raw_bytes(name)).hexdigest()
+            digest = self._digest(name)
             if digest != integrity["tensors"][name]["sha256"]:
                 problems.append(f"tensor '{safe(name, 80)}' fails its sha256 check")
         try:
@@ -236,6 +236,28 @@ class LdsReader:
                 problems.append(f"tensor '{safe(name, 80)}' holds {bad} NaN or infinite values")
         return problems
 
+    def _digest(self, name: str, step: int = 64 << 20) -> str:
+        """sha256 of a tensor's bytes, in steps whose mapped pages are let go once hashed (see ``_release``)."""
+        view, h = self.raw_bytes(name), hashlib.sha256()
+        for lo in range(0, len(view), step):
+            h.update(view[lo : lo + step])
+            self._release(self.tensors[name].begin + lo, step)
+        return h.hexdigest()
+
+    def _release(self, begin: int, length: int) -> None:
+        """Drop the mapped pages of data-buffer bytes [begin, begin + length) from this process's memory: they are
+        read back from the file if touched again. Keeps `verify` of a large file (or of a .lds.zst inflated to a
+        temporary file) at one step of resident memory instead of the whole file."""
+        if self._mmap is None or not hasattr(self._mmap, "madvise"):
+            return
+        start = self._buffer_start + begin
+        aligned = start - start % mmap.PAGESIZE
+        end = min(start + length, len(self._mmap))
+        try:
+            self._mmap.madvise(mmap.MADV_DONTNEED, aligned, max(end - aligned, 0))
+        except (OSError, ValueError):
+            pass
+
     def _count_nonfinite(self, name: str, block: int = 1 << 22) -> int:
         """NaN/inf count of a floating tensor, read in blocks from the file's buffer (no copy of the tensor)."""
         flat = self.array(name).reshape(-1)
@@ -246,6 +268,7 @@ class LdsReader:
                 bad += int(np.count_nonzero((part & 0x7F80) == 0x7F80))
             else:
                 bad += part.size - int(np.count_nonzero(np.isfinite(part)))
+            self._release(self.tensors[name].begin + lo * flat.itemsize, block * flat.itemsize)
         return bad
 
     def verify_latent_rows(self, rows: np.ndarray) -> None:
@@ -258,7 +281,9 @@ class LdsReader:
         for c in np.unique(np.asarray(rows, dtype=np.int64) // chunk_rows):
             lo = int(c) * chunk_rows
             hi = min(lo + chunk_rows, self.num_samples)
-            if hashlib.sha256(view[lo * row_bytes : hi * row_bytes]).hexdigest() != integrity["latents_chunks"][int(c)]:
+            digest = hashlib.sha256(view[lo * row_bytes : hi * row_bytes]).hexdigest()
+            self._release(self.tensors[spec.LATENTS].begin + lo * row_bytes, (hi - lo) * row_bytes)
+            if digest != integrity["latents_chunks"][int(c)]:
                 bad.append(f"latents rows {lo}-{hi - 1} fail their sha256 check")
         if bad:
             raise ChecksumError(f"{self.path}: {bad[0]}; the file is corrupt", bad)
