@@ -308,6 +308,7 @@ def preview(
     cells = len(ds.classes) * per_class
     check_budget(f"{path}: a preview grid of {len(ds.classes):,} classes x {per_class}", cells * c * h * w * 4 * 3,
                  f"{cells:,} images of {c}x{h}x{w} as float32, the grid and its image", device)
+    ds.decode(np.arange(0))  # the generator's own estimate, before the grid is allocated
     rng = np.random.default_rng(seed)
     picked = []
     for k in range(len(ds.classes)):
