@@ -438,6 +438,9 @@ def main() -> int:
     p.add_argument("--hang", type=int, default=30, help="seconds after which an input counts as a hang")
     p.add_argument("--out", type=Path, default=REPO / "bench/results/fuzz-cpu.json")
     p.add_argument("--crashes", type=Path, default=Path(tempfile.gettempdir()) / "latentds-fuzz-crashes")
+    p.add_argument("--record-partial", action="store_true",
+                   help="run nothing: write OUT from the chunks OUT.partial.json holds (a campaign stopped early), "
+                        "marked incomplete with the number of inputs that ran")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a plain kill still stops the workers and cleans up
     # Resumable: finished chunks are kept in OUT.partial.json; rerunning the same command continues from it.
@@ -454,7 +457,7 @@ def main() -> int:
             print(f"resuming: {len(total['done'])} chunks done", file=sys.stderr)
     done = set(total["done"])
     tasks = [(args.seed, lo, min(lo + args.chunk, args.inputs), args.hang)
-             for lo in range(0, args.inputs, args.chunk) if lo not in done]
+             for lo in range(0, args.inputs, args.chunk) if lo not in done and not args.record_partial]
     start, before = time.perf_counter(), total["seconds"]
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="latentds-fuzz-") as workdir, ctx.Pool(
@@ -476,7 +479,8 @@ def main() -> int:
     result = {
         "command": f"python tools/fuzz_lds.py --inputs {args.inputs} --seed {args.seed} --workers {args.workers}",
         "machine": machine(),
-        "inputs": n, "seconds": round(total["seconds"], 1), "inputs_per_s": round(n / max(total["seconds"], 1e-9), 1),
+        "inputs": n, "planned_inputs": args.inputs, "complete": n == args.inputs,
+        "chunks_done": sorted(total["done"]), "seconds": round(total["seconds"], 1), "inputs_per_s": round(n / max(total["seconds"], 1e-9), 1),
         "outcomes": dict(total["outcomes"].most_common()), "failures": failures,
         "raw_escapes": total["outcomes"].get("!RawEscape", 0),
         "by_mutation": {k: dict(v.most_common()) for k, v in sorted(total["by_kind"].items())},
@@ -488,7 +492,8 @@ def main() -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    partial.unlink(missing_ok=True)
+    if result["complete"]:
+        partial.unlink(missing_ok=True)
     print(json.dumps(result, indent=2))
     return 1 if failures or any(s["cpu_s"] > 5 for s in total["slow"]) else 0
 
