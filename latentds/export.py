@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentds.budget import check_budget
+from latentds.budget import ResourceLimitError, check_budget
 from latentds.dataset import LatentDataset
 from latentds.errors import LatentdsError, UsageError
 from latentds.format.outputs import check_output
@@ -285,6 +285,7 @@ def _safe_dirname(name: str) -> str:
 
 
 PREVIEW_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+PREVIEW_MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): a grid past it is no preview
 
 
 def preview(
@@ -306,6 +307,12 @@ def preview(
     ds = LatentDataset(path, device=device, normalize=False)
     c, h, w = ds.image_shape
     cells = len(ds.classes) * per_class
+    pixels = (len(ds.classes) * (h + 2) + 2) * (per_class * (w + 2) + 2)
+    if pixels > PREVIEW_MAX_PIXELS:
+        raise ResourceLimitError(
+            f"{path}: a preview grid of {len(ds.classes):,} classes x {per_class} images of {h}x{w} would be "
+            f"{pixels:,} pixels, more than the {PREVIEW_MAX_PIXELS:,} an image viewer (and PIL) opens; use fewer "
+            "--per-class, or `latentds export` the images")
     check_budget(f"{path}: a preview grid of {len(ds.classes):,} classes x {per_class}", cells * c * h * w * 4 * 3,
                  f"{cells:,} images of {c}x{h}x{w} as float32, the grid and its image", device)
     ds.decode(np.arange(0))  # the generator's own estimate, before the grid is allocated

@@ -425,3 +425,22 @@ def test_large_zst_is_inflated_to_a_temporary_file(lds: Path, tmp_path: Path, mo
     with LdsReader(packed) as r, LdsReader(lds) as plain:
         assert isinstance(r._data, mmap.mmap) and r.verify() == []
         assert np.array_equal(r.array(spec.LATENTS), plain.array(spec.LATENTS))
+
+
+def test_a_preview_of_65536_classes_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 65,536-class file made preview grow past 3 GiB: its grid is refused from the class count alone."""
+    import torch
+
+    from latentds.budget import ResourceLimitError
+    from latentds.export import preview
+    from latentds.lds import image_spec, save_lds
+    from latentds.models import create_model
+
+    k = 65_536
+    g = create_model("biggan", num_classes=k, width=1, image_size=16, channels=1).eval()
+    src = save_lds(tmp_path / "k.lds", g, torch.zeros(2, 128), torch.arange(2), [f"c{i}" for i in range(k)],
+                   image_spec([0.5], [0.25], (1, 16, 16)))
+    start = time.monotonic()
+    with pytest.raises(ResourceLimitError, match="pixels"):
+        preview(src, tmp_path / "grid.png")
+    assert time.monotonic() - start < 20 and not (tmp_path / "grid.png").exists()
