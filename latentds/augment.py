@@ -89,7 +89,7 @@ def _cpu_generator(generator: torch.Generator | int | None) -> torch.Generator:
     return g
 
 
-# --- sampling: one pair of functions per op ----------------------------------------------------------
+# --- sampling: draws and values per op ---------------------------------------------------------------
 # An op's random numbers are *draws* (integer or uniform, each with its range; ``_Draws``), turned into its
 # values column by column (float64 (n,) tensors, the arithmetic of Python floats). Drawing for n images is
 # one (n, draws) call on the generator, which yields the same numbers as n x draws scalar calls in image
@@ -98,61 +98,42 @@ def _cpu_generator(generator: torch.Generator | int | None) -> torch.Generator:
 _Draws = list[tuple[bool, float, float]]  # (integer, low, high): integers in [low, high], uniforms in [low, high)
 
 
-def _color_draws(size: tuple[int, int]) -> _Draws:
-    return [(False, -0.5, 0.5), (False, 0.0, 1.0), (False, 0.0, 1.0)]
-
-
-def _color_values(d: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
-    return {"brightness": d[0] * BRIGHTNESS, "saturation": d[1] * SATURATION, "contrast": d[2] + CONTRAST}
-
-
-def _crop_draws(size: tuple[int, int]) -> _Draws:
-    max_dy, max_dx = (int(s * CROP_RATIO + 0.5) for s in size)
-    return [(True, -max_dx, max_dx), (True, -max_dy, max_dy)]
-
-
-def _crop_values(d: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
-    return {"dx": d[0], "dy": d[1]}
+def _crop_max(size: tuple[int, int]) -> tuple[int, int]:
+    return int(size[0] * CROP_RATIO + 0.5), int(size[1] * CROP_RATIO + 0.5)  # (dy, dx): 4 px at 32
 
 
 def _cutout_side(size: tuple[int, int]) -> tuple[int, int]:
-    h, w = (int(s * CUTOUT_RATIO + 0.5) for s in size)
-    return h, w
+    return int(size[0] * CUTOUT_RATIO + 0.5), int(size[1] * CUTOUT_RATIO + 0.5)  # (h, w): 16 px at 32
+
+
+def _crop_draws(size: tuple[int, int]) -> _Draws:
+    max_dy, max_dx = _crop_max(size)
+    return [(True, -max_dx, max_dx), (True, -max_dy, max_dy)]
 
 
 def _cutout_draws(size: tuple[int, int]) -> _Draws:
-    h, w = _cutout_side(size)
-    # Centre in [0, H] like the reference (for an even side), so the square may hang over an edge.
+    h, w = _cutout_side(size)  # the centre lies in [0, H] like the reference's (even side): it may hang over an edge
     return [(True, 0, size[0] - h % 2), (True, 0, size[1] - w % 2)]
 
 
 def _cutout_values(d: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
     h, w = _cutout_side(size)
-    return {"top": d[0] - h // 2, "left": d[1] - w // 2, "height": torch.full_like(d[0], h), "width": torch.full_like(d[1], w)}
+    return {"top": d[0] - h // 2, "left": d[1] - w // 2, "height": torch.full_like(d[0], h),
+            "width": torch.full_like(d[1], w)}
 
 
-def _flip_draws(size: tuple[int, int]) -> _Draws:
-    return [(False, 0.0, 1.0)]
-
-
-def _flip_values(d: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
-    return {"flip": (d[0] < FLIP_PROB).double()}
-
-
-def _scale_draws(size: tuple[int, int]) -> _Draws:
-    return [(False, 1 / SCALE_RATIO, SCALE_RATIO)] * 2
-
-
-def _scale_values(d: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
-    return {"sx": d[0], "sy": d[1]}
-
-
-def _rotate_draws(size: tuple[int, int]) -> _Draws:
-    return [(False, -ROTATE_DEGREES, ROTATE_DEGREES)]
-
-
-def _rotate_values(d: list[Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
-    return {"degrees": d[0]}
+_Values = Callable[[list[Tensor], tuple[int, int]], dict[str, Tensor]]
+# op -> (its draws for an image size, its values from the drawn columns)
+_SAMPLING: dict[str, tuple[Callable[[tuple[int, int]], _Draws], _Values]] = {
+    "color": (lambda size: [(False, -0.5, 0.5), (False, 0.0, 1.0), (False, 0.0, 1.0)],
+              lambda d, size: {"brightness": d[0] * BRIGHTNESS, "saturation": d[1] * SATURATION,
+                               "contrast": d[2] + CONTRAST}),
+    "crop": (_crop_draws, lambda d, size: {"dx": d[0], "dy": d[1]}),
+    "cutout": (_cutout_draws, _cutout_values),
+    "flip": (lambda size: [(False, 0.0, 1.0)], lambda d, size: {"flip": (d[0] < FLIP_PROB).double()}),
+    "scale": (lambda size: [(False, 1 / SCALE_RATIO, SCALE_RATIO)] * 2, lambda d, size: {"sx": d[0], "sy": d[1]}),
+    "rotate": (lambda size: [(False, -ROTATE_DEGREES, ROTATE_DEGREES)], lambda d, size: {"degrees": d[0]}),
+}
 
 
 def _draw(g: torch.Generator, draws: _Draws, n: int) -> list[Tensor]:
@@ -182,16 +163,6 @@ def _sampler(op: str) -> Callable[[torch.Generator, tuple[int, int]], dict[str, 
 
     sample.__name__ = f"_sample_{op}"
     return sample
-
-
-_SAMPLING = {
-    "color": (_color_draws, _color_values),
-    "crop": (_crop_draws, _crop_values),
-    "cutout": (_cutout_draws, _cutout_values),
-    "flip": (_flip_draws, _flip_values),
-    "scale": (_scale_draws, _scale_values),
-    "rotate": (_rotate_draws, _rotate_values),
-}
 
 
 def _randint(g: torch.Generator, low: int, high: int) -> int:

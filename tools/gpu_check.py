@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -126,8 +127,7 @@ def step_seconds(run: Callable[[int], Any], sync: Callable[[], None], extra: int
 
 def decode_speed(device: torch.device, width: int, batches: list[int], seconds: float) -> list[dict[str, Any]]:
     """Images/s of LatentDataset.decode, fp32 against the plan's precision, and the plan's error."""
-    from latentds import LatentDataset
-    from latentds.lds import image_spec, save_lds
+    from latentds import LatentDataset, image_spec, save_lds
     from latentds.models import create_model
 
     sync, rows = synced(device), []
@@ -163,14 +163,19 @@ def stage_steps(cfg: Any, device: torch.device, precision: str, extra: int, eval
     """Seconds per step of each stage at ``cfg``'s sizes, under ``precision``'s training compute."""
     from latentds.encoding import (
         EmbeddingSampler,
+        condense,
         invert_latents,
         random_convnet,
         train_classifier,
         train_gan,
+        units_per_pass,
     )
-    from latentds.encoding.condense import condense as condense_stage  # the package's name is the module
     from latentds.models import create_model
     from latentds.plan import get_plan
+
+    # latentds.encoding.condense names both the stage and its module: once the module is imported (by the
+    # pipeline's imports), the package attribute is the module, whatever __all__ says
+    condense_stage = condense.condense if isinstance(condense, ModuleType) else condense
 
     compute = get_plan(device, precision).compute()
     sync = synced(device)
@@ -190,7 +195,7 @@ def stage_steps(cfg: Any, device: torch.device, precision: str, extra: int, eval
     gen = compute.prepare(create_model(cfg.gan.arch, num_classes=10, width=cfg.gan.width).to(device).eval()
                           .requires_grad_(False))
     net = compute.prepare(random_convnet(cfg.classifier.width or 128, 10, torch.Generator().manual_seed(0), device))
-    per_pass = _units_per_pass(cfg, device)
+    per_pass = units_per_pass(cfg.invert, device)
     n_inv = cfg.invert.batch_size * per_pass
     idx = torch.arange(n_inv) % len(data)
     z0 = torch.randn(n_inv, gen.latent_dim, generator=torch.Generator().manual_seed(1))
@@ -208,12 +213,6 @@ def stage_steps(cfg: Any, device: torch.device, precision: str, extra: int, eval
         compute=compute), sync, extra)
     out["eval_step_s"] = _eval_step(data, device, precision, sync, extra, eval_width)
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
-
-
-def _units_per_pass(cfg: Any, device: torch.device) -> int:
-    from latentds.encoding.invert import units_per_pass
-
-    return units_per_pass(cfg.invert, device)
 
 
 def _eval_step(data: Any, device: torch.device, precision: str, sync: Callable[[], None], extra: int,
