@@ -195,7 +195,8 @@ def test_gpu_training_from_pinned_cpu_batches(tiny_lds):
         assert x.is_pinned() and y.is_pinned()
         got.append(x.to("cuda", non_blocking=True))
         targets.append(y.to("cuda", non_blocking=True))
-    assert torch.equal(torch.cat(got).cpu(), expected) and torch.cat(targets).tolist() == ds.targets.tolist()
+    assert torch.allclose(torch.cat(got).cpu(), expected, atol=1e-6)  # other chunks: the CPU rounds alike (<1e-6)
+    assert torch.cat(targets).tolist() == ds.targets.tolist()
 
 
 @pytest.mark.gpu

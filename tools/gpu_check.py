@@ -122,7 +122,9 @@ def step_seconds(run: Callable[[int], Any], sync: Callable[[], None], extra: int
         run(n)
         sync()
         times.append(time.perf_counter() - t)
-    return max(times[1] - times[0], 1e-9) / extra
+    if times[1] <= times[0]:  # noise larger than the steps (toy sizes on a busy CPU): an upper bound instead
+        return times[1] / (1 + extra)
+    return (times[1] - times[0]) / extra
 
 
 def decode_speed(device: torch.device, width: int, batches: list[int], seconds: float) -> list[dict[str, Any]]:
@@ -149,7 +151,8 @@ def decode_speed(device: torch.device, width: int, batches: list[int], seconds: 
                     ds.decode(idx)
                     reps += 1
                 sync()
-                row[f"images_per_s_{'plan' if name == 'auto' else name}"] = round(bs * reps / (time.perf_counter() - start), 1)
+                rate = bs * reps / (time.perf_counter() - start)
+                row[f"images_per_s_{'plan' if name == 'auto' else name}"] = round(rate, 1)
             row["plan_over_fp32"] = round(row["images_per_s_plan"] / row["images_per_s_fp32"], 2)
             err = (sets["auto"].decode(idx)[0] - sets["fp32"].decode(idx)[0]).abs()
             row["plan_vs_fp32_max_levels"] = round(float(err.max()) * 255, 3)
@@ -212,7 +215,7 @@ def stage_steps(cfg: Any, device: torch.device, precision: str, extra: int, eval
         gen, z, pair, reals, 0, sampler, replace(cfg.condense, iterations=n, eval_nets=0), mean, std, 0, device,
         compute=compute), sync, extra)
     out["eval_step_s"] = _eval_step(data, device, precision, sync, extra, eval_width)
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in out.items()}
+    return {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in out.items()}
 
 
 def _eval_step(data: Any, device: torch.device, precision: str, sync: Callable[[], None], extra: int,
@@ -257,8 +260,8 @@ def speed(device: torch.device, quick: bool, save: Callable[[dict[str, Any]], No
         cfg = apply_overrides(load_preset(name), overrides)
         rows = {p: stage_steps(cfg, device, p, 1 if quick else 3, 16 if quick else 128)
                 for p in dict.fromkeys(("fp32", plan.train_precision))}
-        ratio = {k: round(rows["fp32"][k] / rows[plan.train_precision][k], 2) for k in rows["fp32"]
-                 if k.endswith("_s")}
+        ratio = {k: round(rows["fp32"][k] / rows[plan.train_precision][k], 2) if rows[plan.train_precision][k] else None
+                 for k in rows["fp32"] if k.endswith("_s")}
         result["stages"][name] = {"overrides": overrides, "seconds_per_step": rows, "plan_speedup": ratio,
                                   "plan_train_precision": plan.train_precision}
         print(name, result["stages"][name], flush=True)

@@ -73,7 +73,8 @@ GAN_ITS=40; [ "$DEV" = cuda ] || GAN_ITS=12  # the CPU run is a check that nothi
 ENCODE=(encode "$DATA" --preset smoke --device "$DEV" --quiet
         --set gan.iterations=$GAN_ITS --set gan.ema_start=6 --set gan.checkpoint_every=6 --set gan.batch_size=16
         --set classifier.epochs=1 --set invert.iterations=5 --set condense.iterations=5 --set condense.batch_syn=4
-        --set condense.batch_real=16 --set condense.eval_nets=1 --set ipc=6 --set subset_size=3)
+        --set condense.batch_real=16 --set condense.eval_nets=1 --set ipc=6 --set subset_size=3
+        --set invert.units_per_pass=1)  # 1 process and 2 ranks then run every inversion unit in the same passes
 
 echo "gpu_check: device $DEV, results in $OUT"
 # 1
