@@ -49,7 +49,7 @@ _HOMES = {  # name -> its module (or "module:attribute" where the face names it 
     "invert": "latentds.encoding.invert",
     "units_per_pass": "latentds.encoding.invert",
     "assign": "latentds.encoding.distributed",
-    "AmortizedConfig": "latentds.encoding.amortized",
+    "AmortizedConfig": "latentds.encoding.config",
     "train_encoder": "latentds.encoding.amortized",
     "predict_latents": "latentds.encoding.amortized",
     "condense": "latentds.encoding.condense",

@@ -21,7 +21,7 @@ training checkpoints like every stage, so an interrupted run resumes to the same
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from latentds.encoding.config import AmortizedConfig
 from latentds.encoding.embed import Normalizer
 from latentds.encoding.invert import frozen_params
 from latentds.encoding.state import (
@@ -38,27 +39,15 @@ from latentds.encoding.state import (
     optimizer_from_tensors,
     optimizer_to_tensors,
     rng_state,
+    TrainingInterrupted,
     save_state,
     set_rng_state,
 )
 from latentds.plan import Compute
 
-__all__ = ["AmortizedConfig", "LatentEncoder", "predict_latents", "train_encoder"]
+__all__ = ["LatentEncoder", "encoder_stage", "encoder_z0", "predict_latents", "train_encoder"]
 
 CHECKPOINT = "encoder_state.safetensors"
-
-
-@dataclass
-class AmortizedConfig:
-    """How the latent encoder is trained (``steps=0``: no encoder; inversion starts from N(0, I))."""
-
-    steps: int = 0  # Adam steps on E, each on a random class-balanced batch of real images
-    batch_size: int = 64
-    lr: float = 1e-3
-    width: int = 32  # channels of E's first conv (doubled twice)
-    lambda_pixel: float = 1.0  # as invert.lambda_pixel
-    lambda_prior: float = 0.1  # keeps mean(z^2) near 1, the scale G was trained on
-    checkpoint_every: int = 200  # steps between checkpoints in the work dir
 
 
 class LatentEncoder(nn.Module):
@@ -105,8 +94,13 @@ def train_encoder(
     device: torch.device,
     compute: Compute | None = None,
     log: Any = None,
+    *,
+    stop_after: int | None = None,
 ) -> tuple[LatentEncoder, dict[str, Any]]:
-    """Train E on ``images_uint8`` (N, C, H, W) with ``labels`` (N,); checkpoints and resumes in ``folder``."""
+    """Train E on ``images_uint8`` (N, C, H, W) with ``labels`` (N,); checkpoints and resumes in ``folder``.
+
+    ``stop_after`` (tests) raises :class:`TrainingInterrupted` after that many steps of this call, as a kill would.
+    """
     compute = compute or Compute(device)
     contract = generator.contract
     c, h, w = images_uint8.shape[1:]
@@ -145,7 +139,7 @@ def train_encoder(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            curve.append(round(float(loss), 6))
+            curve.append(round(float(loss.detach()), 6))
             done = step + 1
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 opt_t, opt_meta = optimizer_to_tensors(opt, prefix="opt.")
@@ -153,8 +147,10 @@ def train_encoder(
                            {"config": asdict(cfg), "seed": seed, "step": done, "opt": opt_meta, "curve": curve})
                 if log is not None:
                     log(f"encoder: step {done}/{cfg.steps}, loss {sum(curve[-50:]) / len(curve[-50:]):.4f}")
+            if stop_after is not None and done - start_step >= stop_after:
+                raise TrainingInterrupted(f"encoder: stopped after {stop_after} steps (test hook)")
     encoder.eval()
-    stats = {"steps": cfg.steps, "first_loss": curve[0] if curve else None,
+    stats = {"steps": cfg.steps, "resumed_from": start_step, "first_loss": curve[0] if curve else None,
              "final_loss": sum(curve[-50:]) / len(curve[-50:]) if curve else None,
              "seconds_this_run": round(time.perf_counter() - started, 1), "loss_curve": curve[:: max(1, len(curve) // 50)]}
     return encoder, stats
@@ -173,3 +169,29 @@ def predict_latents(encoder: LatentEncoder, images_uint8: torch.Tensor, labels: 
     out = [encoder(norm.real(images_uint8[i:i + batch_size]), labels[i:i + batch_size].to(device)).float().cpu()
            for i in range(0, len(labels), batch_size)]
     return torch.cat(out) if out else torch.empty(0, encoder.head[-1].out_features)
+
+
+def encoder_stage(run: Any, generator: nn.Module, feature_net: nn.Module) -> tuple[LatentEncoder | None, dict[str, Any]]:
+    """The pipeline's stage (``run``: workdir.Run): rank 0 trains E in ``work_dir/encoder`` (or loads it when
+    finished), the other ranks receive its checkpoint and load it; ``amortized.steps`` 0: no encoder."""
+    cfg, group, folder = run.cfg.amortized, run.group, run.work_dir / "encoder"
+    if cfg.steps == 0:
+        return None, {}
+    folder.mkdir(parents=True, exist_ok=True)
+    run.log(f"encoder: E(x, y) -> z, width {cfg.width}, {cfg.steps} steps of {cfg.batch_size} images")
+    kwargs = dict(cfg=cfg, mean=run.mean, std=run.std, seed=run.cfg.seed, folder=folder, device=run.device,
+                  compute=run.compute)
+    if group.is_main:
+        encoder, stats = train_encoder(generator, feature_net, run.data.images, run.data.labels, log=run.log, **kwargs)
+    group.share_dir(folder)
+    if not group.is_main:  # the finished checkpoint is here now: this loads it
+        encoder, stats = train_encoder(generator, feature_net, run.data.images, run.data.labels, **kwargs)
+    run.log(f"encoder: done; loss {stats['first_loss']} -> {stats['final_loss']}")
+    return encoder, stats
+
+
+def encoder_z0(encoder: LatentEncoder, run: Any, selected: torch.Tensor, labels: torch.Tensor,
+               cls: int) -> torch.Tensor:
+    """E's z0 for every selected image of class ``cls`` (positions into ``selected``, ascending), (n_cls, D)."""
+    rows = selected[torch.nonzero(labels == cls).flatten()]
+    return predict_latents(encoder, run.data.images[rows], run.data.labels[rows], run.mean, run.std, run.device)

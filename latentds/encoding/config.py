@@ -19,6 +19,8 @@ from typing import Any
 from latentds.errors import ConfigError
 
 __all__ = [
+    "GENERATOR_DTYPES",
+    "AmortizedConfig",
     "DEFAULT_POLICY",
     "ENCODE_PRECISIONS",
     "LATENT_DTYPES",
@@ -35,6 +37,7 @@ __all__ = [
 ]
 
 LATENT_DTYPES = ("float32", "float16", "bfloat16")
+GENERATOR_DTYPES = ("float32", "float16", "bfloat16")  # how the generator's weights are stored (decoding casts)
 ENCODE_PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_POLICY = "translation,cutout"  # DiffAugment-BigGAN-CIFAR's
 POLICY_OPS = ("color", "translation", "cutout")  # the DiffAugment ops, in the order they are applied
@@ -241,8 +244,29 @@ class CondenseConfig:
             raise ConfigError(f"condense.lam and condense.pool_prob must lie in [0, 1], got {self.lam}, {self.pool_prob}")
 
 
+@dataclass
+class AmortizedConfig:
+    """The latent encoder E(x, y) -> z that starts inversion (latentds.encoding.amortized); steps 0: none, the
+    paper's z0 ~ N(0, I). Not in the paper: it replaces most per-image inversion steps at whole-set scale."""
+
+    steps: int = 0  # Adam steps on E, each on a random class-balanced batch of real images
+    batch_size: int = 64
+    lr: float = 1e-3
+    width: int = 32  # channels of E's first conv (doubled twice)
+    lambda_pixel: float = 1.0  # as invert.lambda_pixel
+    lambda_prior: float = 0.1  # keeps mean(z^2) near 1, the scale G was trained on
+    checkpoint_every: int = 200  # steps between checkpoints in the work dir
+
+    def __post_init__(self) -> None:
+        ints = (self.steps, self.batch_size, self.width, self.checkpoint_every)
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in ints) or self.steps < 0 or min(ints[1:]) < 1:
+            raise ConfigError("amortized.steps must be >= 0; batch_size, width and checkpoint_every >= 1 (integers)")
+        if not self.lr > 0 or self.lambda_pixel < 0 or self.lambda_prior < 0:
+            raise ConfigError("amortized.lr must be > 0 and the lambdas >= 0")
+
+
 # --- the whole run ------------------------------------------------------------------------------------------
-SECTIONS = ("gan", "classifier", "pool", "invert", "condense")
+SECTIONS = ("gan", "classifier", "pool", "amortized", "invert", "condense")
 
 
 @dataclass
@@ -252,12 +276,14 @@ class EncodeConfig:
     gan: GANConfig = field(default_factory=GANConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     pool: PoolConfig = field(default_factory=PoolConfig)  # condensation's embedding nets beyond the snapshots
+    amortized: AmortizedConfig = field(default_factory=AmortizedConfig)  # inversion's learned starting point
     invert: InvertConfig = field(default_factory=InvertConfig)
     condense: CondenseConfig = field(default_factory=CondenseConfig)
     ipc: int | None = None  # latents (images) per class; None: one per training image (the paper)
     image_size: int | None = None  # resize the data to image_size x image_size (antialiased); None: native size
     seed: int = 0  # image selection, z0 and every work unit's seed derive from this
     latent_dtype: str = "float16"  # storage dtype in the .lds; fp16 halves the file, decoded images barely change
+    generator_dtype: str = "float32"  # storage dtype of the generator's weights in the .lds (fp16: half the bytes)
     subset_size: int = 1250  # latents learned jointly per unit (paper: 1250 for CIFAR-10, 500 for CIFAR-100)
     device: str = "auto"  # "auto": cuda if available, else cpu
     precision: str = "auto"  # training stages: "auto" (the hardware class's rule, latentds.plan), "fp32" or "bf16"
@@ -271,6 +297,8 @@ class EncodeConfig:
             raise ConfigError(f"image_size must be an integer in 8..1024 or null (native size), got {self.image_size!r}")
         if self.latent_dtype not in LATENT_DTYPES:
             raise ConfigError(f"latent_dtype must be one of {LATENT_DTYPES}, got {self.latent_dtype!r}")
+        if self.generator_dtype not in GENERATOR_DTYPES:
+            raise ConfigError(f"generator_dtype must be one of {GENERATOR_DTYPES}, got {self.generator_dtype!r}")
         if isinstance(self.subset_size, bool) or not isinstance(self.subset_size, int) or self.subset_size < 1:
             raise ConfigError(f"subset_size must be a positive integer, got {self.subset_size!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -289,6 +317,7 @@ SECTION_TYPES: dict[str, type] = {
     "gan": GANConfig,
     "classifier": ClassifierConfig,
     "pool": PoolConfig,
+    "amortized": AmortizedConfig,
     "invert": InvertConfig,
     "condense": CondenseConfig,
 }

@@ -52,8 +52,10 @@ def write_lds(
             "units_by_rank": [sum(o == r for o in work.unit_owner.values()) for r in range(group.world_size)],
         }
     image = image_spec(run.mean, run.std, data.image_shape, generator_contract(generator).output_range)
-    path = save_lds(out, generator, latents, work.labels, data.classes, image, provenance, _DTYPES[cfg.latent_dtype])
-    run.log(f"wrote {path} ({n} latents, {cfg.latent_dtype}; {path.stat().st_size / 2**20:.2f} MiB) in "
+    path = save_lds(out, generator, latents, work.labels, data.classes, image, provenance, _DTYPES[cfg.latent_dtype],
+                    generator_dtype=_DTYPES[cfg.generator_dtype])
+    run.log(f"wrote {path} ({n} latents, {cfg.latent_dtype}, generator {cfg.generator_dtype}; "
+            f"{path.stat().st_size / 2**20:.2f} MiB) in "
             f"{duration(clock() - run.started)}; write {clock() - t0:.1f} s; "
             f"peak RSS {provenance['run']['memory']['peak_rss_mib']:.0f} MiB")
     return path

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from latentds.devices import resolve_device
+from latentds.encoding.amortized import encoder_stage
 from latentds.encoding.condense import Unit
 from latentds.encoding.config import EncodeConfig
 from latentds.encoding.distributed import DEFAULT_TIMEOUT_S, Group, from_env
@@ -135,7 +136,12 @@ def _encode(req: _Request, group: Group) -> Path:
             generator, gan_stats = generator_stage(run, loaded, generator_path)
     with run.stage("classifier"):
         feature_net, pool, cls_stats = classifier_stage(run, need_feature_net=not pixels)
-    work = plan_work(run, generator)
+    encoder, enc_stats = None, {}
+    if not pixels and cfg.amortized.steps > 0:
+        with run.stage("encoder"):
+            encoder, enc_stats = encoder_stage(run, generator, feature_net)
+        cls_stats = {**cls_stats, "encoder": enc_stats}
+    work = plan_work(run, generator, encoder)
     if run.group.is_main:
         estimate(cfg, run.data, work.selected, work.todo_inv, work.todo_units, work.per_pass, work.z0_of, generator,
                  feature_net, pool, run.mean, run.std, run.device, run.compute, run.log, run.group.world_size)

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from latentds.checkpoint import load_model
+from latentds.encoding.amortized import encoder_z0
 from latentds.encoding.classifier import train_classifier
 from latentds.encoding.condense import Unit, condense, derive_seed, work_units
 from latentds.encoding.distributed import assign
@@ -150,8 +151,11 @@ class Work:
     z0_of: Callable[[InvertUnit], torch.Tensor]
 
 
-def plan_work(run: Run, generator: nn.Module | None) -> Work:
-    """Select the images, cut them into inversion and condensation units, and deal the unfinished ones out."""
+def plan_work(run: Run, generator: nn.Module | None, encoder: nn.Module | None = None) -> Work:
+    """Select the images, cut them into inversion and condensation units, and deal the unfinished ones out.
+
+    Inversion starts each class's latents at z0 ~ N(0, I) drawn from the class's seed, or, with a latent
+    ``encoder`` (amortized.steps > 0), at its predictions for the class's images."""
     cfg, group = run.cfg, run.group
     selected = select_images(run.data.labels, cfg.ipc, cfg.seed)
     labels = run.data.labels[selected]
@@ -182,7 +186,9 @@ def plan_work(run: Run, generator: nn.Module | None) -> Work:
 
     @functools.lru_cache(maxsize=1)  # units come by class: draw each class's z0 once, not once per unit
     def class_z0(c: int) -> torch.Tensor:
-        """The class's z0 ~ N(0, I): one (n_class, D) draw from the class's seed."""
+        """The class's z0: E's predictions, or one (n_class, D) draw of N(0, I) from the class's seed."""
+        if encoder is not None:
+            return encoder_z0(encoder, run, selected, labels, c)
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, "invert", c))
         return torch.randn(class_size[c], generator_contract(generator).latent_dim, generator=g)
 

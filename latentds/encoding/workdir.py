@@ -33,7 +33,8 @@ __all__ = ["NON_RESULT_FIELDS", "Run", "RunLog", "check_work_dir", "resolve_comp
 
 # Fields that decide where or how verbosely a run goes, not what it computes: a rerun may change them.
 # The precision is recorded as what it resolved to (the work dir's "compute" entry), not as asked.
-NON_RESULT_FIELDS = ("device", "precision", "gan.checkpoint_every", "gan.sample_every", "condense.curve_points")
+NON_RESULT_FIELDS = ("device", "precision", "gan.checkpoint_every", "gan.sample_every", "amortized.checkpoint_every",
+                     "condense.curve_points")
 
 logger = logging.getLogger(__name__)
 
