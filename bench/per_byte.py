@@ -13,7 +13,11 @@ what fits in that many bytes and is tested on the real test split (3 seeds, the 
 - ``jpeg_mosaic_qQ``: the images tiled into 1280x1280 JPEG mosaics (40 x 40 images; 32x32 tiles fall on 8x8
   DCT blocks, so no image bleeds into another) at quality Q: the headers are paid once per mosaic, not once
   per image, which is what a user who cares about bytes would do with JPEG;
-- latentds methods (``lds_*``, ``gan``, ``inversion``) are added by their own cells once encoded.
+- ``lds_int8`` / ``lds_fp16``: latentds itself, ``latentds encode --preset fast`` (amortized inversion, a few
+  refinement and condensation passes) with the committed benchmark generator stored in fp16, at the budget's
+  latent count, latents stored as int8 (the budget's own size) or fp16;
+- ``inversion``: the same latents before condensation (``condense.iterations=0``), int8;
+- ``gan``: plain GAN samples at the same latent count (z ~ N(0, I)), counted as the int8 file would be.
 
 The whole real training set as shipped (``real_all``: 50,000 JPEG files, quality ~75) is the ceiling.
 Byte counts are what the files take: images plus one label byte per image (a class id fits in a uint8).
@@ -32,6 +36,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -78,9 +83,12 @@ class Cell:
         return f"{self.method}@{self.budget}"
 
 
+LDS_METHODS = ("lds_int8", "lds_fp16", "inversion", "gan")
+
+
 def cells(budgets: list[str], methods: list[str] | None) -> list[Cell]:
     """In run order: the ceiling, then method by method (the strongest baseline first), budgets largest first."""
-    names = ([f"jpeg_mosaic_q{q}" for q in (20,)] + [f"jpeg_file_q{q}" for q in (75,)]
+    names = list(LDS_METHODS) + ([f"jpeg_mosaic_q{q}" for q in (20,)] + [f"jpeg_file_q{q}" for q in (75,)]
              + [f"jpeg_mosaic_q{q}" for q in MOSAIC_QUALITIES if q != 20] + ["png"]
              + [f"jpeg_file_q{q}" for q in FILE_QUALITIES if q != 75])
     out = [Cell("ceiling", "real_all")] if not methods or "real_all" in methods else []
@@ -189,6 +197,8 @@ def build_set(cell: Cell, work: Path) -> tuple[Path, dict]:
         meta = {"images": len(labels), "bytes": total, "what": "the whole training set as shipped: one JPEG file each"}
         return Path(DATA), meta
     budget = lds_bytes(BUDGETS[cell.budget])
+    if cell.method in LDS_METHODS:
+        return build_lds(cell, work)
     order = class_balanced_order(labels, seed=0)
     if cell.method == "png":
         kept, decoded, total = fill_files(images, order, budget, encode_png)
@@ -205,6 +215,36 @@ def build_set(cell: Cell, work: Path) -> tuple[Path, dict]:
             "per_class": np.bincount(labels[kept], minlength=len(data.classes)).tolist()}
     meta_path.write_text(json.dumps(meta))
     return path, meta
+
+
+def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
+    """Encode (or reuse) the budget's latentds file; ``gan`` evaluates samples of the same generator instead."""
+    import latentds
+
+    ipc = BUDGETS[cell.budget]
+    if cell.method == "gan":
+        n = TRAIN_IMAGES // 10 if ipc is None else ipc
+        return f"gan:{GENERATOR}", {"images": n * 10, "bytes": lds_bytes(ipc), "ipc": n,
+                                    "what": "GAN samples, counted as an int8 .lds of the same latent count"}
+    encode_dir = work / "encode" / f"{'inversion' if cell.method == 'inversion' else 'itgan'}@{cell.budget}.work"
+    dtype = "float16" if cell.method == "lds_fp16" else "int8"
+    out = work / "sets" / f"{cell.name}.lds"
+    overrides = [f"ipc={'null' if ipc is None else ipc}", f"latent_dtype={dtype}", "generator_dtype=float16"]
+    if cell.method == "inversion":
+        overrides.append("condense.iterations=0")
+        donor = work / "encode" / f"itgan@{cell.budget}.work"
+        for part in ("classifier", "encoder", "invert"):  # identical in both runs: copied, not recomputed
+            if (donor / part).is_dir() and not (encode_dir / part).exists():
+                shutil.copytree(donor / part, encode_dir / part)
+    if not out.exists():
+        t0 = time.perf_counter()
+        latentds.encode(DATA, out, "fast", overrides=overrides, work_dir=encode_dir, generator=GENERATOR,
+                        progress=False)
+        (out.with_suffix(".json")).write_text(json.dumps({"encode_wall_s": time.perf_counter() - t0}))
+    info = latentds.open_lds(out).manifest
+    return out, {"images": int(info["num_samples"]), "bytes": out.stat().st_size, "budget": lds_bytes(ipc),
+                 "encode": {"preset": "fast", "overrides": overrides, "generator": str(GENERATOR.relative_to(REPO)),
+                            "timing_s": info["provenance"]["run"]["timing_s"], "compute": info["provenance"]["run"]["compute"]}}
 
 
 # --- running a cell -------------------------------------------------------------------------------------------
@@ -226,8 +266,9 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> dict:
             r = json.loads(done.read_text())
         else:
             t0 = time.perf_counter()
+            extra = {"ipc": meta["ipc"]} if "ipc" in meta else {}
             res = latentds.evaluate(spec, DATA, arch="convnet3", epochs=epochs, seeds=1, seed=seed, device="cpu",
-                                    progress=False)
+                                    progress=False, **extra)
             r = {"acc": res.accs[0], "seconds": time.perf_counter() - t0, "final_train_acc": res.curves[0]["train_acc"][-1],
                  "compute": res.config["compute"]}
             done.write_text(json.dumps(r))
@@ -239,7 +280,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> dict:
         "cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": meta["bytes"],
         "images": meta["images"], "budget_bytes": meta.get("budget"), "acc_mean": float(np.mean(accs)),
         "acc_std": float(np.std(accs)), "accs": accs, "seeds": args.seeds, "epochs": epochs, "steps": args.steps,
-        "eval_s": seconds, "compute": r["compute"],
+        "eval_s": seconds, "compute": r["compute"], "encode": meta.get("encode"),
         "command": f"python bench/per_byte.py --only {cell.method} --budgets {cell.budget} --steps {args.steps} "
                    f"--seeds {args.seeds}  # then: latentds eval {spec_arg} --test {DATA} --arch convnet3 "
                    f"--epochs {epochs} --seeds {args.seeds}",

@@ -31,10 +31,11 @@ from latentds.sources import ImageSet
 
 __all__ = ["NON_RESULT_FIELDS", "Run", "RunLog", "check_work_dir", "resolve_compute"]
 
-# Fields that decide where or how verbosely a run goes, not what it computes: a rerun may change them.
-# The precision is recorded as what it resolved to (the work dir's "compute" entry), not as asked.
-NON_RESULT_FIELDS = ("device", "precision", "gan.checkpoint_every", "gan.sample_every", "amortized.checkpoint_every",
-                     "condense.curve_points")
+# Fields that decide where or how verbosely a run goes, or only how its result is stored, not what it computes:
+# a rerun may change them (one work dir can write its latents as fp16 and as int8). The precision is recorded
+# as what it resolved to (the work dir's "compute" entry), not as asked.
+NON_RESULT_FIELDS = ("device", "precision", "latent_dtype", "generator_dtype", "gan.checkpoint_every",
+                     "gan.sample_every", "amortized.checkpoint_every", "condense.curve_points")
 
 logger = logging.getLogger(__name__)
 
