@@ -155,7 +155,7 @@ def test_bad_overrides_raise_config_error(override, words):
 
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="smoke"):
-        load_preset("fast")
+        load_preset("fastest")
 
 
 def test_select_images_is_seeded_per_class():
