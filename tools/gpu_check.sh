@@ -13,8 +13,8 @@
 #   torchrun   the same encode as 2 ranks on one device (torchrun --standalone --nproc-per-node 2)
 #   same-bits  the 2-rank file against the 1-process file, tensor by tensor (bit-equal, or max |difference|)
 # 4 speed      decode img/s fp32 vs the plan (paper-size generator, batch 256 and 1,024), one step of each
-#              encode stage and of eval, fp32 vs the plan, at the paper and cpu presets' sizes
-# 5 estimate   whole-set CIFAR-10 hours from those steps: the paper preset and the cpu preset (ipc=null)
+#              encode stage and of eval, fp32 vs the plan, at the paper and fast presets' sizes
+# 5 estimate   whole-set CIFAR-10 hours from those steps: the paper preset and the fast preset (the fastest path)
 #
 # On a GPU the whole stays under 8 minutes (the sum of the step limits is 470 s). Without CUDA the same steps
 # run on the CPU at toy sizes (a check that nothing rotted: CI runs it so), the gpu tests skip with their
