@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import tempfile
@@ -172,7 +171,7 @@ def stage_rates(device: torch.device, compute: Compute, quick: bool) -> dict[str
         EmbeddingSampler,
         GANConfig,
         InvertConfig,
-        condense,
+        condense_unit,
         invert_latents,
         random_convnet,
         train_classifier,
@@ -210,7 +209,7 @@ def stage_rates(device: torch.device, compute: Compute, quick: bool) -> dict[str
     reals = data.images[data.class_indices(0)]
 
     def run_condense() -> None:
-        condense(gen, z0[:10], data.images[:10], reals, 0, sampler, cfg, mean, std, 0, device, compute=compute)
+        condense_unit(gen, z0[:10], data.images[:10], reals, 0, sampler, cfg, mean, std, 0, device, compute=compute)
 
     out["condense_steps_per_s_ipc10"] = round(steps / timed(run_condense, 1.0, sync, 1), 2)
     train = TrainSet(images=((data.images[:500].float() / 255 - 0.5) / 0.25), labels=data.labels[:500], classes=CLASSES,

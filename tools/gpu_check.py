@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -167,7 +166,7 @@ def stage_steps(cfg: Any, device: torch.device, precision: str, extra: int, eval
     """Seconds per step of each stage at ``cfg``'s sizes, under ``precision``'s training compute."""
     from latentds.encoding import (
         EmbeddingSampler,
-        condense,
+        condense_unit,
         invert_latents,
         random_convnet,
         train_classifier,
@@ -177,10 +176,7 @@ def stage_steps(cfg: Any, device: torch.device, precision: str, extra: int, eval
     from latentds.models import create_model
     from latentds.plan import get_plan
 
-    # latentds.encoding.condense names both the stage and its module: once the module is imported (by the
-    # pipeline's imports), the package attribute is the module, whatever __all__ says
-    condense_stage = condense.condense if isinstance(condense, ModuleType) else condense
-
+    condense_stage = condense_unit
     compute = get_plan(device, precision).compute()
     sync = synced(device)
     data = _synthetic_set(max(cfg.gan.batch_size, cfg.classifier.batch_size, cfg.condense.batch_real) * 2)

@@ -32,8 +32,8 @@ from latentds.encoding import (
     EmbeddingSampler,
     apply_overrides,
     assign,
-    condense,
-    invert,
+    condense_unit,
+    invert_images,
     load_preset,
     units_per_pass,
     work_units,
@@ -66,13 +66,13 @@ def measure(cfg, device: torch.device) -> dict[str, float]:
     per_pass = units_per_pass(cfg.invert, device)
     b_inv = cfg.invert.batch_size * per_pass
     inv_imgs, inv_labels = images(b_inv), torch.arange(b_inv) // cfg.invert.batch_size % 10
-    inv = per_iteration(lambda it: invert(gen, inv_imgs, inv_labels, net, replace(cfg.invert, iterations=it), mean, std,
+    inv = per_iteration(lambda it: invert_images(gen, inv_imgs, inv_labels, net, replace(cfg.invert, iterations=it), mean, std,
                                           0, device), PROBE_ITERATIONS)
     b_syn = cfg.condense.batch_syn
     z = torch.randn(b_syn, gen.latent_dim, generator=g)
     pair, reals = images(b_syn), images(max(cfg.condense.batch_real, 1000))
     sampler = EmbeddingSampler([net], cfg.condense.random_width, cfg.condense.pool_prob, 10, 3, 32, device)
-    con = per_iteration(lambda it: condense(gen, z, pair, reals, 0, sampler,
+    con = per_iteration(lambda it: condense_unit(gen, z, pair, reals, 0, sampler,
                                             replace(cfg.condense, iterations=it, eval_nets=0), mean, std, 0, device),
                         PROBE_ITERATIONS)
     return {"invert_pass_s": inv, "units_per_pass": per_pass, "condense_batch_s": con}

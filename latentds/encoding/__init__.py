@@ -46,13 +46,13 @@ _HOMES = {  # name -> its module (or "module:attribute" where the face names it 
     "CLASSIFIER_FILE": "latentds.encoding.classifier",
     "InvertUnit": "latentds.encoding.invert",
     "invert_latents": "latentds.encoding.invert",
-    "invert": "latentds.encoding.invert",
+    "invert_images": "latentds.encoding.invert:invert",  # not "invert": that is the module's name too
     "units_per_pass": "latentds.encoding.invert",
     "assign": "latentds.encoding.distributed",
     "AmortizedConfig": "latentds.encoding.config",
     "train_encoder": "latentds.encoding.amortized",
     "predict_latents": "latentds.encoding.amortized",
-    "condense": "latentds.encoding.condense",
+    "condense_unit": "latentds.encoding.condense:condense",  # not "condense": that is the module's name too
     "work_units": "latentds.encoding.condense",
     "EmbeddingSampler": "latentds.encoding.embed",
     "random_convnet": "latentds.encoding.embed",
