@@ -94,7 +94,7 @@ step env "$(lim 30 60)" "versions, device, plan: env-$KIND.json" "$PY" tools/gpu
 GPU_TEST_FILES=$(grep -l "mark.gpu" tests/test_*.py)  # only these: other modules may import what a GPU image lacks
 if [ "$DEV" = cuda ]; then
     step gpu-tests 120 "pytest -m gpu: gpu-tests.xml" "$PY" -m pytest -q -m gpu -rfEs -p no:cacheprovider \
-        --junitxml="$OUT/gpu-tests.xml" $GPU_TEST_FILES
+        -o junit_logging=system-out --junitxml="$OUT/gpu-tests.xml" $GPU_TEST_FILES  # the xml keeps the printed figures
 else
     step gpu-tests 120 "no CUDA: every gpu test skips, with its reason (see the log)" "$PY" -m pytest -q -m gpu -rs \
         -p no:cacheprovider $GPU_TEST_FILES
