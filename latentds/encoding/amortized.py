@@ -111,8 +111,7 @@ def train_encoder(
     opt = torch.optim.Adam(encoder.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(seed + 1)
     schedule = _batches(labels, cfg.batch_size, cfg.steps, gen)
-    norm = Normalizer(mean, std, device)
-    lo, hi = contract.output_range
+    norm = Normalizer(mean, std, device, contract.output_range)
     curve: list[float] = []
     start_step, path = 0, folder / CHECKPOINT
     if path.exists():
@@ -129,11 +128,11 @@ def train_encoder(
             x, y = images_uint8[idx], labels[idx].to(device)
             with torch.no_grad(), compute.autocast():
                 target_feat = feature_net.embed(norm.real(x)).float()
-            target_pix = norm.to_generator_range(x) * ((hi - lo) / 2) + (hi + lo) / 2  # [-1, 1] -> the contract's range
+            target_pix = norm.to_generator_range(x)  # (B, C, H, W) in the generator's output range
             with compute.autocast():
                 z = encoder(norm.real(x), y).float()
                 out = generator(z, y)
-                feat = feature_net.embed(norm.generated(_to_unit_range(out.float(), lo, hi))).float()
+                feat = feature_net.embed(norm.generated(out)).float()
             loss = (F.mse_loss(feat, target_feat) + cfg.lambda_pixel * F.mse_loss(out.float(), target_pix)
                     + cfg.lambda_prior * (z.square().mean() - 1).square())
             opt.zero_grad(set_to_none=True)
@@ -156,16 +155,11 @@ def train_encoder(
     return encoder, stats
 
 
-def _to_unit_range(out: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Generator output in [lo, hi] -> [-1, 1], the range Normalizer.generated expects."""
-    return (out - (hi + lo) / 2) * (2 / (hi - lo))
-
-
 @torch.no_grad()
 def predict_latents(encoder: LatentEncoder, images_uint8: torch.Tensor, labels: torch.Tensor, mean: list[float],
                     std: list[float], device: torch.device, batch_size: int = 500) -> torch.Tensor:
     """E's latents (N, latent_dim) float32 on the CPU for every image, in fp32 (deterministic per row)."""
-    norm = Normalizer(mean, std, device)
+    norm = Normalizer(mean, std, device, output_range=None)  # real images only
     out = [encoder(norm.real(images_uint8[i:i + batch_size]), labels[i:i + batch_size].to(device)).float().cpu()
            for i in range(0, len(labels), batch_size)]
     return torch.cat(out) if out else torch.empty(0, encoder.head[-1].out_features)

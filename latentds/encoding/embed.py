@@ -111,12 +111,11 @@ class Normalizer:
     """Maps real uint8 images and generator outputs into the embedding nets' input space.
 
     Real: ``x / 255``; generated: ``G(z)`` from the generator's ``output_range`` to [0, 1]; both then
-    ``(x - mean) / std``. ``output_range`` is the generator's contract's (None: no generator, pixels only; the
-    (-1, 1) default is BigGAN's, kept for callers that predate the contract: pass the contract's).
+    ``(x - mean) / std``. ``output_range`` is the generator's contract's (None: no generator, real images only).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: str | torch.device = "cpu",
-                 output_range: tuple[float, float] | None = (-1.0, 1.0)):
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: str | torch.device,
+                 output_range: tuple[float, float] | None):
         self.mean = torch.tensor(list(mean), dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std), dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.output_range = None if output_range is None else tuple(float(v) for v in output_range)
