@@ -64,12 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
 
-    base_argv = ["--work", str(args.work), "--archs", "convnet3", "--seeds", str(args.seeds), "--data", args.data]
-    for flag, value in (("--generator", args.generator), ("--threads", args.threads), ("--out", args.out)):
-        if value is not None:
-            base_argv += [flag, str(value)]
-    base_argv += (["--tiny"] if args.tiny else []) + (["--quiet"] if args.quiet else [])
-    base = rc.settings_from_args(rc.build_parser().parse_args(base_argv), base_argv)
+    base = _base_settings(args)
     ipc = args.ipc or (rc.TINY_IPCS[0] if args.tiny else 10)
     epochs = args.epochs or base.epochs_for("convnet3", ipc)
     stem = args.stem or ("tiny-pool" if args.tiny else "cifar10-cpu-pool")
@@ -89,21 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         s = rc.Settings(**{**base.__dict__, "work": base.work / name, "overrides": base.overrides + list(table[name]),
                            "argv": ["python", "bench/pool_ablation.py", *argv]})
-        s.work.mkdir(parents=True, exist_ok=True)
-        # The main classifier and the inversion are the same for every variant: train / invert once, copy.
-        shared_cls = base.work / "shared-classifier"
-        if not (shared_cls / "classifier.safetensors").exists():
-            rc.ensure_classifier(rc.Settings(**{**base.__dict__, "work": base.work / "shared"}), data, log)
-            shutil.copytree(base.work / "shared" / "classifier", shared_cls, dirs_exist_ok=True)
-        if not (s.work / "classifier").exists():
-            shutil.copytree(shared_cls, s.work / "classifier")
-        enc_dir = s.work / "encode" / f"{rc.artifact_name('itgan', ipc)}.work"
-        if first_invert is not None and not (enc_dir / "invert").exists():
-            shutil.copytree(first_invert, enc_dir / "invert")
         wants_pool = any(o.startswith("pool.runs=") for o in table[name])
-        if wants_pool and first_pool is not None and not (enc_dir / "classifier" / "pool").exists():
-            shutil.copytree(s.work / "classifier", enc_dir / "classifier", dirs_exist_ok=True)
-            shutil.copytree(first_pool, enc_dir / "classifier" / "pool")
+        enc_dir = _share_common_work(base, s, data, log, ipc, first_invert, first_pool if wants_pool else None)
         done = [r for r in records if r.get("variant") == name and r["ipc"] == ipc and r["epochs"] == epochs
                 and r["seeds"] == args.seeds]
         t0 = time.perf_counter()
@@ -116,24 +98,56 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cell = rc.Cell("itgan", ipc, "convnet3", epochs, args.seeds)
         rec = rc.run_cell(s, cell, art, data, lambda line, n=name: log(f"[{n}] {line}"))
-        from latentds import open_lds
-
-        with open_lds(art.spec) as f:
-            losses = f.manifest["provenance"]["losses"]
-        pool = dict(losses["classifier"].get("pool") or {})
-        pool.pop("nets", None)  # the per-net table stays in the .lds provenance
-        rec.update(variant=name, variant_overrides=list(table[name]), pool=pool,
-                   pool_prob=losses["classifier"].get("pool_prob"),
-                   condense_final=(losses.get("condense") or {}).get("final"), variant_wall_s=time.perf_counter() - t0,
-                   harness=" ".join(["python", "bench/pool_ablation.py", *argv]))
-        records = rc.load_records(results) + [rec]
-        rc.write_atomic(results, (rc.portable(json.dumps(records, indent=1)) + "\n").encode("utf-8"))
-        log(f"{name}: {rec['acc_mean']:.2f} ± {rec['acc_std']:.2f} % (pool {pool.get('size', 0)} nets, "
-            f"pool_prob {rec['pool_prob']}; train acc {rec['final_train_acc']})")
+        _record(rec, name, table[name], art.spec, time.perf_counter() - t0, argv, results, log)
     for r in rc.load_records(results):
         if r.get("variant") in args.variants:
             print(f"{r['variant']:8s} ipc {r['ipc']}: {r['acc_mean']:.2f} ± {r['acc_std']:.2f} %  pool {r['pool'].get('size', 0)}")
     return 0
+
+
+def _base_settings(args: argparse.Namespace):
+    """The benchmark's settings for these arguments (ConvNet-3 only), before any variant's overrides."""
+    base_argv = ["--work", str(args.work), "--archs", "convnet3", "--seeds", str(args.seeds), "--data", args.data]
+    for flag, value in (("--generator", args.generator), ("--threads", args.threads), ("--out", args.out)):
+        if value is not None:
+            base_argv += [flag, str(value)]
+    base_argv += (["--tiny"] if args.tiny else []) + (["--quiet"] if args.quiet else [])
+    return rc.settings_from_args(rc.build_parser().parse_args(base_argv), base_argv)
+
+
+def _share_common_work(base, s, data, log, ipc: int, first_invert: Path | None, first_pool: Path | None) -> Path:
+    """Copy what every variant shares into its work dir (the main classifier, the inversion, pool runs)."""
+    s.work.mkdir(parents=True, exist_ok=True)
+    shared_cls = base.work / "shared-classifier"
+    if not (shared_cls / "classifier.safetensors").exists():
+        rc.ensure_classifier(rc.Settings(**{**base.__dict__, "work": base.work / "shared"}), data, log)
+        shutil.copytree(base.work / "shared" / "classifier", shared_cls, dirs_exist_ok=True)
+    if not (s.work / "classifier").exists():
+        shutil.copytree(shared_cls, s.work / "classifier")
+    enc_dir = s.work / "encode" / f"{rc.artifact_name('itgan', ipc)}.work"
+    if first_invert is not None and not (enc_dir / "invert").exists():
+        shutil.copytree(first_invert, enc_dir / "invert")
+    if first_pool is not None and not (enc_dir / "classifier" / "pool").exists():
+        shutil.copytree(s.work / "classifier", enc_dir / "classifier", dirs_exist_ok=True)
+        shutil.copytree(first_pool, enc_dir / "classifier" / "pool")
+    return enc_dir
+
+
+def _record(rec: dict, name: str, overrides, spec: str, wall_s: float, argv: list[str], results: Path, log) -> None:
+    """Add the variant's pool and losses (read from its .lds) to its record and append it to the results."""
+    from latentds import open_lds
+
+    with open_lds(spec) as f:
+        losses = f.manifest["provenance"]["losses"]
+    pool = dict(losses["classifier"].get("pool") or {})
+    pool.pop("nets", None)  # the per-net table stays in the .lds provenance
+    rec.update(variant=name, variant_overrides=list(overrides), pool=pool, pool_prob=losses["classifier"].get("pool_prob"),
+               condense_final=(losses.get("condense") or {}).get("final"), variant_wall_s=wall_s,
+               harness=" ".join(["python", "bench/pool_ablation.py", *argv]))
+    records = rc.load_records(results) + [rec]
+    rc.write_atomic(results, (rc.portable(json.dumps(records, indent=1)) + "\n").encode("utf-8"))
+    log(f"{name}: {rec['acc_mean']:.2f} ± {rec['acc_std']:.2f} % (pool {pool.get('size', 0)} nets, "
+        f"pool_prob {rec['pool_prob']}; train acc {rec['final_train_acc']})")
 
 
 if __name__ == "__main__":

@@ -189,7 +189,8 @@ def measure() -> Report:
                     if f"{target}.{n}" in trees:
                         graph[name].add(f"{target}.{n}")
                 if package_of(target) != package_of(name):
-                    report.private_imports += [f"{rel}: {target}.{n}" for n in names if n.startswith("_")]
+                    report.private_imports += [f"{rel}: {target}.{n}" for n in names
+                                               if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))]
             else:  # bench/ and tools/: the public API only
                 allowed = public.get(target)
                 for n in names or [""]:
