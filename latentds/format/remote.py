@@ -193,14 +193,12 @@ class HTTPSource:
             conn.request("GET", path, headers={"Range": f"bytes={start}-{end - 1}",
                                                "User-Agent": f"latentds/{__version__}"})
             resp = conn.getresponse()
-            return self._answer(resp, start, end)
+            return self._answer(resp, start, end, deadline, budget)
         except (LdsError, _Retry):
             raise
         except Exception as exc:  # noqa: BLE001 - http.client, ssl and socket raise a dozen types; all mean one thing
             if time.monotonic() >= deadline:
-                raise RemoteReadError(f"{safe(self.url)}: no complete answer within {budget:.1f} s (bytes "
-                                      f"{start}-{end - 1}); the server is too slow or stalled. LATENTDS_HTTP_TIMEOUT "
-                                      "and LATENTDS_HTTP_MIN_RATE set the deadline") from None
+                raise RemoteReadError(_late(self.url, budget, start, end)) from None
             if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)) and not isinstance(
                     exc, http.client.RemoteDisconnected):
                 raise _Retry(f"{type(exc).__name__}: {exc}") from None
@@ -212,7 +210,8 @@ class HTTPSource:
             if conn is not None:
                 conn.close()
 
-    def _answer(self, resp: http.client.HTTPResponse, start: int, end: int) -> bytes | str:
+    def _answer(self, resp: http.client.HTTPResponse, start: int, end: int, deadline: float,
+                budget: float) -> bytes | str:
         status = resp.status
         if status in _REDIRECTS:
             location = resp.getheader("Location")
@@ -249,8 +248,15 @@ class HTTPSource:
             data += piece
         self.bytes_read += len(data)
         if len(data) != want:
+            if time.monotonic() >= deadline:  # the watchdog closed the socket on a stalled body
+                raise RemoteReadError(_late(self.url, budget, start, end))
             raise RemoteReadError(f"{safe(self.url)}: asked for {want} bytes at {start}, got {len(data)}")
         return bytes(data)
+
+
+def _late(url: str, budget: float, start: int, end: int) -> str:
+    return (f"{safe(url)}: no complete answer within {budget:.1f} s (bytes {start}-{end - 1}); the server is too slow "
+            "or stalled. LATENTDS_HTTP_TIMEOUT and LATENTDS_HTTP_MIN_RATE set the deadline")
 
 
 def _abort(conn: http.client.HTTPConnection) -> None:
