@@ -360,6 +360,7 @@ def main() -> int:
             continue
         log(f"cell start: {cell.name}")
         record = run_cell(cell, args, log)
+        records = json.loads(results.read_text()) if results.exists() else []  # reread: other processes append too
         records = [r for r in records if r["cell"] != cell.name] + [record]
         write_outputs(records, args.out)
         log(f"cell done: {cell.name}: {record['acc_mean']:.2f} ± {record['acc_std']:.2f} % on {record['images']:,} "
