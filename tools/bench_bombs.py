@@ -192,7 +192,7 @@ def main() -> int:
             (f"verify a plain .lds with {args.mib} MiB of latents (memory-mapped)", big.stat().st_size,
              ("verify", str(big))),
             (f"verify a {packed.stat().st_size // 1024} KiB .lds.zst that inflates to a {args.mib} MiB .lds "
-             "(decompressed into memory)", big.stat().st_size, ("verify", str(packed))),
+             "(inflated to a temporary file above 64 MiB, mapped)", big.stat().st_size, ("verify", str(packed))),
             (f"unpack the same {packed.stat().st_size // 1024} KiB .lds.zst to disk", big.stat().st_size,
              ("unpack", str(packed), str(t / "unpacked.lds"))),
             (f"verify a {zeros.stat().st_size // 1024} KiB zstd frame declaring 4 GiB of zeros (not a .lds)",
