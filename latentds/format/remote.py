@@ -35,8 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from latentds.cachedir import ENV_CACHE, cache_home
 from latentds.errors import LdsError, LdsNotFoundError, UsageError
 from latentds.format.render import safe
+from latentds.format.staging import atomic_write
+from latentds.version import __version__
 
 __all__ = ["HTTPLimits", "HTTPSource", "RangeSource", "RemoteCache", "RemoteReadError", "is_url", "local_path",
            "open_source"]
@@ -187,8 +190,6 @@ class HTTPSource:
             watchdog = threading.Timer(left, _abort, (conn,))
             watchdog.daemon = True
             watchdog.start()
-            from latentds.version import __version__
-
             path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
             conn.request("GET", path, headers={"Range": f"bytes={start}-{end - 1}",
                                                "User-Agent": f"latentds/{__version__}"})
@@ -310,8 +311,6 @@ def open_source(url: str) -> RangeSource:
 
 
 def cache_root() -> Path:
-    from latentds.cachedir import ENV_CACHE, cache_home
-
     explicit = os.environ.get(ENV_CACHE, "")
     return Path(explicit) / "remote" if explicit else cache_home() / "remote"
 
@@ -365,8 +364,6 @@ class RemoteCache:
         if not self.enabled:
             return
         try:
-            from latentds.format.staging import atomic_write
-
             atomic_write(self.dir / key, [data])
         except OSError:
             pass  # a read-only home: reads still work, uncached
