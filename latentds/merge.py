@@ -50,8 +50,9 @@ def _refuse_overlap(readers: list) -> None:
     for r in readers:
         lat = r.array(spec.LATENTS)
         lab = r.labels().numpy()
+        scale = str(r.manifest["latents"].get("scale", "")).encode()  # int8 codes are a latent only with their scale
         for i in range(len(lat)):
-            key = lat[i].tobytes() + int(lab[i]).to_bytes(8, "little")
+            key = lat[i].tobytes() + int(lab[i]).to_bytes(8, "little") + scale
             if key in seen and seen[key][0] != r.path:
                 other, j = seen[key]
                 raise MergeError(f"row {i} of {r.path} repeats row {j} of {other} (same latent and label): the parts "
@@ -125,15 +126,15 @@ def merge(
                 "file": r.path.name,
                 "sha256": sha,
                 "rows": [row, row + r.num_samples],
-                "latent_dtype": r.tensors[spec.LATENTS].dtype,
+                "latent_dtype": r.tensors[spec.LATENTS].dtype,  # I8 for int8 parts
                 "provenance": m.get("provenance", {}),
             })
             row += r.num_samples
         _refuse_overlap(readers)
-        dtypes = {r.tensor(spec.LATENTS).dtype for r in readers}
-        if latent_dtype is None:
+        dtypes = {torch.int8 if r.int8 else r.tensor(spec.LATENTS).dtype for r in readers}
+        if latent_dtype is None:  # the parts' storage when they agree (int8 parts: quantized again on the merged scale)
             latent_dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
-        latents = torch.cat([r.tensor(spec.LATENTS).to(latent_dtype) for r in readers])
+        latents = torch.cat([r.latents().float() for r in readers])
         labels = torch.cat([r.labels() for r in readers])
         gen = m0["generator"]
         info = {k: v for k, v in gen.items() if k not in ("arch", "args", "conditioning", "truncation", "stored_numel")}
@@ -143,7 +144,7 @@ def merge(
         return write_lds(
             out, latents=latents, labels=labels, classes=list(m0["classes"]), generator_arch=gen["arch"],
             generator_args=gen["args"], generator_state=first.generator_state(), image=m0["image"],
-            provenance=provenance, generator_info=info)
+            provenance=provenance, generator_info=info, latent_dtype=latent_dtype)
     finally:
         for r in readers:
             r.close()

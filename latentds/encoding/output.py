@@ -19,7 +19,7 @@ from latentds.models import generator_contract
 
 __all__ = ["write_lds", "write_pixels"]
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 
 def write_lds(

@@ -54,6 +54,8 @@ def file_summary(path: str) -> dict[str, Any]:
             "header_bytes": reader.header_bytes,
             "tensor_bytes": sizes,
             "latent_dtype": reader.tensors[spec.LATENTS].dtype,
+            "latent_encoding": m["latents"]["encoding"],
+            "bytes_per_sample": disk / m["num_samples"] if m["num_samples"] else None,  # the generator included
             "per_class": dict(zip(m["classes"], counts)),
             "raw_uint8_pixel_bytes": raw_pixels,
             "ratio_vs_raw_pixels": raw_pixels / disk if disk else None,
@@ -64,6 +66,18 @@ def file_summary(path: str) -> dict[str, Any]:
             summary["source_bytes"] = source_bytes
             summary["ratio_vs_source"] = source_bytes / disk if disk else None
         return summary
+
+
+def _per_sample(s: dict[str, Any]) -> str:
+    """Bytes of file per sample (the generator included) and, when the source's size is known, per source image."""
+    if s["bytes_per_sample"] is None:
+        return "-"
+    text = f"{number(round(s['bytes_per_sample']))} bytes of file per image, generator included"
+    source = s["manifest"]["provenance"].get("source") or {}
+    n_src = source.get("num_images")
+    if s.get("source_bytes") and isinstance(n_src, int) and n_src > 0:
+        text += f"; the source: {number(round(s['source_bytes'] / n_src))} bytes per image"
+    return text
 
 
 def _bincount(labels: Any, k: int) -> list[int]:
@@ -81,8 +95,10 @@ def _lines(s: dict[str, Any]) -> list[tuple[str, str]]:
     lines = [
         ("file", f"{safe(s['path'], 200)} ({mib(s['file_bytes'])}; header {number(s['header_bytes'])} bytes)"),
         ("format", f"{safe(m['format'])} {safe(m['format_version'])}"),
-        ("samples", f"{number(m['num_samples'])} latents x {number(m['latent_dim'])} ({s['latent_dtype']}, "
+        ("samples", f"{number(m['num_samples'])} latents x {number(m['latent_dim'])} ({s['latent_dtype']}"
+                    f"{', int8 codes x a scale per dimension' if s['latent_encoding'] == 'int8' else ''}, "
                     f"{mib(s['tensor_bytes']['latents'])})"),
+        ("per sample", _per_sample(s)),
         ("classes", f"{len(classes)}: " + ", ".join(safe(c, 40) for c in classes[:10]) + (" ..." if len(classes) > 10 else "")),
         ("per class", "(not read: labels of a remote file are fetched when decoding)" if None in counts
          else f"{number(min(counts))} .. {number(max(counts))}" if counts else "-"),

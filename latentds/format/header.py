@@ -248,9 +248,11 @@ def parse_manifest(metadata: dict[str, str], tensors: dict[str, TensorInfo], whe
             )
     n, d = manifest["num_samples"], manifest["latent_dim"]
     lat, lab = tensors[spec.LATENTS], tensors[spec.LABELS]
-    if lat.shape != (n, d) or lat.dtype not in spec.LATENT_DTYPES:
+    allowed = ("I8",) if manifest["latents"]["encoding"] == spec.INT8 else spec.LATENT_DTYPES
+    if lat.shape != (n, d) or lat.dtype not in allowed:
         raise TensorMismatchError(
-            f"{where}: 'latents' must be [{n}, {d}] of {'/'.join(spec.LATENT_DTYPES)}, found {lat.dtype}{list(lat.shape)}"
+            f"{where}: 'latents' must be [{n}, {d}] of {'/'.join(allowed)} (encoding "
+            f"{manifest['latents']['encoding']}), found {lat.dtype}{list(lat.shape)}"
         )
     if lab.shape != (n,) or lab.dtype not in spec.LABEL_DTYPES:
         raise TensorMismatchError(

@@ -88,6 +88,15 @@ def validate_manifest(m: dict[str, Any], where: str) -> None:
             f"{where}: latent encoding '{safe(encoding, 40)}' is not supported by this build "
             f"(supported: {', '.join(spec.LATENT_ENCODINGS)}); upgrade latentds"
         )
+    if encoding == spec.INT8:  # one scale per dimension: finite, positive, bounded (checked at open)
+        scale = latents.get("scale")
+        if not isinstance(scale, list) or len(scale) != d or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and 0 < v <= spec.MAX_LATENT_SCALE for v in scale):
+            shown = f"{len(scale)} values" if isinstance(scale, list) else safe(scale, 40)
+            raise ManifestError(f"{where}: int8 latents need latents.scale, a list of latent_dim={d} finite numbers in "
+                                f"(0, {spec.MAX_LATENT_SCALE:g}], found {shown}; the file is corrupt or was not "
+                                "written by latentds")
 
     image = _get(m, "image", dict, where, "")
     channels = _get(image, "channels", int, where, "image.")

@@ -170,8 +170,14 @@ class LdsReader:
         out = torch.from_numpy(self.array(name).copy())
         return out.view(torch.bfloat16) if info.dtype == "BF16" else out
 
+    @property
+    def int8(self) -> bool:
+        """Whether the latents are int8 codes with a scale per dimension (encoding "int8")."""
+        return self.manifest["latents"]["encoding"] == spec.INT8
+
     def latents(self, rows: Iterable[int] | np.ndarray | slice | None = None, *, check: bool = False) -> torch.Tensor:
-        """Latent vectors (stored dtype) for the given rows (all when None). ``check`` verifies the touched chunks."""
+        """Latent vectors for the given rows (all when None): the stored float dtype, or float32 decoded from
+        int8 codes and the manifest's ``latents.scale``. ``check`` verifies the touched chunks."""
         if rows is None:
             rows = slice(None)
         if self._remote is not None:  # only the chunks these rows touch are fetched, each checked on arrival
@@ -185,6 +191,8 @@ class LdsReader:
             picked = np.array(arr[rows] if isinstance(rows, slice) else arr[np.asarray(rows, dtype=np.int64)])
         out = torch.from_numpy(picked)
         out = out.view(torch.bfloat16) if self.tensors[spec.LATENTS].dtype == "BF16" else out
+        if self.int8:  # (n, D) codes times their dimensions' scales (checked finite and positive at open)
+            return out.float() * torch.tensor(self.manifest["latents"]["scale"], dtype=torch.float32)
         self._check_finite(spec.LATENTS, out)
         return out
 

@@ -182,7 +182,7 @@ MANIFEST = Obj({
     "format": Str(64),
     "format_version": Str(16),
     "num_classes": Int(1, 2**31),
-    "latents": Obj({"encoding": Str(64)}),
+    "latents": Obj({"encoding": Str(64), "scale": List(Num(0, 1e4), max_len=1 << 20)}),
     "generator": Obj({
         "arch": Str(128),
         "args": Obj(),

@@ -9,6 +9,9 @@ import torch
 
 FORMAT_NAME = "latentds"
 FORMAT_VERSION = "1.0"
+#: The version a file with int8 latents declares (1.1 added the encoding and ``latents.scale``; a 1.0 reader
+#: refuses the encoding by its name).
+FORMAT_VERSION_INT8 = "1.1"
 #: Major versions this build reads. A file with another major version is refused.
 READABLE_MAJOR_VERSIONS = (1,)
 
@@ -30,7 +33,12 @@ GENERATOR_PREFIX = "generator."
 DEFAULT_CHUNK_ROWS = 4096
 
 #: Latent encodings this build decodes. "raw": the latents tensor holds the vectors as floats.
-LATENT_ENCODINGS = ("raw",)
+#: "int8": the latents tensor holds int8 codes; dimension j decodes to ``latents[:, j] * latents.scale[j]``
+#: with ``latents.scale`` a list of latent_dim numbers in the manifest.
+LATENT_ENCODINGS = ("raw", "int8")
+INT8 = "int8"
+#: Bounds on a dimension's scale: finite, positive, at most this (a coordinate of 127 x 1e4 is no latent).
+MAX_LATENT_SCALE = 1e4
 
 # safetensors dtype names <-> torch dtypes. numpy has no bfloat16: it is read as uint16 and viewed.
 ST_TO_TORCH: dict[str, torch.dtype] = {
@@ -60,7 +68,7 @@ ST_TO_NUMPY: dict[str, np.dtype] = {
 }
 ITEMSIZE = {k: v.itemsize for k, v in ST_TO_NUMPY.items()}
 
-LATENT_DTYPES = ("F32", "F16", "BF16")
+LATENT_DTYPES = ("F32", "F16", "BF16")  # "raw" latents; "int8" latents are I8
 LABEL_DTYPES = ("U8", "I16", "I32", "I64")
 
 

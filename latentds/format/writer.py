@@ -30,6 +30,19 @@ def _as_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.reshape(-1).numpy()).cast("B")  # 1-D: memoryview cannot cast zero-size N-D views
 
 
+def quantize(latents: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    """(N, D) floats -> int8 codes (N, D) and one scale per dimension: column j is about codes[:, j] * scale[j].
+
+    The scale is the column's largest magnitude over 127 (at least 2**-24, so never 0), held in float32: the
+    manifest's JSON numbers store it exactly, and quantizing decoded latents again gives the same codes.
+    """
+    z = latents.detach().float()
+    peak = z.abs().amax(dim=0) if z.shape[0] else torch.zeros(z.shape[1])
+    scale = (peak / 127).clamp(min=2.0**-24)  # (D,) float32
+    codes = torch.round(z / scale).clamp(-127, 127).to(torch.int8)
+    return codes, [float(v) for v in scale]
+
+
 def _label_dtype(num_classes: int) -> torch.dtype:
     if num_classes <= 256:
         return torch.uint8
@@ -58,7 +71,8 @@ def write_lds(
 
     latents: (N, D) float; labels: (N,) integers in [0, len(classes)); image: channels, height, width, mean,
     std and optionally generator_range (default [-1, 1]). ``latent_dtype`` (float32/float16/bfloat16) casts
-    the latents; ``generator_dtype`` casts the generator's floating-point tensors.
+    the latents, ``torch.int8`` stores them as int8 codes with one scale per dimension in the manifest
+    (``quantize``: encoding "int8", format 1.1); ``generator_dtype`` casts the generator's floating-point tensors.
     """
     if sys.byteorder != "little":  # pragma: no cover - every supported torch platform is little-endian
         raise RuntimeError("latentds writes little-endian files and needs a little-endian host")
@@ -68,12 +82,18 @@ def write_lds(
     n, d = latents.shape
     if labels.shape != (n,):
         raise LatentdsError(f"{where}: labels must have shape [{n}] to match the latents, got {list(labels.shape)}")
-    if latent_dtype is not None:
+    int8 = latent_dtype == torch.int8
+    if latent_dtype is not None and not int8:
         latents = latents.to(latent_dtype)
     if latents.dtype not in _FLOAT_DTYPES:
-        raise LatentdsError(f"{where}: latents must be float32, float16 or bfloat16, got {latents.dtype}")
+        raise LatentdsError(f"{where}: latents must be float32, float16 or bfloat16 (stored as those or as int8), "
+                            f"got {latents.dtype}")
     if not torch.isfinite(latents.float()).all():
         raise LatentdsError(f"{where}: latents contain NaN or infinite values")
+    encoding: dict[str, Any] = {"encoding": "raw"}
+    if int8:
+        latents, scale = quantize(latents)
+        encoding = {"encoding": spec.INT8, "scale": scale}
     k = len(classes)
     labels = labels.to(torch.int64)
     if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
@@ -116,12 +136,12 @@ def write_lds(
     prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     manifest: dict[str, Any] = {
         "format": spec.FORMAT_NAME,
-        "format_version": spec.FORMAT_VERSION,
+        "format_version": spec.FORMAT_VERSION_INT8 if int8 else spec.FORMAT_VERSION,
         "num_samples": int(n),
         "latent_dim": int(d),
         "num_classes": k,
         "classes": list(classes),
-        "latents": {"encoding": "raw"},
+        "latents": encoding,
         "image": {"generator_range": [-1.0, 1.0], **dict(image)},
         "generator": {
             "arch": generator_arch,
