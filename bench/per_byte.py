@@ -68,9 +68,10 @@ def generator_fp16_bytes() -> int:
 
 
 def lds_bytes(per_class: int | None, classes: int = 10) -> int:
-    """The size of a latentds file with int8 latents (one fp16 scale per row), uint8 labels and an fp16 generator."""
+    """The size of a latentds file with int8 latents (their scales in the manifest), uint8 labels and an fp16
+    generator: the budget every other method gets at that latent count."""
     n = TRAIN_IMAGES if per_class is None else per_class * classes
-    return generator_fp16_bytes() + n * (LATENT_DIM + 2 + 1) + HEADER_ALLOWANCE
+    return generator_fp16_bytes() + n * (LATENT_DIM + 1) + HEADER_ALLOWANCE
 
 
 @dataclass(frozen=True)
