@@ -31,6 +31,9 @@ from latentds.version import __version__
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
+__all__ = ["Terminated", "build_parser", "configure_logging", "main"]
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from latentds.models import list_models
 

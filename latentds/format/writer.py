@@ -77,69 +77,21 @@ def write_lds(
     if sys.byteorder != "little":  # pragma: no cover - every supported torch platform is little-endian
         raise RuntimeError("latentds writes little-endian files and needs a little-endian host")
     where = str(path)
-    if latents.dim() != 2:
-        raise LatentdsError(f"{where}: latents must be 2-D (N, D), got shape {list(latents.shape)}")
-    n, d = latents.shape
-    if labels.shape != (n,):
-        raise LatentdsError(f"{where}: labels must have shape [{n}] to match the latents, got {list(labels.shape)}")
-    int8 = latent_dtype == torch.int8
-    if latent_dtype is not None and not int8:
-        latents = latents.to(latent_dtype)
-    if latents.dtype not in _FLOAT_DTYPES:
-        raise LatentdsError(f"{where}: latents must be float32, float16 or bfloat16 (stored as those or as int8), "
-                            f"got {latents.dtype}")
-    if not torch.isfinite(latents.float()).all():
-        raise LatentdsError(f"{where}: latents contain NaN or infinite values")
-    encoding: dict[str, Any] = {"encoding": "raw"}
-    if int8:
-        latents, scale = quantize(latents)
-        encoding = {"encoding": spec.INT8, "scale": scale}
-    k = len(classes)
-    labels = labels.to(torch.int64)
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
-        raise LatentdsError(f"{where}: labels must lie in [0, {k}), found [{int(labels.min())}, {int(labels.max())}]")
-    labels = labels.to(_label_dtype(k))
-
+    latents, encoding = _stored_latents(latents, latent_dtype, where)
+    labels = _stored_labels(labels, latents.shape[0], len(classes), where)
     tensors: dict[str, torch.Tensor] = {spec.LATENTS: latents, spec.LABELS: labels}
     for key in sorted(generator_state):
         value = generator_state[key].detach()
         if generator_dtype is not None and value.dtype in _FLOAT_DTYPES | {torch.float64}:
             value = value.to(generator_dtype)
         tensors[spec.GENERATOR_PREFIX + key] = value
-
     buffers = {name: _as_bytes(t) for name, t in tensors.items()}
-    latent_bytes = buffers[spec.LATENTS]
-    row_bytes = d * latents.element_size()
-    chunks = [
-        hashlib.sha256(latent_bytes[lo * row_bytes : min(lo + chunk_rows, n) * row_bytes]).hexdigest()
-        for lo in range(0, n, chunk_rows)
-    ]
-    integrity = {
-        "algorithm": "sha256",
-        "tensors": {
-            name: {
-                "dtype": spec.TORCH_TO_ST[t.dtype],
-                "shape": list(t.shape),
-                "sha256": hashlib.sha256(buffers[name]).hexdigest(),
-            }
-            for name, t in tensors.items()
-        },
-        "latents_chunk_rows": chunk_rows,
-        "latents_chunks": chunks,
-    }
-    gen_params = sum(
-        t.numel() for name, t in tensors.items() if name.startswith(spec.GENERATOR_PREFIX) and t.is_floating_point()
-    )
-    prov = dict(provenance or {})
-    prov.setdefault("tool", f"latentds {_tool_version()}")
-    prov.setdefault("torch", torch.__version__)
-    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     manifest: dict[str, Any] = {
         "format": spec.FORMAT_NAME,
-        "format_version": spec.FORMAT_VERSION_INT8 if int8 else spec.FORMAT_VERSION,
-        "num_samples": int(n),
-        "latent_dim": int(d),
-        "num_classes": k,
+        "format_version": spec.FORMAT_VERSION_INT8 if encoding["encoding"] == spec.INT8 else spec.FORMAT_VERSION,
+        "num_samples": int(latents.shape[0]),
+        "latent_dim": int(latents.shape[1]),
+        "num_classes": len(classes),
         "classes": list(classes),
         "latents": encoding,
         "image": {"generator_range": [-1.0, 1.0], **dict(image)},
@@ -148,21 +100,80 @@ def write_lds(
             "args": dict(generator_args),
             "conditioning": "class_index",
             "truncation": None,
-            "stored_numel": int(gen_params),
+            "stored_numel": sum(t.numel() for name, t in tensors.items()
+                                if name.startswith(spec.GENERATOR_PREFIX) and t.is_floating_point()),
             **dict(generator_info or {}),
         },
-        "provenance": prov,
-        "integrity": integrity,
+        "provenance": _provenance(provenance),
+        "integrity": _integrity(tensors, buffers, chunk_rows),
     }
     validate_manifest(manifest, where)
     text = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False)
     if len(text.encode("utf-8")) > spec.MAX_MANIFEST_BYTES:
         raise LatentdsError(f"{where}: the manifest would exceed {spec.MAX_MANIFEST_BYTES} bytes")
+    return atomic_write(path, _header(text, tensors, buffers, where))
 
+
+def _stored_latents(latents: torch.Tensor, dtype: torch.dtype | None, where: str) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The latents as stored (cast, or quantized to int8) and the manifest's ``latents`` section."""
+    if latents.dim() != 2:
+        raise LatentdsError(f"{where}: latents must be 2-D (N, D), got shape {list(latents.shape)}")
+    int8 = dtype == torch.int8
+    if dtype is not None and not int8:
+        latents = latents.to(dtype)
+    if latents.dtype not in _FLOAT_DTYPES:
+        raise LatentdsError(f"{where}: latents must be float32, float16 or bfloat16 (stored as those or as int8), "
+                            f"got {latents.dtype}")
+    if not torch.isfinite(latents.float()).all():
+        raise LatentdsError(f"{where}: latents contain NaN or infinite values")
+    if not int8:
+        return latents, {"encoding": "raw"}
+    codes, scale = quantize(latents)
+    return codes, {"encoding": spec.INT8, "scale": scale}
+
+
+def _stored_labels(labels: torch.Tensor, n: int, k: int, where: str) -> torch.Tensor:
+    """(n,) labels in [0, k), in the smallest dtype that holds them."""
+    if labels.shape != (n,):
+        raise LatentdsError(f"{where}: labels must have shape [{n}] to match the latents, got {list(labels.shape)}")
+    labels = labels.to(torch.int64)
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise LatentdsError(f"{where}: labels must lie in [0, {k}), found [{int(labels.min())}, {int(labels.max())}]")
+    return labels.to(_label_dtype(k))
+
+
+def _integrity(tensors: Mapping[str, torch.Tensor], buffers: Mapping[str, memoryview], chunk_rows: int) -> dict[str, Any]:
+    """sha256 of every tensor's bytes and of each ``chunk_rows`` rows of latents."""
+    latents = tensors[spec.LATENTS]
+    n, row_bytes = latents.shape[0], latents.shape[1] * latents.element_size()
+    data = buffers[spec.LATENTS]
+    return {
+        "algorithm": "sha256",
+        "tensors": {
+            name: {"dtype": spec.TORCH_TO_ST[t.dtype], "shape": list(t.shape), "sha256": hashlib.sha256(buffers[name]).hexdigest()}
+            for name, t in tensors.items()
+        },
+        "latents_chunk_rows": chunk_rows,
+        "latents_chunks": [hashlib.sha256(data[lo * row_bytes: min(lo + chunk_rows, n) * row_bytes]).hexdigest()
+                           for lo in range(0, n, chunk_rows)],
+    }
+
+
+def _provenance(provenance: Mapping[str, Any] | None) -> dict[str, Any]:
+    prov = dict(provenance or {})
+    prov.setdefault("tool", f"latentds {_tool_version()}")
+    prov.setdefault("torch", torch.__version__)
+    prov.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    return prov
+
+
+def _header(manifest_text: str, tensors: Mapping[str, torch.Tensor], buffers: Mapping[str, memoryview],
+            where: str) -> list[Any]:
+    """The file's pieces in order: header length, header JSON (padded to 8 bytes), the tensors' bytes."""
     header: dict[str, Any] = {
         "__metadata__": {
-            spec.META_MANIFEST: text,
-            spec.META_MANIFEST_SHA256: hashlib.sha256(text.encode("utf-8")).hexdigest(),
+            spec.META_MANIFEST: manifest_text,
+            spec.META_MANIFEST_SHA256: hashlib.sha256(manifest_text.encode("utf-8")).hexdigest(),
         }
     }
     offset = 0
@@ -174,7 +185,7 @@ def write_lds(
     raw += b" " * (-(8 + len(raw)) % spec.HEADER_ALIGNMENT)
     if len(raw) > spec.MAX_HEADER_BYTES:
         raise LatentdsError(f"{where}: the header would exceed {spec.MAX_HEADER_BYTES} bytes")
-    return atomic_write(path, [struct.pack("<Q", len(raw)), raw, *buffers.values()])
+    return [struct.pack("<Q", len(raw)), raw, *buffers.values()]
 
 
 def _tool_version() -> str:
