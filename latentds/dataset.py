@@ -135,7 +135,7 @@ class LatentDataset(Dataset):
                 )
             self._reader = reader
         if self._generator is None:
-            self._generator = load_generator(self._reader, self.device, self.dtype)
+            self._generator = load_generator(self._reader, self.device, self.dtype, batch=self.max_decode_batch)
             if self.plan.channels_last:
                 self._generator.to(memory_format=torch.channels_last)
             image = self.manifest["image"]
