@@ -141,7 +141,7 @@ def test_overrides_apply_with_types():
     ("gan.width=wide", ["gan.width", "integer"]),
     ("ipc=1.5", ["ipc"]),
     ("invert.units_per_pass=true", ["invert.units_per_pass", "integer"]),
-    ("latent_dtype=int8", ["latent_dtype", "float16"]),
+    ("latent_dtype=int4", ["latent_dtype", "float16", "int8"]),
     ("nosection.x=1", ["nosection"]),
     ("ipc", ["key=value"]),
     ("condense.parametrization=pixels", ["parametrization"]),
