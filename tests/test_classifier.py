@@ -58,7 +58,7 @@ def same_state(a: nn.Module, b: nn.Module) -> bool:
 def test_learns_the_tiny_set(trained, data, test_set):
     model, stats, _ = trained
     assert not model.training and stats["cached"] is False
-    assert stats["train_acc"] > 0.6 and stats["test_acc"] > 0.6  # chance is 1/3
+    assert stats["train_acc"] > 60 and stats["test_acc"] > 60  # percent; chance is 33
     assert stats["test_acc"] == accuracy(model, test_set.images, test_set.labels, *data.mean_std())
     assert stats["wall_time_s"] > 0 and stats["images_per_s"] > 0
     assert [h["epoch"] for h in stats["history"]] == [1, 2, 3, 4]

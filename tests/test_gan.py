@@ -208,7 +208,7 @@ def test_gan_quality_and_sample_grid(tmp_path):
     generator = create_model("biggan32_tiny", num_classes=3, width=4).eval()
     classifier = create_model("convnet3", num_classes=3, width=8).eval()
     q = gan_quality(generator, classifier, 3, n_per_class=7, mean=[0.5] * 3, std=[0.25] * 3)
-    assert q["n"] == 21 and 0 <= q["accuracy"] <= 1 and len(q["per_class_accuracy"]) == 3
+    assert q["n"] == 21 and 0 <= q["accuracy"] <= 100 and len(q["per_class_accuracy"]) == 3
     assert q["accuracy"] == pytest.approx(sum(q["per_class_accuracy"]) / 3)
     with pytest.raises(ValueError, match="mean"):
         gan_quality(generator, classifier, 3, n_per_class=2)

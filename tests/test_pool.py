@@ -41,7 +41,7 @@ def test_pool_runs_snapshots_filter_and_cache(tmp_path):
     assert [t["net"] for t in stats["nets"]] == ["run_00/epoch_0001", "run_00/epoch_0002", "run_01/epoch_0001",
                                                  "run_01/epoch_0002"]
     accs = [t["held_out_acc"] for t in stats["nets"]]
-    assert all(0.0 <= a <= 1.0 for a in accs) and stats["held_out"] == 8
+    assert all(0.0 <= a <= 100.0 for a in accs) and stats["held_out"] == 8
     # the two runs start from different seeds: their first snapshots differ
     a, b = (dict(n.named_parameters())["classifier.weight"] for n in (nets[0], nets[2]))
     assert not torch.equal(a, b)
@@ -55,13 +55,13 @@ def test_pool_runs_snapshots_filter_and_cache(tmp_path):
                               torch.device("cpu"), seed=0)
     assert len(kept) == sum(a >= cut for a in accs) == stats3["size"]
     assert [t["kept"] for t in stats3["nets"]] == [a >= cut for a in accs]
-    assert max(accs) < 1.0  # one or two epochs of a width-8 net: a threshold of 1.0 drops every candidate
+    assert max(accs) < 100.0  # one or two epochs of a width-8 net: a threshold of 100 % drops every candidate
     with pytest.raises(ConfigError, match="drops all"):
-        build_pool(data, TINY_CLASSIFIER, PoolConfig(**{**cfg.__dict__, "min_acc": 1.0}), tmp_path,
+        build_pool(data, TINY_CLASSIFIER, PoolConfig(**{**cfg.__dict__, "min_acc": 100.0}), tmp_path,
                    torch.device("cpu"), seed=0)
 
 
-@pytest.mark.parametrize("field, value", [("runs", -1), ("epochs", 0), ("min_acc", 1.5), ("val_size", 1.0),
+@pytest.mark.parametrize("field, value", [("runs", -1), ("epochs", 0), ("min_acc", 101), ("val_size", 1.0),
                                           ("include_main", 1)])
 def test_bad_pool_fields_are_config_errors(field, value):
     with pytest.raises(ConfigError, match=field):

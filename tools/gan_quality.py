@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     result["generator"]["file"] = _rel(args.generator)
     result["classifier"]["file"] = _rel(args.classifier)
     save_result(result, out)
-    print(f"{args.generator.name}: samples classified {q['accuracy']:.1%} correctly by a classifier at "
-          f"{test_acc:.1%} test accuracy; Fréchet distance in its features {q['frechet']:.2f} "
+    print(f"{args.generator.name}: samples classified {q['accuracy']:.1f} % correctly by a classifier at "
+          f"{test_acc:.1f} % test accuracy; Fréchet distance in its features {q['frechet']:.2f} "
           f"(two real draws: {q['frechet_real']:.2f}); {out}")
     return 0
 

@@ -79,13 +79,14 @@ def accuracy(
     device: str | torch.device = "cpu",
     batch_size: int = 500,
 ) -> float:
-    """Top-1 accuracy of ``model`` (put in eval mode) on uint8 images (N, C, H, W) and labels (N,)."""
+    """Top-1 accuracy in percent (as everywhere in latentds) of ``model`` (put in eval mode) on uint8 images
+    (N, C, H, W) and labels (N,)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for i in range(0, images.shape[0], batch_size):
         x = normalize(images[i : i + batch_size].to(device), mean, std)
         correct += (model(x).argmax(1) == labels[i : i + batch_size].to(device)).sum()
-    return int(correct) / max(1, images.shape[0])
+    return 100.0 * int(correct) / max(1, images.shape[0])
 
 
 # --- loading --------------------------------------------------------------------------------------------
@@ -174,7 +175,7 @@ def train_classifier(
     }
     if test is not None:
         stats.update(_test_stats(model, test, mean, std, device))
-        say(f"classifier: test acc {stats['test_acc']:.4f}")
+        say(f"classifier: test acc {stats['test_acc']:.2f} %")
     save_model(final, model, extra={**extra, META_STATS: json.dumps(stats)})
     model.normalization = {"mean": mean, "std": std}
     stats["wall_time_s"] = time.perf_counter() - start
@@ -281,15 +282,15 @@ def _train_loop(
             epoch = state.epoch
             epochs_this_call += 1
             state.train_seconds += time.perf_counter() - t0
-            state.history.append({"epoch": epoch, "loss": float(loss_sum) / n, "train_acc": int(correct) / n})
+            state.history.append({"epoch": epoch, "loss": float(loss_sum) / n, "train_acc": 100.0 * int(correct) / n})  # percent
             if cfg.snapshot_every and (epoch % cfg.snapshot_every == 0 or epoch == cfg.epochs):
                 save_model(snap_dir / f"epoch_{epoch:04d}.safetensors", model, extra={**extra, "latentds.epoch": str(epoch)})
             state.save(ckpt, cfg, data)
             last = state.history[-1]
             bar.update(1)
-            bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['train_acc']:.3f}")
+            bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['train_acc']:.1f}")
             if epoch % 10 == 0 or epoch == cfg.epochs:
-                say(f"classifier epoch {epoch}/{cfg.epochs}: loss {last['loss']:.4f}, train acc {last['train_acc']:.4f}")
+                say(f"classifier epoch {epoch}/{cfg.epochs}: loss {last['loss']:.4f}, train acc {last['train_acc']:.2f} %")
             if stop_after is not None and epochs_this_call >= stop_after and epoch < cfg.epochs:
                 raise TrainingInterrupted(f"stopped after {epochs_this_call} epochs (stop_after)")
     finally:

@@ -101,7 +101,7 @@ def cmd_train_gan(args: argparse.Namespace) -> int:
             quality = gan_quality(generator, classifier, data.num_classes, args.quality_per_class, cfg.seed, device,
                                   real=data)
         if show:
-            print(f"quality: a real-data {cfg.classifier.arch} classifies {quality['accuracy']:.1%} of "
+            print(f"quality: a real-data {cfg.classifier.arch} classifies {quality['accuracy']:.1f} % of "
                   f"{quality['n']} class-conditional samples correctly")
             if "frechet" in quality:
                 print(f"quality: Fréchet distance in its feature space ({quality['frechet_feature']}) "

@@ -179,7 +179,7 @@ class PoolConfig:
     snapshot_every: int = 1  # a pool member every this many epochs of a run
     subset: int = 10000  # training images per pool run (0: every image not held out)
     val_size: int = 2000  # training images held out of every pool run; candidates' accuracy is measured on them
-    min_acc: float = 0.0  # drop candidates whose held-out accuracy is below this (0..1)
+    min_acc: float = 0.0  # drop candidates whose held-out accuracy (percent, 0..100) is below this
     include_main: bool = True  # the main classifier's snapshots join the pool too
 
     def __post_init__(self) -> None:
@@ -188,8 +188,8 @@ class PoolConfig:
         check_int(self, "snapshot_every", 1)
         check_int(self, "subset", 0)
         check_int(self, "val_size", 0)
-        if isinstance(self.min_acc, bool) or not isinstance(self.min_acc, (int, float)) or not 0 <= self.min_acc <= 1:
-            raise ConfigError(f"PoolConfig.min_acc must be a number in [0, 1], got {self.min_acc!r}")
+        if isinstance(self.min_acc, bool) or not isinstance(self.min_acc, (int, float)) or not 0 <= self.min_acc <= 100:
+            raise ConfigError(f"PoolConfig.min_acc must be a percentage in [0, 100], got {self.min_acc!r}")
         if not isinstance(self.include_main, bool):
             raise ConfigError(f"PoolConfig.include_main must be true or false, got {self.include_main!r}")
 

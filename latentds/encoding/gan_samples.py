@@ -104,8 +104,8 @@ def gan_quality(
         images = samples(i)
         pred = classifier(normalize(images, mean, std)).argmax(1).cpu()
         correct += torch.bincount(y[i : i + 500][pred == y[i : i + 500]], minlength=num_classes)
-    per_class = (correct.double() / n_per_class).tolist()
-    out: dict[str, Any] = {"accuracy": float(correct.sum()) / z.shape[0], "per_class_accuracy": per_class,
+    per_class = (100.0 * correct.double() / n_per_class).tolist()  # percent, as every accuracy in latentds
+    out: dict[str, Any] = {"accuracy": 100.0 * float(correct.sum()) / z.shape[0], "per_class_accuracy": per_class,
                            "n": int(z.shape[0])}
     if real is not None and hasattr(classifier, "embed"):
         # two disjoint real draws of n_per_class per class (fewer where a class is small)

@@ -111,7 +111,7 @@ def build_pool(
     }
     if candidates and not kept:
         raise ConfigError(f"pool.min_acc {cfg.min_acc} drops all {len(candidates)} candidate nets (best held-out "
-                          f"accuracy {max(t['held_out_acc'] for t in table):.3f}); lower it")
+                          f"accuracy {max(t['held_out_acc'] for t in table):.2f} %); lower it")
     say(f"pool: {len(kept)} of {len(candidates)} nets kept"
-        + (f" (held-out accuracy {min(accs):.3f}..{max(accs):.3f})" if accs else ""))
+        + (f" (held-out accuracy {min(accs):.1f}..{max(accs):.1f} %)" if accs else ""))
     return kept, stats
