@@ -20,7 +20,7 @@ from latentds.dataset import LatentDataset
 from latentds.errors import LatentdsError, UsageError
 from latentds.format.outputs import check_output
 from latentds.format.staging import replace_staged, staging_dir, staging_file
-from latentds.progress import progress_bar
+from latentds.progress import progress_bar, shows_bar
 
 EXPORT_FORMATS = ("folder", "npz", "h5", "webdataset", "hf")
 DIRECTORY_FORMATS = ("folder", "webdataset", "hf")
@@ -224,7 +224,7 @@ def _export_hf(ds: LatentDataset, tmp: Path, out: Path, batch_size: int, progres
 
     from datasets.utils import logging as hf_logging
 
-    quiet = not progress and hf_logging.is_progress_bar_enabled()
+    quiet = not shows_bar(progress) and hf_logging.is_progress_bar_enabled()  # its bars, like ours: terminals only
     if quiet:
         hf_logging.disable_progress_bar()
     cache = staging_dir(out)  # the Arrow files are written here first: beside the output, swept like any staging

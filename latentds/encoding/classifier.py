@@ -48,6 +48,7 @@ from latentds.encoding.state import (
 from latentds.errors import ConfigError
 from latentds.models import input_args, seeded_model
 from latentds.plan import Compute
+from latentds.progress import progress_bar
 from latentds.sources import ImageSet
 from latentds.tensors import normalize
 
@@ -246,15 +247,13 @@ def _train_loop(
 ) -> tuple[int, float]:
     """Train from ``state.epoch`` to ``cfg.epochs``: SGD on DSA-augmented batches, a snapshot and a checkpoint
     after each epoch on schedule. Returns (epochs, seconds) of this session."""
-    from tqdm.auto import tqdm
-
     model, opt, gen = state.model, state.opt, state.gen
     images, labels = data.images.to(device), data.labels.to(device)
     n = images.shape[0]
     snap_dir, ckpt = work_dir / SNAPSHOT_DIR, work_dir / CKPT_FILE
     if cfg.snapshot_every:
         snap_dir.mkdir(exist_ok=True)
-    bar = tqdm(total=cfg.epochs, initial=state.epoch, desc="classifier", unit="epoch", disable=not progress, leave=False)
+    bar = progress_bar(None, progress, total=cfg.epochs, initial=state.epoch, desc="classifier", unit="epoch", leave=False)
     session_start, epochs_this_call = time.perf_counter(), 0
     try:
         while state.epoch < cfg.epochs:

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from latentds.checkpoint import load_model
 from latentds.encoding.amortized import encoder_z0
@@ -42,6 +41,7 @@ from latentds.encoding.state import load_state, save_state
 from latentds.encoding.workdir import Run, fresh_storage, json_safe
 from latentds.errors import ConfigError
 from latentds.models import generator_contract
+from latentds.progress import progress_bar
 from latentds.sources import ImageSet
 from latentds.tensors import by_class, freeze
 
@@ -206,7 +206,7 @@ def invert_stage(
     """Invert this rank's units (``per_pass`` of them per forward pass), then gather the latents needed next."""
     cfg, data, group = run.cfg, run.data, run.group
     passes = [work.my_inv[i : i + work.per_pass] for i in range(0, len(work.my_inv), work.per_pass)]
-    bar = tqdm(total=len(passes) * cfg.invert.iterations, desc="invert", unit="it", disable=not run.show, leave=False)
+    bar = progress_bar(None, run.show, total=len(passes) * cfg.invert.iterations, desc="invert", unit="it", leave=False)
     clock = time.perf_counter
     for batch in passes:
         t_pass = clock()
