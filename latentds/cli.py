@@ -1,8 +1,10 @@
 """The `latentds` command line: a thin shell over the library. ``main(argv) -> exit code``.
 
 Exit codes: 0 success; 1 the input is bad or corrupt (``verify``: the file is corrupt; a file that asks for
-more memory than the budget); 2 usage error (bad arguments, a path that does not exist, an output that exists
-or cannot be written); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Errors print as one line, without a
+more memory than the budget); 2 usage error (bad arguments, a path or URL that does not exist, an output that
+exists or cannot be written); 3 a remote file's server cannot be reached or read (refused connection, unknown
+host, no answer in time, a broken answer); 4 the server refused (HTTP 401/403/4xx; a redirect latentds does not
+follow); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Errors print as one line, without a
 traceback, with every character a terminal would act on escaped. The verbs live with their library code:
 ``files.commands`` (info, verify, export, preview, pack, unpack, merge, import-itgan), ``encoding.commands``
 (encode, train-gan) and ``evaluation.commands`` (eval).
@@ -22,6 +24,8 @@ from latentds.errors import (
     ConfigError,
     LatentdsError,
     LdsNotFoundError,
+    RemoteReadError,
+    RemoteRefusedError,
     SourceNotFoundError,
     UsageError,
 )
@@ -29,6 +33,7 @@ from latentds.format.render import safe
 from latentds.version import __version__
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_UNREACHABLE, EXIT_REFUSED = 3, 4  # a remote file: its server cannot be reached or read / refused
 
 
 __all__ = ["Terminated", "build_parser", "configure_logging", "main"]
@@ -148,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_as_exception(), _max_memory(getattr(args, "max_memory", None)):
             return int(args.func(args))
+    except RemoteReadError as exc:  # the network or the server, not the file: never "corrupt"
+        print(f"latentds: error: {safe(exc, 4000)}", file=sys.stderr)
+        return EXIT_REFUSED if isinstance(exc, RemoteRefusedError) else EXIT_UNREACHABLE
     except (ConfigError, LdsNotFoundError, SourceNotFoundError, UsageError) as exc:  # asked wrongly: usage
         print(f"latentds: error: {safe(exc, 4000)}", file=sys.stderr)
         return EXIT_USAGE

@@ -80,10 +80,10 @@ class LatentDataset(Dataset):
         if max_decode_batch is not None and (isinstance(max_decode_batch, bool) or int(max_decode_batch) < 1):
             raise LatentdsError(f"max_decode_batch must be >= 1, got {max_decode_batch}")
 
-        with open_lds(self.path, verify=verify) as reader:  # validate once, up front, in the parent
-            self.manifest: dict[str, Any] = reader.manifest
-            self._manifest_sha256 = reader.manifest_sha256  # pins the file: a reopen must find the same one
-            all_labels = reader.labels().numpy()
+        reader = open_lds(self.path, verify=verify)  # validated once, up front; kept for decoding in this process
+        self.manifest: dict[str, Any] = reader.manifest
+        self._manifest_sha256 = reader.manifest_sha256  # pins the file: a reopen (another process) must find it
+        all_labels = reader.labels().numpy()
         self.plan: Plan = get_plan(self.device, precision)
         self.plan.apply_backend_flags()  # on CUDA: no TF32, no cuDNN autotuning (process-wide; see __setstate__)
         self.dtype = self.plan.decode_dtype
@@ -102,7 +102,7 @@ class LatentDataset(Dataset):
         self.class_to_idx: dict[str, int] = {c: i for i, c in enumerate(self.classes)}
         image = self.manifest["image"]
         self.image_shape = (image["channels"], image["height"], image["width"])
-        self._reader: LdsReader | None = None
+        self._reader: LdsReader | None = reader  # not pickled: each other process opens its own
         self._generator: torch.nn.Module | None = None
 
     # --- lazy, per-process state ----------------------------------------------------------------------

@@ -25,6 +25,9 @@ __all__ = [
     "NonFiniteError",
     "NotLdsError",
     "ReleaseFormatError",
+    "RemoteReadError",
+    "RemoteRefusedError",
+    "RemoteUnreachableError",
     "SourceError",
     "SourceMismatchError",
     "SourceNotFoundError",
@@ -110,6 +113,21 @@ class ChecksumError(LdsError):
 
 class NonFiniteError(LdsError):
     """Latents or generator weights hold NaN or infinity: they would decode to garbage images."""
+
+
+# --- remote files (format/remote.py): each cause its own exit code in the CLI ---------------------------
+class RemoteReadError(LdsError):
+    """A remote file could not be read: a protocol error, a server failure (HTTP 5xx), a broken answer. The file
+    itself is not judged (exit code 3, as for an unreachable server)."""
+
+
+class RemoteUnreachableError(RemoteReadError):
+    """No server answered in time: connection refused or reset, an unknown host, a deadline passed (exit code 3)."""
+
+
+class RemoteRefusedError(RemoteReadError):
+    """The server answered but would not serve the file as asked (HTTP 401, 403 and other 4xx), or latentds will
+    not follow where it points (a redirect to another origin; ranges ignored with the cache turned off): exit 4."""
 
 
 class UsageError(LatentdsError):

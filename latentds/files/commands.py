@@ -27,14 +27,14 @@ Add = Callable[[str, Callable[[argparse.Namespace], int], str], argparse.Argumen
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from latentds.errors import ChecksumError, LdsError, LdsNotFoundError
+    from latentds.errors import LdsError, LdsNotFoundError, RemoteReadError
     from latentds.lds import open_lds
 
     where = safe(args.file, 200)
     try:
         with open_lds(args.file, budget=False) as reader:
-            problems = reader.verify()
-    except LdsNotFoundError:
+            problems = reader.verify()  # a URL: streamed from the server and hashed piece by piece
+    except (LdsNotFoundError, RemoteReadError):  # not found, unreachable, refused: exit 2, 3, 4, never "corrupt"
         raise
     except LdsError as exc:
         print(f"{where}: CORRUPT: {type(exc).__name__}: {safe(exc, 2000)}", file=sys.stderr)
@@ -155,7 +155,8 @@ def register(add: Add) -> None:
                    help="with --system: also time each precision and memory format here (about 15 s); informational, "
                         "the plan stays its rule")
 
-    p = add("verify", cmd_verify, "check every checksum; exit 0 intact, 1 corrupt, 2 usage error")
+    p = add("verify", cmd_verify, "check every checksum; exit 0 intact, 1 corrupt, 2 usage error or not found, "
+            "3 a URL's server unreachable, 4 refused")
     p.add_argument("file")
 
     p = add("export", cmd_export, "decode everything to an ImageFolder tree (OUT/), OUT.npz, OUT.h5, "

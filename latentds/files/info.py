@@ -44,7 +44,7 @@ def file_summary(path: str) -> dict[str, Any]:
         counts: list[int | None] = [None] * len(m["classes"])  # remote: the header alone, labels not fetched
         if not reader.is_remote:
             counts = [int(v) for v in _bincount(reader.array(spec.LABELS), len(m["classes"]))]
-        disk = reader.file_size if reader.is_remote else Path(reader.path).stat().st_size
+        disk = reader.file_size if reader.is_remote or reader.local_copy else Path(reader.path).stat().st_size
         image = m["image"]
         raw_pixels = m["num_samples"] * image["channels"] * image["height"] * image["width"]
         summary: dict[str, Any] = {

@@ -2,7 +2,7 @@
 
 :class:`RemoteTensors` serves :class:`latentds.format.reader.LdsReader` for a URL: labels and generator in one
 request for the span they occupy, latents by row chunk, every range checked against its sha256 before use and
-kept in the local cache (``remote.RemoteCache``). Sizes come from the header the reader has already validated,
+kept in the local cache (``cache.RemoteCache``). Sizes come from the header the reader has already validated,
 so the cache and the server can only hand over the bytes the manifest names.
 """
 
@@ -16,11 +16,20 @@ import numpy as np
 
 from latentds.errors import ChecksumError
 from latentds.format import spec
+from latentds.format.cache import RemoteCache
 from latentds.format.header import TensorInfo
-from latentds.format.remote import RemoteCache
 from latentds.format.render import safe
 
-__all__ = ["RemoteTensors"]
+__all__ = ["RemoteTensors", "count_nonfinite"]
+
+FLOATS = ("F64", "F32", "F16", "BF16")
+
+
+def count_nonfinite(values: np.ndarray, dtype: str) -> int:
+    """NaN and infinite values among ``values`` stored as safetensors ``dtype`` (bfloat16 as uint16 bit patterns)."""
+    if dtype == "BF16":  # exponent all ones: inf or NaN
+        return int(np.count_nonzero((values & 0x7F80) == 0x7F80))
+    return values.size - int(np.count_nonzero(np.isfinite(values)))
 
 
 class RemoteTensors:
@@ -32,6 +41,7 @@ class RemoteTensors:
     """
 
     MEMORY_BUDGET = 256 * 2**20
+    VERIFY_PIECE = 8 * 2**20  # bytes per request while verify() streams the file
 
     def __init__(self, reader: Any, source: Any):  # reader: the LdsReader this serves
         self.reader, self.source = reader, source
@@ -154,6 +164,46 @@ class RemoteTensors:
                 self._keep(c, part)
             i = j + 1
         return got
+
+    def verify(self) -> list[str]:
+        """Every tensor's sha256, every latent chunk's and a NaN count, hashed as the bytes stream from the server in
+        requests of about ``VERIFY_PIECE`` bytes (latent pieces end on chunk boundaries). Memory stays at one piece:
+        nothing is kept or cached, so this checks what the server serves now. The problems found; [] if intact."""
+        problems: list[str] = []
+        for t in sorted(self.reader.tensors.values(), key=lambda t: t.begin):
+            digest, bad = hashlib.sha256(), 0
+            step, chunks = self._piece(t)
+            for lo in range(t.begin, t.end, step):
+                data = self._read(lo, min(lo + step, t.end))
+                digest.update(data)
+                if chunks:
+                    problems += self._check_chunks(data, (lo - t.begin) // chunks)
+                if t.dtype in FLOATS:
+                    bad += count_nonfinite(np.frombuffer(data, dtype=spec.ST_TO_NUMPY[t.dtype]), t.dtype)
+            if digest.hexdigest() != self.integrity["tensors"][t.name]["sha256"]:
+                problems.insert(0, f"tensor '{safe(t.name, 80)}' fails its sha256 check")
+            if bad:
+                problems.append(f"tensor '{safe(t.name, 80)}' holds {bad} NaN or infinite values")
+        return problems
+
+    def _piece(self, t: TensorInfo) -> tuple[int, int]:
+        """(bytes per request, bytes per latent chunk or 0) for streaming tensor ``t``."""
+        item = spec.ITEMSIZE[t.dtype]
+        if t.name != spec.LATENTS or not t.nbytes:
+            return max(item, self.VERIFY_PIECE // item * item), 0
+        chunk = int(self.integrity["latents_chunk_rows"]) * self.reader.latent_dim * item
+        return max(chunk, self.VERIFY_PIECE // chunk * chunk), chunk
+
+    def _check_chunks(self, data: bytes, first: int) -> list[str]:
+        """The problems of the latent chunks in ``data``, which starts at chunk ``first``."""
+        rows, n = int(self.integrity["latents_chunk_rows"]), self.reader.num_samples
+        chunk = rows * self.reader.latent_dim * spec.ITEMSIZE[self.reader.tensors[spec.LATENTS].dtype]
+        out = []
+        for k, lo in enumerate(range(0, len(data), chunk)):
+            c = first + k
+            if hashlib.sha256(data[lo : lo + chunk]).hexdigest() != self.integrity["latents_chunks"][c]:
+                out.append(f"latents rows {c * rows}-{min((c + 1) * rows, n) - 1} fail their sha256 check")
+        return out
 
     def _keep(self, c: int, data: bytes) -> None:
         self.chunks[c] = data

@@ -17,6 +17,7 @@ import struct
 import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from latentds.errors import (
 from latentds.format import spec
 from latentds.format.compress import read_zst
 from latentds.format.header import TensorInfo, file_sha256, parse_header, parse_manifest
-from latentds.format.ranged import RemoteTensors
+from latentds.format.ranged import RemoteTensors, count_nonfinite
 from latentds.format.remote import is_url, local_path, open_source
 from latentds.format.render import safe
 
@@ -55,7 +56,8 @@ class LdsReader:
         self._mmap: mmap.mmap | None = None
         self._remote: RemoteTensors | None = None
         self._data: bytes | bytearray | mmap.mmap = b""
-        source = None
+        self.local_copy: Path | None = None  # a URL whose server ignores ranges: the checked copy in the cache
+        source = download = None
         if is_url(path) and local_path(str(path)) is None:  # read in byte ranges (format/remote.py)
             self.path: Path | str = str(path)
             where = self.path
@@ -64,6 +66,10 @@ class LdsReader:
             source = open_source(where)
             data: bytes | bytearray | mmap.mmap = source.read(0, 8)  # then exactly the header: two requests
             self.file_size = source.size if source.size is not None else len(data)
+            if getattr(source, "local_copy", None) is not None:  # ranges ignored: downloaded whole into the cache
+                self.local_copy, download, source = source.local_copy, source, None
+                data = self._data = self._map(self.local_copy)
+                self.file_size = len(data)
         else:
             self.path = local_path(str(path)) if is_url(path) else Path(path)  # file:// is a local path
             where = str(self.path)
@@ -111,10 +117,24 @@ class LdsReader:
             self._labels_unchecked = check_labels  # checked when the labels are first fetched, not at open
         elif check_labels:
             self._check_labels()
+        if download is not None:
+            self._check_download(download.downloads, download.fresh)
         if verify:
             problems = self.verify()
             if problems:
                 raise ChecksumError(f"{where}: {problems[0]}" + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""), problems)
+
+    def _check_download(self, downloads: Any, fresh: bool) -> None:
+        """Check every hash of a copy downloaded whole (once: the cache's sidecar then records its manifest)."""
+        meta = downloads.meta()
+        if not fresh and meta is not None and meta.get("manifest_sha256") == self.manifest_sha256:
+            return
+        problems = self.verify()
+        if problems:
+            downloads.discard()
+            raise ChecksumError(f"{self.path}: the downloaded file is corrupt: {problems[0]}"
+                                + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""), problems)
+        downloads.mark_checked(self.manifest_sha256)
 
     def _map(self, path: Path) -> mmap.mmap:
         with open(path, "rb") as f:
@@ -228,7 +248,10 @@ class LdsReader:
             )
 
     def verify(self) -> list[str]:
-        """Check every tensor's sha256 (and the latent row chunks). Returns the problems found; [] if intact."""
+        """Check every tensor's sha256 (and the latent row chunks). Returns the problems found; [] if intact.
+        A remote file is streamed from its server in pieces, hashed as they arrive (memory: one piece)."""
+        if self._remote is not None:
+            return self._remote.verify()
         problems: list[str] = []
         integrity = self.manifest["integrity"]
         for name, info in self.tensors.items():
@@ -271,11 +294,7 @@ class LdsReader:
         flat = self.array(name).reshape(-1)
         bad = 0
         for lo in range(0, flat.size, block):
-            part = flat[lo : lo + block]
-            if self.tensors[name].dtype == "BF16":  # uint16 bit patterns: exponent all ones is inf or NaN
-                bad += int(np.count_nonzero((part & 0x7F80) == 0x7F80))
-            else:
-                bad += part.size - int(np.count_nonzero(np.isfinite(part)))
+            bad += count_nonfinite(flat[lo : lo + block], self.tensors[name].dtype)
             self._release(self.tensors[name].begin + lo * flat.itemsize, block * flat.itemsize)
         return bad
 

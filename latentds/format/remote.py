@@ -5,52 +5,54 @@ ranges only: the header first (8 bytes for its length, then exactly the header: 
 then, when asked, the generator and labels (one request for the span they occupy) and the latent row chunks a
 read touches (``ranged.py``). Every range is checked against the sha256 the (hash-checked) manifest gives for it
 before use, so a server can withhold data but never change it; checked ranges are kept in a local cache keyed by
-the manifest's sha256 (``$LATENTDS_CACHE_DIR/remote``, default ``~/.cache/latentds/remote``), so a second epoch
-or a second process reads nothing again.
+the manifest's sha256 (``$LATENTDS_CACHE_DIR/remote``, default ``~/.cache/latentds/remote``; ``cache.py``), so a
+second epoch or a second process reads nothing again. A server that ignores ranges (``python -m http.server``
+answers HTTP 200 with the whole file) gets one streamed download into that cache instead, reused while the server
+says the file has not changed (``cache.DownloadCache``).
 
 ``http://`` and ``https://`` use the standard library's ``http.client`` (nothing to install, safe in forked
 DataLoader workers), every server treated as a suspect: each request has an overall deadline (``HTTPLimits``:
 a base plus its size at a minimum transfer rate, retries and redirects included) enforced by a watchdog that
 closes the socket, so a server that drips bytes, stalls or never answers costs at most that; redirects stay on
 the same origin unless allowed; and every protocol failure (a bad status line, too many headers, a broken
-chunked body, a 5,000-digit Content-Range) is a :class:`RemoteReadError`. Every other scheme goes through fsspec
+chunked body, a 5,000-digit Content-Range) is a :class:`RemoteReadError`, with its own subclasses for a server
+that cannot be reached (:class:`RemoteUnreachableError`) and one that refuses (:class:`RemoteRefusedError`): the
+CLI exits 3 and 4 for them, 2 for a file not found, 1 for a corrupt one. Every other scheme goes through fsspec
 (``pip install 'latentds[remote]'``, plus the scheme's own package: ``huggingface_hub`` for ``hf://``, ``s3fs``
 for ``s3://``). ``file://`` is a local path.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
 import socket
-import stat
 import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from latentds.cachedir import ENV_CACHE, cache_home
-from latentds.errors import LdsError, LdsNotFoundError, UsageError
+from latentds.errors import (
+    LdsError,
+    LdsNotFoundError,
+    RemoteReadError,
+    RemoteRefusedError,
+    RemoteUnreachableError,
+    UsageError,
+)
+from latentds.format.cache import DownloadCache, RemoteCache, cache_enabled, cache_root
 from latentds.format.render import safe
-from latentds.format.staging import atomic_write
 from latentds.version import __version__
 
-__all__ = ["HTTPLimits", "HTTPSource", "RangeSource", "RemoteCache", "RemoteReadError", "is_url", "local_path",
-           "open_source"]
+__all__ = ["HTTPLimits", "HTTPSource", "RangeSource", "RemoteCache", "RemoteReadError", "RemoteRefusedError",
+           "RemoteUnreachableError", "is_url", "local_path", "open_source"]
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19})")
 _REDIRECTS = (301, 302, 303, 307, 308)
-
-
-class RemoteReadError(LdsError):
-    """A remote file could not be read (network failure, a server that does not serve byte ranges, a protocol
-    error, a request past its deadline, a redirect to another origin)."""
 
 
 def is_url(path: object) -> bool:
@@ -113,7 +115,29 @@ class HTTPLimits:
 
 
 class _Retry(Exception):
-    """A transient failure (connection refused or reset, HTTP 5xx): try again while the deadline allows."""
+    """A transient failure (connection refused or reset, HTTP 5xx): try again while the deadline allows.
+    ``unreachable``: no server answered (as opposed to one that answered with an error)."""
+
+    def __init__(self, message: str, unreachable: bool):
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+class _Watchdog:
+    """Shuts a connection's socket down when its deadline passes (see ``_abort``); re-armed for a download."""
+
+    def __init__(self, conn: http.client.HTTPConnection):
+        self.conn, self.timer = conn, None
+
+    def arm(self, seconds: float) -> None:
+        self.cancel()
+        self.timer = threading.Timer(seconds, _abort, (self.conn,))
+        self.timer.daemon = True
+        self.timer.start()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
 
 
 def _origin(parts: urllib.parse.SplitResult) -> tuple[str, str, int | None]:
@@ -126,7 +150,11 @@ def _origin(parts: urllib.parse.SplitResult) -> tuple[str, str, int | None]:
 
 
 class HTTPSource:
-    """Range requests over http(s) with ``http.client``, each bounded by a deadline (:class:`HTTPLimits`)."""
+    """Range requests over http(s) with ``http.client``, each bounded by a deadline (:class:`HTTPLimits`).
+
+    A server that ignores ranges (HTTP 200 with the whole file, as ``python -m http.server`` answers) gets one
+    streamed download into the cache instead (``download.py``); ``local_copy`` is then that file's path, and
+    ``fresh`` says whether it was downloaded now (its hashes not yet checked)."""
 
     def __init__(self, url: str, limits: HTTPLimits | None = None):
         self.url = url
@@ -134,21 +162,32 @@ class HTTPSource:
         self.size: int | None = None
         self.requests = 0
         self.bytes_read = 0
+        self.local_copy: Path | None = None
+        self.fresh = False
+        self.downloads = DownloadCache(cache_root(), url, cache_enabled())
         self._target = url  # where a same-origin redirect pointed: later requests go there directly
 
     def read(self, start: int, end: int) -> bytes:
         if end <= start:
             return b""
+        if self.local_copy is not None:
+            with open(self.local_copy, "rb") as f:
+                f.seek(start)
+                return f.read(end - start)
         budget = self.limits.deadline_s(end - start)
         deadline = time.monotonic() + budget
         for attempt in range(self.limits.retries + 1):
             try:
                 return self._follow(start, end, deadline, budget)
             except _Retry as exc:
-                left = deadline - time.monotonic()
-                if attempt == self.limits.retries or left <= 0:
+                pause = 0.5 * 2**attempt
+                if attempt == self.limits.retries or time.monotonic() + pause >= deadline:
+                    if exc.unreachable:
+                        raise RemoteUnreachableError(
+                            f"{safe(self.url)}: cannot reach the server ({safe(exc, 160)}); check the URL and that the "
+                            "server is running") from None
                     raise RemoteReadError(f"{safe(self.url)}: cannot read ({safe(exc, 160)})") from None
-                time.sleep(min(0.5 * 2**attempt, left))
+                time.sleep(pause)
         raise RemoteReadError(f"{safe(self.url)}: cannot read")  # not reached: the loop returns or raises
 
     def _follow(self, start: int, end: int, deadline: float, budget: float) -> bytes:
@@ -166,11 +205,11 @@ class HTTPSource:
         new = urllib.parse.urljoin(url, location)
         old_parts, new_parts = urllib.parse.urlsplit(url), urllib.parse.urlsplit(new)
         if new_parts.scheme.lower() not in ("http", "https") or (old_parts.scheme == "https" and new_parts.scheme != "https"):
-            raise RemoteReadError(f"{safe(self.url)}: redirected to {safe(new)}, which latentds does not follow "
-                                  "(only http(s), never from https to http)")
+            raise RemoteRefusedError(f"{safe(self.url)}: redirected to {safe(new)}, which latentds does not follow "
+                                     "(only http(s), never from https to http)")
         if _origin(old_parts) != _origin(new_parts) and not self.limits.cross_origin:
-            raise RemoteReadError(f"{safe(self.url)}: redirected to another origin ({safe(new)}); open that URL "
-                                  "directly, or set LATENTDS_HTTP_REDIRECTS=any to follow such redirects")
+            raise RemoteRefusedError(f"{safe(self.url)}: redirected to another origin ({safe(new)}); open that URL "
+                                     "directly, or set LATENTDS_HTTP_REDIRECTS=any to follow such redirects")
         return new
 
     def _request(self, url: str, start: int, end: int, deadline: float, budget: float) -> bytes | str:
@@ -179,30 +218,33 @@ class HTTPSource:
         parts = urllib.parse.urlsplit(url)
         left = deadline - time.monotonic()
         if left <= 0:
-            raise RemoteReadError(f"{safe(self.url)}: no answer within {budget:.1f} s (bytes {start}-{end - 1}; "
-                                  "LATENTDS_HTTP_TIMEOUT and LATENTDS_HTTP_MIN_RATE set the deadline)")
+            raise RemoteUnreachableError(f"{safe(self.url)}: no answer within {budget:.1f} s (bytes {start}-{end - 1}; "
+                                         "LATENTDS_HTTP_TIMEOUT and LATENTDS_HTTP_MIN_RATE set the deadline)")
         conn_type = http.client.HTTPSConnection if parts.scheme.lower() == "https" else http.client.HTTPConnection
         self.requests += 1
         conn = None
         watchdog = None
+        headers = {"Range": f"bytes={start}-{end - 1}", "User-Agent": f"latentds/{__version__}"}
+        if self.size is None:  # the first request: a copy downloaded earlier may still be the server's file
+            headers.update(self.downloads.conditional_headers())
         try:
             conn = conn_type(parts.hostname or "", parts.port, timeout=left)
-            watchdog = threading.Timer(left, _abort, (conn,))
-            watchdog.daemon = True
-            watchdog.start()
+            watchdog = _Watchdog(conn)
+            watchdog.arm(left)
             path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
-            conn.request("GET", path, headers={"Range": f"bytes={start}-{end - 1}",
-                                               "User-Agent": f"latentds/{__version__}"})
+            conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
+            if resp.status in (200, 304) and self.size is None:
+                return self._whole_file(resp, start, end, watchdog)
             return self._answer(resp, start, end, deadline, budget)
         except (LdsError, _Retry):
             raise
         except Exception as exc:  # noqa: BLE001 - http.client, ssl and socket raise a dozen types; all mean one thing
             if time.monotonic() >= deadline:
-                raise RemoteReadError(_late(self.url, budget, start, end)) from None
+                raise RemoteUnreachableError(_late(self.url, budget, start, end)) from None
             if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)) and not isinstance(
                     exc, http.client.RemoteDisconnected):
-                raise _Retry(f"{type(exc).__name__}: {exc}") from None
+                raise _Retry(f"{type(exc).__name__}: {exc}", unreachable=True) from None
             raise RemoteReadError(f"{safe(self.url)}: the server's answer is not valid HTTP "
                                   f"({type(exc).__name__}: {safe(exc, 120)})") from None
         finally:
@@ -210,6 +252,28 @@ class HTTPSource:
                 watchdog.cancel()
             if conn is not None:
                 conn.close()
+
+    def _whole_file(self, resp: http.client.HTTPResponse, start: int, end: int, watchdog: _Watchdog) -> bytes:
+        """A 304 (the cached copy is current) or a 200 (ranges ignored: download the file once); then read locally."""
+        if resp.status == 304:
+            meta = self.downloads.meta()
+            if meta is None:  # the copy went away since the request asked about it: ask again, unconditionally
+                raise _Retry("HTTP 304 for a cached copy that is gone", unreachable=False)
+            self.local_copy = self.downloads.path
+        else:
+            t0 = time.monotonic()
+            try:
+                self.local_copy = self.downloads.fetch(resp, self.limits, watchdog.arm)
+            except RemoteReadError:
+                if watchdog.timer is not None and time.monotonic() - t0 >= watchdog.timer.interval:
+                    raise RemoteUnreachableError(f"{safe(self.url)}: the download did not finish within "
+                                                 f"{watchdog.timer.interval:.1f} s; LATENTDS_HTTP_TIMEOUT and "
+                                                 "LATENTDS_HTTP_MIN_RATE set the deadline") from None
+                raise
+            self.fresh = True
+            self.bytes_read += self.local_copy.stat().st_size
+        self.size = self.local_copy.stat().st_size
+        return self.read(start, end)
 
     def _answer(self, resp: http.client.HTTPResponse, start: int, end: int, deadline: float,
                 budget: float) -> bytes | str:
@@ -225,11 +289,14 @@ class HTTPSource:
             raise RemoteReadError(f"{safe(self.url)}: bytes {start}-{end - 1} lie past the end of the file; "
                                   "it is truncated or changed while being read")
         if status >= 500:
-            raise _Retry(f"HTTP {status} {safe(resp.reason, 60)}")
+            raise _Retry(f"HTTP {status} {safe(resp.reason, 60)}", unreachable=False)
+        if 400 <= status < 500:
+            raise RemoteRefusedError(f"{safe(self.url)}: the server refused to serve it (HTTP {status} "
+                                     f"{safe(resp.reason, 60)}); check the URL and your access to it")
         if status != 206:
             raise RemoteReadError(
                 f"{safe(self.url)}: the server answered HTTP {status} {safe(resp.reason, 60)} to a byte-range "
-                "request; latentds reads remote files in ranges (HTTP 206). Download the file and open it locally")
+                "request after serving ranges before; open it again")
         m = _CONTENT_RANGE.fullmatch((resp.getheader("Content-Range") or "").strip())
         total = int(m.group(3)) if m else -1
         if m is None or not 0 < total < 2**63 or int(m.group(1)) != start:
@@ -250,7 +317,7 @@ class HTTPSource:
         self.bytes_read += len(data)
         if len(data) != want:
             if time.monotonic() >= deadline:  # the watchdog closed the socket on a stalled body
-                raise RemoteReadError(_late(self.url, budget, start, end))
+                raise RemoteUnreachableError(_late(self.url, budget, start, end))
             raise RemoteReadError(f"{safe(self.url)}: asked for {want} bytes at {start}, got {len(data)}")
         return bytes(data)
 
@@ -286,6 +353,11 @@ class FsspecSource:
             raise UsageError(f"{safe(url)}: {safe(exc, 200)}") from None
         except FileNotFoundError:
             raise LdsNotFoundError(f"{safe(url)}: not found") from None
+        except PermissionError as exc:
+            raise RemoteRefusedError(f"{safe(url)}: access refused ({safe(exc, 200)})") from None
+        except (ConnectionError, TimeoutError, socket.gaierror) as exc:
+            raise RemoteUnreachableError(f"{safe(url)}: cannot reach the server ({type(exc).__name__}: "
+                                         f"{safe(exc, 200)})") from None
         except Exception as exc:  # noqa: BLE001 - each filesystem raises its own (httpx, botocore, ...)
             raise RemoteReadError(f"{safe(url)}: cannot read ({type(exc).__name__}: {safe(exc, 200)})") from None
         self.requests = 1
@@ -308,62 +380,3 @@ class FsspecSource:
 def open_source(url: str) -> RangeSource:
     scheme = urllib.parse.urlparse(url).scheme.lower()
     return HTTPSource(url) if scheme in ("http", "https") else FsspecSource(url)
-
-
-def cache_root() -> Path:
-    explicit = os.environ.get(ENV_CACHE, "")
-    return Path(explicit) / "remote" if explicit else cache_home() / "remote"
-
-
-class RemoteCache:
-    """Checked byte ranges of one file, named by what they are and keyed by the file's manifest sha256.
-
-    Only ranges whose sha256 matched the manifest are stored, and each is checked again when read back, so
-    the cache can be shared between processes and never serves other bytes than the file's. A read opens only
-    a regular file owned by this user, never through a symbolic link (a FIFO, a device or a link to /dev/zero
-    planted in the folder is skipped), and reads exactly the size the manifest gives for that range.
-    """
-
-    def __init__(self, manifest_sha256: str, root: Path | None = None):
-        self.dir = (root or cache_root()) / manifest_sha256
-        self.enabled = os.environ.get("LATENTDS_REMOTE_CACHE", "1") != "0"
-
-    def get(self, key: str, size: int, check: str | Callable[[bytes], bool] | None = None) -> bytes | None:
-        """The cached bytes under ``key`` if they are a regular file of exactly ``size`` bytes that passes
-        ``check`` (their sha256, or a predicate), else None."""
-        if not self.enabled:
-            return None
-        nofollow = getattr(os, "O_NOFOLLOW", 0)
-        try:
-            dir_fd = os.open(self.dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | nofollow)
-        except OSError:
-            return None
-        try:
-            fd = os.open(key, os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=dir_fd)
-        except OSError:
-            os.close(dir_fd)
-            return None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != size or st.st_uid != os.getuid():
-                return None
-            data = bytearray()
-            while len(data) < size and (piece := os.read(fd, min(size - len(data), 1 << 20))):
-                data += piece
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-            os.close(dir_fd)
-        if len(data) != size:
-            return None
-        ok = check is None or (hashlib.sha256(data).hexdigest() == check if isinstance(check, str) else check(bytes(data)))
-        return bytes(data) if ok else None
-
-    def put(self, key: str, data: bytes) -> None:
-        if not self.enabled:
-            return
-        try:
-            atomic_write(self.dir / key, [data])
-        except OSError:
-            pass  # a read-only home: reads still work, uncached
