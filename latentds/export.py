@@ -7,6 +7,7 @@ whatever the file's size. Images keep the file's channel count (grey stays one c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -19,11 +20,13 @@ from latentds.budget import ResourceLimitError, check_budget
 from latentds.dataset import LatentDataset
 from latentds.errors import LatentdsError, UsageError
 from latentds.format.outputs import check_output
-from latentds.format.staging import replace_staged, staging_dir, staging_file
+from latentds.format.staging import replace_staged, replace_staged_dir, staging_dir, staging_file
 from latentds.progress import progress_bar, shows_bar
 
 EXPORT_FORMATS = ("folder", "npz", "h5", "webdataset", "hf")
 DIRECTORY_FORMATS = ("folder", "webdataset", "hf")
+#: Written into every exported folder: marks it as latentds' own, so that ``overwrite`` may replace it (and no other).
+EXPORT_MARKER = ".latentds-export.json"
 
 
 def export_format(out: str | os.PathLike, fmt: str | None = None) -> str:
@@ -70,8 +73,9 @@ def export(
 ) -> Path:
     """Decode every image of ``path`` into ``out`` (format ``fmt``, else from its suffix). Returns the output path.
 
-    ``overwrite``: replace an existing .npz/.h5 (atomically: the old file stays until the new one is complete);
-    a folder output must be absent or empty either way. The output path is checked (``format.outputs``: not the
+    ``overwrite``: replace an existing output (atomically: the old file or folder stays until the new one is
+    complete, then the two are swapped); a folder is replaced only if an export wrote it (it holds
+    ``.latentds-export.json``), never another folder. The output path is checked (``format.outputs``: not the
     input, an existing parent folder, a name that fits, no symbolic link) and the generator's memory estimated
     against the budget (``latentds.budget``) before anything is decoded or written; staging files live in the
     output's folder and are removed on an error, Ctrl-C or SIGTERM (the CLI turns it into an exception).
@@ -90,9 +94,9 @@ def export(
     if shard_size < 1:
         raise UsageError(f"shard_size must be a positive number of images, got {shard_size}")
     is_dir = fmt in DIRECTORY_FORMATS
-    check_output(out, [] if _is_url(path) else [path], force=overwrite, folder=is_dir)
+    check_output(out, [] if _is_url(path) else [path], force=overwrite, folder=is_dir, marker=EXPORT_MARKER)
     ds = _opened(path, device, batch_size)
-    if is_dir:  # written into a staging folder, renamed over the (absent or empty) output when complete
+    if is_dir:  # written into a staging folder, swapped with the output when complete (the old one deleted after)
         tmp = staging_dir(out)
         try:
             if fmt == "folder":
@@ -101,9 +105,8 @@ def export(
                 _export_webdataset(ds, tmp, out.name, batch_size, progress, shard_size)
             else:
                 _export_hf(ds, tmp, out, batch_size, progress)
-            if out.exists():
-                out.rmdir()  # empty (checked above)
-            replace_staged(tmp, out)
+            (tmp / EXPORT_MARKER).write_text(json.dumps({"format": fmt, "samples": len(ds)}) + "\n", encoding="utf-8")
+            replace_staged_dir(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -25,7 +25,7 @@ def _grey_lds(tmp: Path) -> Path:
     torch.manual_seed(0)
     g = create_model("biggan", num_classes=3, width=2, latent_dim=8, image_size=16, channels=1).eval()
     return save_lds(tmp / "grey.lds", g, torch.randn(7, 8), torch.arange(7) % 3, ["zero", "one", "two"],
-                    image_spec([0.5], [0.25], (1, 16, 16)))
+                    image_spec([0.5], [0.25], (1, 16, 16), (-1.0, 1.0)))
 
 
 def _decoded_uint8(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -90,3 +90,47 @@ def test_directory_exports_refuse_to_overwrite_and_unknown_formats(tmp_path: Pat
     assert (tmp_path / "wds" / "keep.txt").read_text() == "mine"
     with pytest.raises(errors.UsageError, match="unknown export format"):
         export(src, tmp_path / "x", fmt="parquet", progress=False)
+
+
+@pytest.mark.parametrize("fmt", ["folder", "webdataset"])
+def test_force_replaces_an_exported_folder_only_once_the_new_one_is_complete(tmp_path: Path, monkeypatch,
+                                                                               fmt: str) -> None:
+    from latentds import export as export_module
+    from latentds.cli import main
+
+    small, large = make_lds(tmp_path / "a.lds", n=6), make_lds(tmp_path / "b.lds", n=9, seed=1)
+    out = tmp_path / "out"
+    export(small, out, fmt=fmt, progress=False)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main(["-q", "export", str(large), str(out), "--format", fmt]) == 2  # without --force: refused
+
+    def broken(*args, **kwargs) -> None:
+        raise KeyboardInterrupt  # the new export dies halfway
+
+    monkeypatch.setattr(export_module, f"_export_{fmt}", broken)
+    with pytest.raises(KeyboardInterrupt):
+        export(large, out, fmt=fmt, progress=False, overwrite=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the old folder, untouched
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []  # no staging left
+    monkeypatch.undo()
+    assert main(["-q", "export", str(large), str(out), "--format", fmt, "--force"]) == 0
+    if fmt == "folder":
+        assert len(list(out.rglob("*.png"))) == 9
+    else:
+        with tarfile.open(next(out.glob("*.tar"))) as tar:
+            assert len([n for n in tar.getnames() if n.endswith(".cls")]) == 9
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []  # the old one deleted
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_replace_staged_dir_swaps_then_deletes_the_old_folder(tmp_path: Path, monkeypatch, exchange: bool) -> None:
+    from latentds.format import staging
+
+    if not exchange:
+        monkeypatch.setattr(staging, "_exchange", lambda a, b: False)
+    out = tmp_path / "out"
+    (out / "old").mkdir(parents=True)
+    new = staging.staging_dir(out)
+    (new / "new").mkdir()
+    staging.replace_staged_dir(new, out)
+    assert [p.name for p in out.iterdir()] == ["new"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]

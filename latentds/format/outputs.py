@@ -28,6 +28,27 @@ class OutputPathError(UsageError):
     """An output path that cannot be written as asked (an input, a link, a missing folder, a name too long)."""
 
 
+def _check_folder(out: Path, shown: str, inputs: Iterable[str | os.PathLike], force: bool, marker: str | None) -> None:
+    """An existing output folder: empty, or (with ``force``) one that latentds wrote and that holds no input."""
+    if not out.is_dir():
+        raise OutputPathError(f"{shown}: already exists and is not a folder; remove it, or choose another output path")
+    if not any(out.iterdir()):
+        return
+    if not force:
+        raise OutputPathError(f"{shown}: already exists; pass --force to replace it, or choose another output path")
+    if marker is None or not (out / marker).is_file():
+        raise OutputPathError(f"{shown}: already exists and was not written by latentds (no {marker or 'marker'} "
+                              "file in it), so --force does not delete it; remove it yourself, or choose another path")
+    for src in inputs:
+        try:
+            inside = Path(src).resolve().is_relative_to(out.resolve())
+        except (OSError, RuntimeError):
+            inside = False
+        if inside:
+            raise OutputPathError(f"{shown}: holds an input ({safe(str(src), 200)}); replacing the folder would delete "
+                                  "it: write the output elsewhere")
+
+
 def _same(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():
@@ -44,12 +65,14 @@ def check_output(
     force: bool = False,
     folder: bool = False,
     suffixes: tuple[str, ...] = (),
+    marker: str | None = None,
 ) -> Path:
     """Refuse (OutputPathError, a usage error) an output path that cannot be written safely; returns it.
 
-    ``folder``: the output is a folder, which may exist only if empty (it is never replaced). Otherwise an
-    existing regular file is replaced (atomically, at the end) only with ``force``. ``suffixes``: the allowed
-    file suffixes, lowercase (empty: any).
+    ``folder``: the output is a folder, which may exist if empty or, with ``force``, if it holds the file ``marker``
+    (a folder latentds wrote: it is replaced, by the caller, after the new one is complete); any other folder is
+    never replaced, and neither is one that holds an input. Otherwise an existing regular file is replaced
+    (atomically, at the end) only with ``force``. ``suffixes``: the allowed file suffixes, lowercase (empty: any).
     """
     out = Path(out)
     shown = safe(str(out), 200)
@@ -77,9 +100,7 @@ def check_output(
         raise OutputPathError(f"{shown}: the folder {safe(str(parent), 200)} is not writable")
     if out.exists():
         if folder:
-            if not out.is_dir() or any(out.iterdir()):
-                raise OutputPathError(f"{shown}: already exists; remove it (a folder is never replaced), or choose "
-                                      "another output path")
+            _check_folder(out, shown, inputs, force, marker)
         elif out.is_dir():
             raise OutputPathError(f"{shown}: is a folder; give a file name for this output")
         elif not force:

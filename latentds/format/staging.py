@@ -9,17 +9,20 @@ those of a live writer, or of another machine sharing the folder, are left alone
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["atomic_write", "staging_dir", "staging_file", "sweep_stale", "sweep_tree"]
+__all__ = ["atomic_write", "replace_staged", "replace_staged_dir", "staging_dir", "staging_file", "sweep_stale",
+           "sweep_tree"]
 
 logger = logging.getLogger(__name__)
 _STAGED = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)\.[A-Za-z0-9_]+\.tmp")
@@ -149,3 +152,39 @@ def replace_staged(tmp: Path, path: Path) -> None:
     """Rename a finished staging file or folder into place (durably)."""
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def replace_staged_dir(tmp: Path, path: Path) -> None:
+    """Put a finished staging folder in place of ``path``, which may be absent, empty, or a folder to replace: the
+    two are swapped in one step where the system can (Linux ``renameat2`` with ``RENAME_EXCHANGE``), else by two
+    renames a moment apart; the old folder is deleted only after the new one is in place (a crash before that
+    leaves it under a staging name, which the next write of ``path`` sweeps)."""
+    if not path.exists():
+        replace_staged(tmp, path)
+        return
+    if not any(path.iterdir()):
+        path.rmdir()
+        replace_staged(tmp, path)
+        return
+    if _exchange(tmp, path):
+        old = tmp  # the exchange left the old folder under the staging name
+    else:
+        old = path.parent / f"{_prefix(path)}{secrets.token_hex(4)}.tmp"
+        os.rename(path, old)
+        try:
+            os.rename(tmp, path)
+        except BaseException:
+            os.rename(old, path)
+            raise
+    _fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux >= 3.15 with glibc >= 2.28); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
