@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from latentds.cli import main
@@ -94,7 +95,8 @@ def test_export_h5_and_folder(tiny_lds: Path, tmp_path: Path, capsys: pytest.Cap
         assert f["labels"][:].tolist() == [i % 3 for i in range(24)]
     folder = tmp_path / "tree"
     assert run(capsys, "export", str(tiny_lds), str(folder), "-q")[0] == 0
-    assert sorted(p.name for p in folder.iterdir()) == CLASSES
+    assert sorted(p.name for p in folder.iterdir()) == [".latentds-export.json", *CLASSES]  # + what --force may replace
+    assert torchvision.datasets.ImageFolder(str(folder)).classes == CLASSES  # the marker is no class to a reader
     assert len(list((folder / "dog").iterdir())) == 8
     assert np.array_equal(np.asarray(Image.open(folder / "dog" / "04.png")), expected[4])
     assert run(capsys, "export", str(tiny_lds), str(tmp_path / "x.tiff"))[0] == 1
