@@ -6,7 +6,13 @@
 
 Configuration layers as on the command line: the preset, then ``config`` (a JSON/TOML file or a dict), then
 ``overrides`` (``{"condense.lr": 0.01}`` or ``["condense.lr=0.01"]``), then keyword fields. Progress goes to
-tqdm bars and the ``latentds`` logger (``logging.basicConfig(level=logging.INFO)`` to see it).
+the ``latentds`` logger (``logging.basicConfig(level=logging.INFO)`` to see it) and, on a terminal or in a
+notebook, to progress bars (never into a redirected log).
+
+Every option has one name and one default here and on the command line (``work_dir`` is ``--work-dir``,
+``download=False`` is ``--no-download``). ``download`` defaults to True in both: naming ``cifar10`` or ``cifar100``
+fetches it into ``root`` when it is missing, as the CLI always did (a path is never downloaded); pass
+``download=False`` offline or on a cluster whose nodes must not fetch.
 """
 
 from __future__ import annotations
@@ -51,15 +57,19 @@ def encode(
     work_dir: str | os.PathLike | None = None,
     generator: str | os.PathLike | None = None,
     root: str | os.PathLike | None = None,
-    download: bool = False,
+    download: bool = True,
     progress: bool = True,
     **fields: Any,
 ) -> EncodeResult:
     """Encode the train split of ``source`` (an image folder, .npz/.h5, ``cifar10``...) into ``out``.
 
+    ``preset``: ``smoke``, ``cpu``, ``fast`` or ``paper`` (default: ``paper`` on a GPU, ``cpu`` otherwise).
+    ``config``: a JSON/TOML file or a dict of config fields; ``overrides``: ``--set`` style overrides.
     ``generator``: a trained generator file (or a .lds) to use instead of training one. Reruns with the same
-    ``work_dir`` (default ``out`` with suffix ``.work``) resume. Fields: any config field, e.g. ``ipc=10``,
-    ``device="cpu"``, ``seed=1``, ``gan={"iterations": 100}``.
+    ``work_dir`` (default ``out`` with suffix ``.work``) resume. ``root``: where cifar10/cifar100 live;
+    ``download``: fetch them there when missing (default True; ``--no-download``). ``progress``: log lines and,
+    on a terminal, bars. Fields: any config field, e.g. ``ipc=10``, ``device="cpu"``, ``seed=1``,
+    ``gan={"iterations": 100}``.
     """
     from latentds.encoding.pipeline import run as run_encode
     from latentds.encoding.presets import build_config
@@ -107,7 +117,7 @@ def train_gan(
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
     work_dir: str | os.PathLike | None = None,
     root: str | os.PathLike | None = None,
-    download: bool = False,
+    download: bool = True,
     progress: bool = True,
     **fields: Any,
 ) -> tuple[Path, dict[str, Any]]:
@@ -130,27 +140,41 @@ def evaluate(
     arch: str = "convnet3",
     epochs: int = 300,
     seeds: int = 3,
+    seed: int = 0,
     ipc: int | None = None,
+    data_seed: int = 0,
     batch_size: int = 256,
     device: str = "auto",
+    precision: str = "auto",
+    image_size: int | None = None,
+    decode: str = "once",
     root: str | os.PathLike | None = None,
-    download: bool = False,
+    download: bool = True,
     progress: bool = True,
     **options: Any,
 ) -> EvalResult:
-    """Train ``arch`` on ``train`` (a .lds, ``gan:FILE``, an image source, optionally ``ipc`` per class) and test
-    on ``test``, ``seeds`` times; other ``options`` are ``EvalConfig`` fields (``lr``, ``dsa``, ``precision``)."""
-    import logging
+    """Train ``seeds`` fresh ``arch`` networks on ``train`` and report their final-epoch accuracy on ``test``.
 
+    The same as ``latentds eval TRAIN --test TEST``, option for option:
+
+    - ``train``: a ``.lds`` (decoded), ``gan:FILE`` (plain GAN samples, needs ``ipc``), or real images
+      (``cifar10``, an image folder, an .npz/.h5); ``ipc``: a random subset of that many per class, drawn with
+      ``data_seed`` (``--ipc``, ``--data-seed``).
+    - ``test``: the test split of a source (``cifar10``, ``DIR/test/``), or the whole of one without splits. A test
+      set that is the training data (same folder or file, same content hash) is warned about.
+    - ``arch``, ``epochs``, ``seeds`` (networks trained, with seeds ``seed``, ``seed + 1``, ...), ``batch_size``,
+      ``device`` (auto, cpu, cuda), ``precision`` (auto, fp32, bf16), ``image_size`` (resize real images),
+      ``decode`` ("once" or "per-epoch"), ``root`` and ``download`` (``--no-download``) as on the command line.
+    - ``options``: other :class:`~latentds.evaluation.config.EvalConfig` fields: ``lr``, ``dsa`` (``--no-dsa``),
+      ``dsa_per_image`` (``--dsa-per-batch``), ``model_args`` (``--model-args``), ``eval_every``.
+
+    Returns an :class:`EvalResult`: ``acc_mean``, ``acc_std``, ``accs`` (percent), curves and timings.
+    """
     from latentds.evaluation.config import EvalConfig
-    from latentds.evaluation.protocol import train_and_test
-    from latentds.evaluation.trainsets import training_set
-    from latentds.sources import load_test_source
+    from latentds.evaluation.run import evaluate_sources
 
-    image_size = options.pop("image_size", None)
-    cfg = EvalConfig(arch=arch, epochs=epochs, seeds=seeds, batch_size=batch_size, device=device, **options)
-    cfg.validate()
-    train_set = training_set(str(train), ipc=ipc, root=root, device=cfg.device, progress=progress,
-                             download=download, precision=cfg.precision, image_size=image_size)
-    test_set = load_test_source(str(test), root=root, progress=progress, download=download, image_size=image_size)
-    return train_and_test(train_set, test_set, cfg, progress=progress, log=logging.getLogger("latentds.evaluation").info)
+    cfg = EvalConfig(arch=arch, epochs=epochs, seeds=seeds, seed=seed, batch_size=batch_size, device=device,
+                     precision=precision, **options)
+    return evaluate_sources(str(train), str(test), cfg, ipc=ipc, data_seed=data_seed,
+                            root=None if root is None else str(root), download=download, decode=decode,
+                            image_size=image_size, progress=progress)

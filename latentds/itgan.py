@@ -166,7 +166,7 @@ def import_itgan(
     *,
     latents_key: str | None = None,
     root: str | os.PathLike | None = None,
-    download: bool = False,
+    download: bool = True,
     progress: bool = True,
 ) -> Path:
     """Convert the release's generator (.pth) and latents (.pt) into ``out`` (.lds), verified after writing.

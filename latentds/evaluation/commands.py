@@ -117,9 +117,7 @@ def result_json(args: argparse.Namespace, result: EvalResult) -> dict[str, Any]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from latentds.evaluation.protocol import train_and_test
-    from latentds.evaluation.trainsets import training_set
-    from latentds.sources import load_test_source
+    from latentds.evaluation.run import evaluate_sources
 
     quiet = bool(getattr(args, "quiet", False))
     say: Callable[[str], None] = (lambda _: None) if quiet else logger.info  # chatter; results go to stdout
@@ -137,16 +135,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         precision=args.precision,
         eval_every=args.eval_every,
     )
-    cfg.validate()  # fail on a bad option before loading any data
-    train = training_set(
-        args.train, ipc=args.ipc, seed=args.data_seed, root=args.root, decode=args.decode, device=cfg.device,
-        progress=not quiet, download=args.download, precision=cfg.precision, image_size=args.image_size,
-    )
-    test = load_test_source(args.test, root=args.root, progress=not quiet, download=args.download,
-                            image_size=args.image_size)
-    say(f"train: {train.description} ({train.bytes:,} bytes)")
-    say(f"test:  {test.name}: {len(test):,} images")
-    result = train_and_test(train, test, cfg, progress=not quiet, log=say)
+    result = evaluate_sources(args.train, args.test, cfg, ipc=args.ipc, data_seed=args.data_seed, root=args.root,
+                              download=args.download, decode=args.decode, image_size=args.image_size,
+                              progress=not quiet, log=None if quiet else say)
     n = len(result.seeds)
     report = sys.stderr if args.json == "-" else sys.stdout  # --json -: stdout holds the JSON document alone
     print(f"accuracy: {result.acc_mean:.2f} +- {result.acc_std:.2f} % "

@@ -50,7 +50,7 @@ from latentds.evaluation.config import EvalConfig
 from latentds.evaluation.result import EvalResult
 from latentds.evaluation.trainsets import TrainSet
 from latentds.plan import Compute, get_plan
-from latentds.progress import progress_bar
+from latentds.progress import progress_bar, shows_bar
 from latentds.sources import ImageSet
 from latentds.tensors import channel_stats, normalize
 
@@ -144,8 +144,12 @@ def _train_one(
     device: torch.device,
     progress: bool,
     compute: Compute | None = None,
+    name: str = "",
+    log: Callable[[str], None] | None = None,
 ) -> tuple[float, dict[str, list[float]]]:
-    """Train one fresh network; its final-epoch test accuracy and its curves. ``data``: train's tensors on device."""
+    """Train one fresh network; its final-epoch test accuracy and its curves. ``data``: train's tensors on device.
+    ``name`` labels its bar and lines ("seed 0 (1/3)"); where no bar shows (a redirected log), ``log`` gets a line
+    every tenth of the epochs instead."""
     compute = compute or Compute(device)
     init_seed, order_seed, dsa_seed = (int(v) for v in np.random.SeedSequence(seed).generate_state(3))
     order = torch.Generator().manual_seed(order_seed)
@@ -155,7 +159,9 @@ def _train_one(
     x_all, y_all = data
     curve: dict[str, list[float]] = {"lr": [], "loss": [], "train_acc": [], "test_epochs": [], "test_acc": []}
     acc = float("nan")
-    bar = progress_bar(range(cfg.epochs), progress, desc=f"seed {seed}", unit="ep", leave=False)
+    name = name or f"seed {seed}"
+    bar = progress_bar(range(cfg.epochs), progress, desc=name, unit="ep", leave=False)
+    every = max(1, cfg.epochs // 10) if log is not None and progress and not shows_bar(progress) else 0
     for epoch in bar:
         lr = cfg.lr * (LR_DROP if epoch >= cfg.decay_epoch else 1.0)
         for group in optimizer.param_groups:
@@ -186,6 +192,9 @@ def _train_one(
         if curve["test_acc"]:
             post["test"] = f"{curve['test_acc'][-1]:.2f}"
         bar.set_postfix(post, refresh=False)
+        if every and (epoch + 1) % every == 0 and epoch + 1 < cfg.epochs:
+            log(f"{name}: epoch {epoch + 1}/{cfg.epochs}, train loss {curve['loss'][-1]:.4f}, "
+                f"train acc {curve['train_acc'][-1]:.1f} %")
     bar.close()
     return acc, curve  # acc: after the final epoch, never the best one
 
@@ -210,19 +219,22 @@ def train_and_test(
     compute = plan.compute()
     if log is not None:
         log(f"precision: {plan.describe()}")
+        log(f"training {cfg.seeds} {cfg.arch} network{'s' if cfg.seeds > 1 else ''} on {len(train):,} images, "
+            f"{cfg.epochs} epochs each, testing on {len(test):,}")
     start = time.perf_counter()
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     data = (train.images.to(device) if train.images is not None else None, train.labels.to(device))
     accs, curves, seed_s = [], [], []
-    for seed in seeds:
+    for k, seed in enumerate(seeds):
         t0 = time.perf_counter()
-        acc, curve = _train_one(train, data, test, cfg, seed, device, progress, compute)
+        name = f"seed {seed} ({k + 1}/{len(seeds)})"
+        acc, curve = _train_one(train, data, test, cfg, seed, device, progress, compute, name, log)
         seed_s.append(time.perf_counter() - t0)
         accs.append(acc)
         curves.append(curve)
         if log is not None:
             log(
-                f"seed {seed}: {acc:.2f} % after epoch {cfg.epochs} "
+                f"{name}: {acc:.2f} % after epoch {cfg.epochs} "
                 f"(train loss {curve['loss'][-1]:.4f}, train acc {curve['train_acc'][-1]:.1f} %, {seed_s[-1]:.1f} s)"
             )
     config = asdict(cfg)

@@ -40,6 +40,7 @@ class TrainSet:
     ipc: int | None = None
     image_shape: tuple[int, int, int] | None = None  # (C, H, W); None: taken from the images or the latent dataset
     latent_dataset: Any = None  # a LatentDataset when decode="per-epoch": decoded through a DataLoader each epoch
+    source: dict[str, Any] | None = None  # the real data behind it: {"name", "fingerprint"} (a .lds: its provenance's)
 
     def __post_init__(self) -> None:
         if self.images is not None:
@@ -187,7 +188,15 @@ def _lds_set(
         ipc=ipc,
         image_shape=tuple(ds.image_shape),
         latent_dataset=ds if decode == "per-epoch" else None,
+        source={"fingerprint": _source_fingerprint(ds.manifest)},
     )
+
+
+def _source_fingerprint(manifest: dict[str, Any]) -> str | None:
+    """The content hash of the data a .lds was encoded from, if its provenance records one."""
+    source = manifest.get("provenance", {}).get("source")
+    fingerprint = source.get("fingerprint") if isinstance(source, dict) else None
+    return fingerprint if isinstance(fingerprint, str) else None
 
 
 def _load_gan(path: Path, device: torch.device) -> tuple[nn.Module, list[str], tuple[float, float], dict | None, int]:
@@ -301,4 +310,5 @@ def _real_set(
         spec=spec,
         ipc=ipc,
         image_shape=(c, h, w),
+        source={"name": src.name, "fingerprint": src.fingerprint},
     )

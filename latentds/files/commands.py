@@ -204,6 +204,6 @@ def register(add: Add) -> None:
                    help="the dataset the latents follow row for row: cifar10, cifar100, or any source latentds reads")
     p.add_argument("--latents-key", default=None, help="the dict key of the latents (default: z_eff_all or z_inverse_all)")
     p.add_argument("--root", default=None, help="where cifar10/cifar100 live (default: the user cache dir)")
-    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=False,
-                   help="fetch cifar10/cifar100 into --root when missing (needs a network)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="fetch cifar10/cifar100 into --root when missing (default: yes; needs a network)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
