@@ -221,7 +221,7 @@ def import_itgan(
         },
         "source": {"name": data.name, "fingerprint": data.fingerprint, "num_images": len(data)},
     }
-    path = save_lds(out, g, z, data.labels, list(data.classes), image_spec(mean, std, (3, 32, 32)), provenance,
+    path = save_lds(out, g, z, data.labels, list(data.classes), image_spec(mean, std, (3, 32, 32), (-1.0, 1.0)), provenance,
                     latent_dtype=torch.float32)
     with open_lds(path, verify=True):
         pass

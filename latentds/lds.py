@@ -39,12 +39,14 @@ MAX_GENERATOR_NUMEL = 2_000_000_000  # weights + buffers a file may ask us to bu
 def image_spec(
     mean: Sequence[float],
     std: Sequence[float],
-    shape: Sequence[int] = (3, 32, 32),
-    output_range: Sequence[float] = (-1.0, 1.0),
+    shape: Sequence[int],
+    output_range: Sequence[float],
 ) -> dict[str, Any]:
     """The manifest's `image` section: C x H x W, generator output range and the normalization to apply.
 
-    ``shape`` and ``output_range`` come from the generator's contract (:class:`GeneratorContract`).
+    ``shape`` and ``output_range`` come from the generator's contract (:class:`GeneratorContract`:
+    ``g.contract.image_shape``, ``g.contract.output_range``); neither has a default, so no image size or range
+    is assumed.
     """
     c, h, w = (int(v) for v in shape)
     lo, hi = (float(v) for v in output_range)

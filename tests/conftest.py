@@ -61,7 +61,7 @@ def make_lds(
     latents = torch.randn(n, 128, generator=gen)
     labels = torch.arange(n) % len(classes)
     if chunk_rows is None:
-        return save_lds(path, g, latents, labels, classes, image_spec(MEAN, STD), latent_dtype=latent_dtype)
+        return save_lds(path, g, latents, labels, classes, image_spec(MEAN, STD, g.contract.image_shape, g.contract.output_range), latent_dtype=latent_dtype)
     from latentds.format import write_lds
 
     return write_lds(
@@ -72,7 +72,7 @@ def make_lds(
         generator_arch=g.arch_name,
         generator_args=g.arch_args,
         generator_state=g.state_dict(),
-        image=image_spec(MEAN, STD),
+        image=image_spec(MEAN, STD, g.contract.image_shape, g.contract.output_range),
         latent_dtype=latent_dtype,
         chunk_rows=chunk_rows,
     )

@@ -439,7 +439,7 @@ def test_a_preview_of_65536_classes_is_refused_before_decoding(tmp_path: Path) -
     k = 65_536
     g = create_model("biggan", num_classes=k, width=1, image_size=16, channels=1).eval()
     src = save_lds(tmp_path / "k.lds", g, torch.zeros(2, 128), torch.arange(2), [f"c{i}" for i in range(k)],
-                   image_spec([0.5], [0.25], (1, 16, 16)))
+                   image_spec([0.5], [0.25], (1, 16, 16), (-1.0, 1.0)))
     start = time.monotonic()
     with pytest.raises(ResourceLimitError, match="pixels"):
         preview(src, tmp_path / "grid.png")

@@ -23,7 +23,7 @@ def write(path: Path, latents: torch.Tensor, dtype: torch.dtype = torch.int8, **
     torch.manual_seed(0)
     g = create_model("biggan32_tiny", num_classes=len(CLASSES), width=4).eval()
     labels = torch.arange(len(latents)) % len(CLASSES)
-    return save_lds(path, g, latents, labels, CLASSES, image_spec(MEAN, STD, (3, 32, 32)), latent_dtype=dtype, **kwargs)
+    return save_lds(path, g, latents, labels, CLASSES, image_spec(MEAN, STD, g.contract.image_shape, g.contract.output_range), latent_dtype=dtype, **kwargs)
 
 
 def test_quantize_error_is_half_a_step_and_requantizing_is_exact():
@@ -117,7 +117,7 @@ def test_info_shows_bytes_per_image_against_the_source(tmp_path, capsys):
     g = create_model("biggan32_tiny", num_classes=len(CLASSES), width=4).eval()
     source = {"name": "folder", "fingerprint": "ab" * 32, "num_images": 100, "bytes": 92_100}
     path = save_lds(tmp_path / "a.lds", g, torch.randn(50, 128), torch.arange(50) % 3, CLASSES,
-                    image_spec(MEAN, STD, (3, 32, 32)), provenance={"source": source}, latent_dtype=torch.int8)
+                    image_spec(MEAN, STD, g.contract.image_shape, g.contract.output_range), provenance={"source": source}, latent_dtype=torch.int8)
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     per = round(path.stat().st_size / 50)

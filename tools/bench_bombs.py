@@ -41,7 +41,7 @@ def big_lds(path: Path, mib: int) -> Path:
     g = create_model("biggan", num_classes=2, width=1, latent_dim=128, image_size=16, channels=1).eval()
     n = mib * MIB // (128 * 4)
     return save_lds(path, g, torch.zeros(n, 128), torch.arange(n) % 2, ["a", "b"],
-                    image_spec([0.5], [0.25], (1, 16, 16)), latent_dtype=torch.float32)
+                    image_spec([0.5], [0.25], (1, 16, 16), (-1.0, 1.0)), latent_dtype=torch.float32)
 
 
 def zeros_frame(path: Path, size: int) -> Path:
@@ -78,7 +78,7 @@ def activation_bomb(path: Path) -> Path:
     torch.manual_seed(0)
     g = create_model("biggan", num_classes=2, width=16, image_size=1024, channels=1).eval()
     return save_lds(path, g, torch.zeros(4, 128), torch.arange(4) % 2, ["a", "b"],
-                    image_spec([0.5], [0.25], (1, 1024, 1024)), latent_dtype=torch.float32)
+                    image_spec([0.5], [0.25], (1, 1024, 1024), (-1.0, 1.0)), latent_dtype=torch.float32)
 
 
 def class_bomb(path: Path) -> Path:
@@ -92,7 +92,7 @@ def class_bomb(path: Path) -> Path:
     torch.manual_seed(0)
     g = create_model("biggan", num_classes=k, width=1, image_size=16, channels=1).eval()
     return save_lds(path, g, torch.zeros(2, 128), torch.arange(2), [f"c{i}" for i in range(k)],
-                    image_spec([0.5], [0.25], (1, 16, 16)), latent_dtype=torch.float16)
+                    image_spec([0.5], [0.25], (1, 16, 16), (-1.0, 1.0)), latent_dtype=torch.float16)
 
 
 def deflated_pth(path: Path, mib: int = 200) -> Path:

@@ -57,7 +57,7 @@ def main() -> None:
         print(f"ImageFolder JPEG: {rate:.0f} images/s")
 
     classes = [f"c{i}" for i in range(10)]
-    spec = image_spec([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
+    spec = image_spec([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616], (3, 32, 32), (-1.0, 1.0))  # biggan32's
     with tempfile.TemporaryDirectory() as tmp:
         # File sizes in the paper's configuration: 4.3 M-parameter generator, 50,000 x 128 latents.
         g = create_model("biggan32", num_classes=10, width=64).eval()

@@ -45,7 +45,8 @@ def main() -> int:
         torch.manual_seed(0)
         g = create_model("biggan32", num_classes=10, latent_dim=128, width=args.width).eval()
         src = save_lds(t / "set.lds", g, torch.randn(args.rows, 128), torch.arange(args.rows) % 10,
-                       [f"class{i}" for i in range(10)], image_spec([0.5] * 3, [0.25] * 3), latent_dtype=torch.float16)
+                       [f"class{i}" for i in range(10)], image_spec([0.5] * 3, [0.25] * 3, g.contract.image_shape, g.contract.output_range),
+                       latent_dtype=torch.float16)
         for fmt in args.formats.split(","):
             out = t / ("out.npz" if fmt == "npz" else "out.h5" if fmt == "h5" else f"out_{fmt}")
             r = run_cli("export", str(src), str(out), "--format", fmt)

@@ -42,7 +42,7 @@ def main() -> int:
         torch.manual_seed(0)
         g = create_model("biggan32", num_classes=10, latent_dim=128).eval()
         path = save_lds(www / "set.lds", g, torch.randn(args.rows, 128), torch.arange(args.rows) % 10,
-                        [f"class{i}" for i in range(10)], image_spec([0.5] * 3, [0.25] * 3),
+                        [f"class{i}" for i in range(10)], image_spec([0.5] * 3, [0.25] * 3, g.contract.image_shape, g.contract.output_range),
                         latent_dtype=torch.float16)
         size = path.stat().st_size
         server = RangeServer(www)

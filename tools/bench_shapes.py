@@ -67,7 +67,7 @@ def decode_rate(size: int, width: int, work: Path) -> dict:
     g = create_model("biggan", num_classes=10, width=width, image_size=size, channels=3).eval()
     path = work / f"decode{size}w{width}.lds"
     save_lds(path, g, torch.randn(n, 128), torch.arange(n) % 10, list(CLASSES),
-             image_spec([0.5] * 3, [0.25] * 3, (3, size, size)), latent_dtype=torch.float16)
+             image_spec([0.5] * 3, [0.25] * 3, g.contract.image_shape, g.contract.output_range), latent_dtype=torch.float16)
     ds = LatentDataset(path, device="cpu")
     best = 0.0
     for _ in range(3):

@@ -39,7 +39,7 @@ from latentds.models import count_parameters, create_model
 from latentds.plan import Compute, get_plan, machine_info
 
 CLASSES = [f"c{i}" for i in range(10)]
-SPEC = image_spec([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616])
+SPEC = image_spec([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616], (3, 32, 32), (-1.0, 1.0))  # biggan32's
 
 
 def timed(fn: Callable[[], Any], min_seconds: float, sync: Callable[[], None], min_reps: int = 2) -> float:

@@ -44,7 +44,7 @@ def base_file(path: Path, seed: int = 0) -> bytes:
             "parts": [{"file": "a.lds", "sha256": "cd" * 32, "rows": [0, 5], "latent_dtype": "F16",
                        "provenance": {"source": {"name": "part"}}}]}
     out = save_lds(path, g, torch.randn(10, 8, generator=gen), torch.arange(10) % 3, ["a", "b", "c"],
-                   image_spec([0.5], [0.25], (1, 16, 16)), prov, latent_dtype=torch.float16)
+                   image_spec([0.5], [0.25], (1, 16, 16), (-1.0, 1.0)), prov, latent_dtype=torch.float16)
     return out.read_bytes()
 
 

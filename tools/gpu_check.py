@@ -138,7 +138,7 @@ def decode_speed(device: torch.device, width: int, batches: list[int], seconds: 
         g = create_model("biggan32", num_classes=10, width=width).eval()
         n = max(batches) * 2
         path = save_lds(Path(tmp) / "g.lds", g, torch.randn(n, 128), torch.arange(n) % 10, [str(i) for i in range(10)],
-                        image_spec([0.5] * 3, [0.25] * 3))
+                        image_spec([0.5] * 3, [0.25] * 3, g.contract.image_shape, g.contract.output_range))
         sets = {p: LatentDataset(path, device=device, precision=p, normalize=False) for p in ("fp32", "auto")}
         for bs in batches:
             idx = np.arange(bs)

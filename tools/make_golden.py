@@ -39,7 +39,7 @@ def main() -> None:
         latents,
         labels,
         ["red", "green", "blue"],
-        image_spec([0.5, 0.5, 0.5], [0.25, 0.25, 0.25]),
+        image_spec([0.5, 0.5, 0.5], [0.25, 0.25, 0.25], generator.contract.image_shape, generator.contract.output_range),
         provenance={"source": {"name": "golden", "fingerprint": "none"}, "created": "2026-11-21T00:00:00+00:00"},
         latent_dtype=torch.float16,
     )
