@@ -97,7 +97,7 @@ class LatentDataset(Dataset):
                 raise IndexError(f"{self.path}: indices must lie in [0, {n}); got min {self.indices.min()}, max {self.indices.max()}")
             self.indices %= max(n, 1)
         self._all_labels = all_labels
-        self.targets: np.ndarray = all_labels[self.indices].astype(np.int64)
+        self.labels: np.ndarray = all_labels[self.indices].astype(np.int64)  # (N,): what `targets` lists
         self.classes: list[str] = list(self.manifest["classes"])
         self.class_to_idx: dict[str, int] = {c: i for i, c in enumerate(self.classes)}
         image = self.manifest["image"]
@@ -105,11 +105,21 @@ class LatentDataset(Dataset):
         self._reader: LdsReader | None = reader  # not pickled: each other process opens its own
         self._generator: torch.nn.Module | None = None
 
+    @property
+    def targets(self) -> list[int]:
+        """The label of every sample, a list of ints as torchvision's datasets give (``labels`` is the same as a
+        numpy array). Built on first use and not pickled: DataLoader workers that never read it hold no list."""
+        cached = self.__dict__.get("_targets_list")
+        if cached is None:
+            cached = self.__dict__["_targets_list"] = self.labels.tolist()
+        return cached
+
     # --- lazy, per-process state ----------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_reader"] = None
         state["_generator"] = None
+        state.pop("_targets_list", None)
         state.pop("_affine", None)  # derived from the manifest when the generator is loaded
         return state
 
@@ -158,7 +168,7 @@ class LatentDataset(Dataset):
         reader, generator = self._ensure_open()
         if isinstance(indices, torch.Tensor):
             indices = indices.detach().cpu()
-        pos = np.asarray(indices, dtype=np.int64).reshape(-1)
+        pos = self._positions(indices)
         rows = self.indices[pos]
         labels = torch.from_numpy(self._all_labels[rows].astype(np.int64)).to(self.device, non_blocking=True)
         out = []
@@ -192,9 +202,18 @@ class LatentDataset(Dataset):
         return samples
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
-        return self.__getitems__([index % len(self)])[0]
+        return self.__getitems__([index])[0]
+
+    def _positions(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Positions as int64 in [0, len), negative ones counted from the end; IndexError names the valid range."""
+        n = len(self)
+        pos = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if pos.size and (pos.min() < -n or pos.max() >= n):
+            bad = int(pos[(pos < -n) | (pos >= n)][0])
+            valid = f"0..{n - 1} (or -{n}..-1 from the end)" if n else "none: the dataset is empty"
+            raise IndexError(f"index {bad} is out of range for {self.path}: valid indices are {valid}, "
+                             f"for its {n:,} samples")
+        return pos % max(n, 1)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -215,16 +234,16 @@ class LatentDataset(Dataset):
                 if not 0 <= int(c) < len(self.classes):
                     raise LatentdsError(f"class index {c} out of range [0, {len(self.classes)}) for {self.path}")
                 wanted.append(int(c))
-            pos = pos[np.isin(self.targets[pos], wanted)]
+            pos = pos[np.isin(self.labels[pos], wanted)]
         clone = object.__new__(LatentDataset)
         clone.__dict__.update(self.__getstate__())
         clone.indices = self.indices[pos]
-        clone.targets = self._all_labels[clone.indices].astype(np.int64)
+        clone.labels = self._all_labels[clone.indices].astype(np.int64)
         return clone
 
     def per_class(self) -> dict[str, int]:
         """Number of samples per class name."""
-        counts = np.bincount(self.targets, minlength=len(self.classes))
+        counts = np.bincount(self.labels, minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts)}
 
     def __repr__(self) -> str:

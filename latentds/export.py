@@ -155,7 +155,7 @@ def _export_npz(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) -
             )
             for _, pixels, _ in iter_uint8(ds, batch_size, progress):
                 f.write(np.ascontiguousarray(pixels).tobytes())
-        for name, array in (("labels", ds.targets.astype(np.int64)), ("classes", np.array(ds.classes))):
+        for name, array in (("labels", ds.labels.astype(np.int64)), ("classes", np.array(ds.classes))):
             with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, array, allow_pickle=False)
 
@@ -254,7 +254,7 @@ def _export_h5(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) ->
         )
         for pos, pixels, _ in iter_uint8(ds, batch_size, progress):
             images[pos[0] : pos[-1] + 1] = pixels
-        f.create_dataset("labels", data=ds.targets.astype(np.int64))
+        f.create_dataset("labels", data=ds.labels.astype(np.int64))
         f.create_dataset("classes", data=np.array(ds.classes, dtype=h5py.string_dtype()))
         f.attrs["source"] = str(ds.path)
 
@@ -322,7 +322,7 @@ def preview(
     rng = np.random.default_rng(seed)
     picked = []
     for k in range(len(ds.classes)):
-        members = np.flatnonzero(ds.targets == k)
+        members = np.flatnonzero(ds.labels == k)
         if seed is not None:
             members = rng.permutation(members)
         picked.append(list(members[:per_class]))

@@ -26,12 +26,13 @@ def test_torchvision_conventions(tiny_lds: Path) -> None:
     ds = LatentDataset(tiny_lds)
     assert len(ds) == 24
     assert ds.classes == CLASSES and ds.class_to_idx == {"cat": 0, "dog": 1, "ship": 2}
-    assert list(ds.targets[:4]) == [0, 1, 2, 0]
+    assert type(ds.targets) is list and ds.targets[:4] == [0, 1, 2, 0]  # torchvision's type, not a numpy array
     image, label = ds[4]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and label == 1
     assert torch.isfinite(image).all()
-    with pytest.raises(IndexError):
-        ds[24]
+    for bad in (lambda: ds[24], lambda: ds.decode([3, 99]), lambda: ds.__getitems__([-25])):
+        with pytest.raises(IndexError, match=r"valid indices are 0\.\.23 \(or -24\.\.-1 from the end\)"):
+            bad()
     assert torch.allclose(ds[-1][0], ds[23][0], atol=ATOL)
 
 
@@ -55,7 +56,7 @@ def test_getitems_equals_getitem_whatever_the_batch(tiny_lds: Path) -> None:
     ds = LatentDataset(tiny_lds)
     single = all_images(ds)
     batch = ds.__getitems__(list(range(24)))
-    assert [y for _, y in batch] == ds.targets.tolist()
+    assert [y for _, y in batch] == ds.targets
     assert torch.allclose(torch.stack([x for x, _ in batch]), single, atol=ATOL)
     shuffled = [17, 3, 3, 0, 23]
     picked = torch.stack([x for x, _ in ds.__getitems__(shuffled)])
@@ -75,7 +76,7 @@ def test_a_dataloader_batch_is_decoded_in_batched_passes(
     ds._generator.register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
     (images, labels), = list(DataLoader(ds, batch_size=24))
     assert calls == expected
-    assert images.shape == (24, 3, 32, 32) and labels.tolist() == ds.targets.tolist()
+    assert images.shape == (24, 3, 32, 32) and labels.tolist() == ds.targets
 
 
 @pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"), (2, "spawn")])
@@ -85,7 +86,7 @@ def test_same_images_with_any_worker_count(tiny_lds: Path, workers: int, context
     loader = DataLoader(ds, batch_size=7, num_workers=workers, multiprocessing_context=context)
     images, labels = map(torch.cat, zip(*loader))
     assert torch.allclose(images, expected, atol=ATOL)
-    assert labels.tolist() == ds.targets.tolist()
+    assert labels.tolist() == ds.targets
 
 
 def test_pickles_as_a_path_even_after_use(tiny_lds: Path) -> None:
@@ -102,10 +103,10 @@ def test_subset_by_class_and_index_decodes_nothing(tiny_lds: Path) -> None:
     ds = LatentDataset(tiny_lds)
     dogs = ds.subset(classes=["dog"])
     assert ds._generator is None and dogs._generator is None
-    assert len(dogs) == 8 and set(dogs.targets.tolist()) == {1}
+    assert len(dogs) == 8 and set(dogs.targets) == {1}
     assert dogs.per_class() == {"cat": 0, "dog": 8, "ship": 0}
     both = ds.subset(indices=[0, 1, 2, 3, 4, 5], classes=[0, "ship"])
-    assert both.targets.tolist() == [0, 2, 0, 2]
+    assert both.targets == [0, 2, 0, 2]
     assert torch.allclose(both[1][0], ds[2][0], atol=ATOL)
     assert torch.allclose(LatentDataset(tiny_lds, indices=[5, 6])[1][0], ds[6][0], atol=ATOL)
     with pytest.raises(LatentdsError, match="unknown class 'cow'.*cat, dog, ship"):

@@ -154,8 +154,7 @@ def _biggan_lds(path: Path, width: int, n: int = 64) -> Path:
     torch.manual_seed(0)
     g = create_model("biggan32", num_classes=len(CLASSES), width=width).eval()
     latents = torch.randn(n, 128, generator=torch.Generator().manual_seed(1))
-    spec = image_spec([0.5] * 3, [0.25] * 3, g.contract.image_shape, g.contract.output_range)
-    return save_lds(path, g, latents, torch.arange(n) % len(CLASSES), CLASSES, spec)
+    return save_lds(path, g, latents, torch.arange(n) % len(CLASSES), CLASSES, image_spec([0.5] * 3, [0.25] * 3))
 
 
 @pytest.mark.gpu
@@ -179,7 +178,7 @@ def test_gpu_labels_arrive_on_the_images_device(tiny_lds):
     image, label = ds[4]
     assert image.is_cuda and label.is_cuda and int(label) == 1
     (x, y), = list(DataLoader(ds, batch_size=len(ds), num_workers=0))
-    assert x.is_cuda and y.is_cuda and y.tolist() == ds.targets.tolist()
+    assert x.is_cuda and y.is_cuda and y.tolist() == ds.targets
     with_target = LatentDataset(tiny_lds, device="cuda", target_transform=lambda t: t + 10)
     assert with_target[4][1] == 11  # a target transform gets a plain int, as on the CPU
 
@@ -197,7 +196,7 @@ def test_gpu_training_from_pinned_cpu_batches(tiny_lds):
         got.append(x.to("cuda", non_blocking=True))
         targets.append(y.to("cuda", non_blocking=True))
     assert torch.allclose(torch.cat(got).cpu(), expected, atol=1e-6)  # other chunks: the CPU rounds alike (<1e-6)
-    assert torch.cat(targets).tolist() == ds.targets.tolist()
+    assert torch.cat(targets).tolist() == ds.targets
 
 
 @pytest.mark.gpu
@@ -351,7 +350,7 @@ def test_preview_loader_and_eval_sets_never_read_a_device_tensor_as_numpy(tiny_l
     preview(tiny_lds, tmp_path / "grid.png", per_class=2)
     ds = LatentDataset(tiny_lds)
     (x, y), = list(DataLoader(ds, batch_size=len(ds)))
-    assert y.tolist() == ds.targets.tolist()
+    assert y.tolist() == ds.targets
     train = training_set(str(tiny_lds), ipc=2, seed=0)
     assert len(train.labels) == 2 * len(CLASSES)
 

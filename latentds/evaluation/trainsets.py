@@ -164,8 +164,8 @@ def _lds_set(
     ds = LatentDataset(path, normalize=True, device=device, precision=precision)
     image = ds.manifest["image"]
     if ipc is not None:
-        ds = ds.subset(_subset_per_class(torch.from_numpy(ds.targets), ds.classes, ipc, seed, str(path)).numpy())
-    labels = torch.from_numpy(np.asarray(ds.targets, dtype=np.int64))
+        ds = ds.subset(_subset_per_class(torch.from_numpy(ds.labels), ds.classes, ipc, seed, str(path)).numpy())
+    labels = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64))
     n = len(ds)
     images = None
     if decode == "once":
