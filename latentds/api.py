@@ -59,6 +59,7 @@ def encode(
     root: str | os.PathLike | None = None,
     download: bool = True,
     progress: bool = True,
+    record_source_path: bool = False,
     **fields: Any,
 ) -> EncodeResult:
     """Encode the train split of ``source`` (an image folder, .npz/.h5, ``cifar10``...) into ``out``.
@@ -68,15 +69,16 @@ def encode(
     ``generator``: a trained generator file (or a .lds) to use instead of training one. Reruns with the same
     ``work_dir`` (default ``out`` with suffix ``.work``) resume. ``root``: where cifar10/cifar100 live;
     ``download``: fetch them there when missing (default True; ``--no-download``). ``progress``: log lines and,
-    on a terminal, bars. Fields: any config field, e.g. ``ipc=10``, ``device="cpu"``, ``seed=1``,
-    ``gan={"iterations": 100}``.
+    on a terminal, bars. ``record_source_path``: also record the source's full local path in the file (by default
+    its kind, name and content hash only, as a shared file should; ``--record-source-path``). Fields: any config
+    field, e.g. ``ipc=10``, ``device="cpu"``, ``seed=1``, ``gan={"iterations": 100}``.
     """
     from latentds.encoding.pipeline import run as run_encode
     from latentds.encoding.presets import build_config
 
     cfg, used = build_config(preset, config, overrides, **fields)
     path = run_encode(str(source), Path(out), cfg, work_dir=work_dir, generator_path=generator, root=root,
-                      progress=progress, quiet=False, download=download)
+                      progress=progress, quiet=False, download=download, record_source_path=record_source_path)
     return _result(Path(path), used)
 
 

@@ -217,9 +217,10 @@ def import_itgan(
         "release": {
             "generator_file": gpath.name, "generator_sha256": file_sha256(gpath),
             "latents_file": zpath.name, "latents_sha256": file_sha256(zpath), "latents_key": key,
-            "labels_from": labels_from, "normalization": "release" if name in RELEASE_NORMALIZATION else "data",
+            "labels_from": data.provenance()["name"],  # a name, never the local path it was read from
+            "normalization": "release" if name in RELEASE_NORMALIZATION else "data",
         },
-        "source": {"name": data.name, "fingerprint": data.fingerprint, "num_images": len(data)},
+        "source": data.provenance(),
     }
     path = save_lds(out, g, z, data.labels, list(data.classes), image_spec(mean, std, (3, 32, 32), (-1.0, 1.0)), provenance,
                     latent_dtype=torch.float32)

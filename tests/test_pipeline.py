@@ -203,6 +203,21 @@ def test_encode_writes_a_verified_lds_that_loads_as_a_dataset(reference, folder)
     assert len(list((work / "units").glob("*.safetensors"))) == 6
 
 
+def test_the_file_records_its_source_by_name_and_hash_not_by_path(reference, folder, capsys):
+    from latentds.cli import main
+    from latentds.sources import load_source
+
+    with LdsReader(reference) as r:
+        source = r.manifest["provenance"]["source"]
+        manifest_text = json.dumps(r.manifest)
+    assert source["kind"] == "imagefolder" and source["name"] == folder.name and "path" not in source
+    assert str(folder) not in manifest_text and str(folder.parent) not in manifest_text  # no directory layout
+    assert main(["info", str(reference)]) == 0
+    assert str(folder.parent) not in capsys.readouterr().out
+    data = load_source(str(folder))
+    assert data.provenance(with_path=True)["path"] == str(folder)  # what --record-source-path records
+
+
 def test_resume_after_interruption_gives_identical_latents(reference, folder, tmp_path, monkeypatch):
     out = tmp_path / "resumed.lds"
     cfg = fast_config()

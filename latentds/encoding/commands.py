@@ -66,7 +66,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     cfg = _config(args)
     path = run(args.source, args.out, cfg, work_dir=args.work_dir, generator_path=args.generator, root=args.root,
                   progress=not args.quiet, quiet=args.quiet, download=args.download,
-                  dist_timeout_s=args.dist_timeout * 3600)
+                  dist_timeout_s=args.dist_timeout * 3600, record_source_path=args.record_source_path)
     if not args.quiet and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes the file
         print(f"wrote {path}")
     return 0
@@ -122,6 +122,9 @@ def register(add: Add) -> None:
     p.add_argument("--dist-timeout", type=float, default=DIST_TIMEOUT_HOURS, metavar="HOURS",
                    help="under torchrun: how long ranks wait for each other, e.g. while rank 0 trains the "
                         "generator (default: %(default)g)")
+    p.add_argument("--record-source-path", action="store_true",
+                   help="also record the source's full local path in the file (default: its kind, name and sha256 "
+                        "only, so a shared file does not show where you keep your data)")
 
     p = add("train-gan", cmd_train_gan, "train only the class-conditional generator (+ samples and a quality figure)")
     p.add_argument("source", help="cifar10, cifar100, an image folder, or a .npz/.h5 file")

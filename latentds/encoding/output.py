@@ -23,9 +23,11 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 def write_lds(
-    run: Run, out: Path, work: Any, generator: nn.Module, latents: torch.Tensor, losses: dict[str, Any]
+    run: Run, out: Path, work: Any, generator: nn.Module, latents: torch.Tensor, losses: dict[str, Any],
+    record_source_path: bool = False,
 ) -> Path:
-    """Write the .lds: generator, latents, labels, classes, image spec and provenance (``work``: pipeline.Work)."""
+    """Write the .lds: generator, latents, labels, classes, image spec and provenance (``work``: pipeline.Work).
+    The source is recorded by kind, name and content hash; its full local path only with ``record_source_path``."""
     from latentds.lds import image_spec, save_lds
 
     cfg, data, group = run.cfg, run.data, run.group
@@ -34,7 +36,7 @@ def write_lds(
     n = len(work.selected)
     provenance = {
         "method": "IT-GAN (GAN inversion + distribution-matching condensation of latents)",
-        "source": {"name": data.name, "fingerprint": data.fingerprint, "num_images": len(data), "bytes": data.source_bytes},
+        "source": data.provenance(with_path=record_source_path),
         "selection": {"ipc": cfg.ipc, "num_latents": n, "seed": cfg.seed},
         "encode_config": json.loads(json.dumps(asdict(cfg))),
         "losses": json_safe({

@@ -86,11 +86,13 @@ def run(
     download: bool = False,
     group: Group | None = None,
     dist_timeout_s: float = DEFAULT_TIMEOUT_S,
+    record_source_path: bool = False,
 ) -> Path:
     """Encode the train split of ``source`` into the .lds file ``out``; returns its path.
 
     ``generator_path``: a generator to use instead of training one (a ``save_model`` safetensors file or a
-    .lds). Reruns with the same work dir resume; a different config there raises ConfigError.
+    .lds). Reruns with the same work dir resume; a different config there raises ConfigError. The file records
+    its source's kind, name and content hash; its full local path only with ``record_source_path``.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) or with an initialized process group, every
     rank calls this with the same arguments; ``group`` defaults to :func:`distributed.from_env`. Rank 0
@@ -102,7 +104,7 @@ def run(
     try:
         request = _Request(str(source), Path(out), cfg, Path(work_dir) if work_dir is not None else None,
                            Path(generator_path) if generator_path is not None else None, root, progress, quiet,
-                           download)
+                           download, record_source_path)
         return _encode(request, group)
     finally:
         if own_group:
@@ -122,6 +124,7 @@ class _Request:
     progress: bool
     quiet: bool
     download: bool
+    record_source_path: bool = False
 
 
 def _encode(req: _Request, group: Group) -> Path:
@@ -156,7 +159,8 @@ def _encode(req: _Request, group: Group) -> Path:
         run.group.barrier()  # return once the file exists
         return out
     losses = {"gan": gan_stats, "classifier": cls_stats, "invert": inv_stats, "condense": unit_stats}
-    path = write_pixels(run, out, work, result) if pixels else write_lds(run, out, work, generator, result, losses)
+    path = write_pixels(run, out, work, result) if pixels else write_lds(run, out, work, generator, result, losses,
+                                                                                 req.record_source_path)
     run.group.barrier()
     return path
 

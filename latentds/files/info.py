@@ -111,6 +111,8 @@ def _lines(s: dict[str, Any]) -> list[tuple[str, str]]:
     source = prov.get("source") or {}
     if source:
         text = safe(source.get("name", "?"), 80)
+        if isinstance(source.get("kind"), str) and source["kind"] != "named":
+            text = f"{safe(source['kind'], 20)} {text}"
         if source.get("fingerprint"):
             text += f" (sha256 {safe(source['fingerprint'], 16)}...)"
         if "ratio_vs_source" in s:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +17,7 @@ from latentds.errors import EmptyClassError, SourceMismatchError, UnsupportedIma
 __all__ = ["CHANNELS", "ImageSet", "compute_fingerprint", "resize_images", "to_nchw_uint8"]
 
 WHOLE = "whole"  # the split name for a source without splits: DIR/<class>/..., an .npz's images/labels
+SPLIT_NAMES = ("train", "test", "val", "valid", "validation")  # a folder named so is shown with its parent
 CHANNELS = (1, 3)  # grayscale or RGB; alpha is dropped and palettes are expanded when files are decoded
 _RESIZE_CHUNK = 1024  # images per interpolation call: bounds the float copy
 
@@ -57,6 +60,21 @@ class ImageSet:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def provenance(self, with_path: bool = False) -> dict[str, Any]:
+        """What a .lds records of its source: kind ("imagefolder", "npz", "h5", "named"), name (a folder's or
+        file's own name, with its parent for a split folder: "cifar10-jpeg/train"; a named set's name), content
+        sha256, image count and bytes. ``path``, the full local path, only ``with_path``: a file shared with
+        strangers should not tell them where its sender keeps data."""
+        kind, sep, where = self.name.partition(":")
+        record: dict[str, Any] = {"kind": kind if sep else "named", "name": self.name}
+        if sep:
+            path = Path(where)
+            split = path.name in SPLIT_NAMES and path.parent.name
+            record["name"] = f"{path.parent.name}/{path.name}" if split else path.name
+            if with_path:
+                record["path"] = where
+        return {**record, "fingerprint": self.fingerprint, "num_images": len(self), "bytes": self.source_bytes}
 
     def __repr__(self) -> str:
         c, h, w = self.image_shape
