@@ -21,12 +21,15 @@ from latentds.dataset import LatentDataset
 from latentds.errors import LatentdsError, UsageError
 from latentds.format.outputs import check_output
 from latentds.format.staging import replace_staged, replace_staged_dir, staging_dir, staging_file
+from latentds.preview import PREVIEW_FORMATS, PREVIEW_MAX_PIXELS, preview  # noqa: F401 - its home before
 from latentds.progress import progress_bar, shows_bar
 
 EXPORT_FORMATS = ("folder", "npz", "h5", "webdataset", "hf")
 DIRECTORY_FORMATS = ("folder", "webdataset", "hf")
 #: Written into every exported folder: marks it as latentds' own, so that ``overwrite`` may replace it (and no other).
 EXPORT_MARKER = ".latentds-export.json"
+#: WebDataset shard limits, as webdataset's ShardWriter (maxcount, maxsize): a shard closes at either.
+SHARD_IMAGES, SHARD_BYTES = 100_000, 3_000_000_000
 
 
 def export_format(out: str | os.PathLike, fmt: str | None = None) -> str:
@@ -69,7 +72,10 @@ def export(
     progress: bool = True,
     overwrite: bool = False,
     fmt: str | None = None,
-    shard_size: int = 10_000,
+    shard_size: int = SHARD_IMAGES,
+    shard_bytes: int = SHARD_BYTES,
+    shuffle: bool = True,
+    seed: int = 0,
 ) -> Path:
     """Decode every image of ``path`` into ``out`` (format ``fmt``, else from its suffix). Returns the output path.
 
@@ -80,10 +86,14 @@ def export(
     against the budget (``latentds.budget``) before anything is decoded or written; staging files live in the
     output's folder and are removed on an error, Ctrl-C or SIGTERM (the CLI turns it into an exception).
 
-    npz/h5 hold ``images`` (N, H, W, C) uint8, ``labels`` (N,) int64 and ``classes``: the layout
-    `latentds encode` reads back. A folder gets ``<class>/<index>.png``. ``webdataset``: a folder of tar shards
-    ``<name>-000000.tar`` (``shard_size`` images each) holding ``<index>.png`` and ``<index>.cls`` (the label as
-    text), plus ``classes.txt`` (one name per line). ``hf``: a Hugging Face ``datasets`` folder
+    ``shuffle`` (default): rows in a random order drawn with ``seed`` (a .lds holds them by class), so that
+    sequential readers (WebDataset shards, an .h5 read in slices) see mixed classes; every image keeps the index of
+    its .lds row (file names, keys, ``rows``). npz/h5 hold ``images`` (N, H, W, C) uint8, ``labels`` (N,) int64,
+    ``rows`` (N,) and ``classes``: the layout `latentds encode` reads back. A folder gets
+    ``<class>/<index>.png``. ``webdataset``: a folder of tar shards ``<name>-000000.tar``, each closed at
+    ``shard_bytes`` bytes or ``shard_size`` images (webdataset ShardWriter's maxsize and maxcount, and its
+    defaults: 3 GB, 100,000), holding ``<index>.png`` and ``<index>.cls`` (the label as text), plus
+    ``classes.txt`` (one name per line). ``hf``: a Hugging Face ``datasets`` folder
     (``save_to_disk``) with an ``image`` column (``Image``) and a ``label`` column (``ClassLabel`` with the class
     names), for ``datasets.load_from_disk(out)``; needs ``pip install 'latentds[hf]'``.
     """
@@ -91,18 +101,20 @@ def export(
     out = Path(out)
     if fmt == "hf":
         _need_datasets()
-    if shard_size < 1:
-        raise UsageError(f"shard_size must be a positive number of images, got {shard_size}")
+    if shard_size < 1 or shard_bytes < 1:
+        raise UsageError(f"shard_size and shard_bytes must be positive, got {shard_size} and {shard_bytes}")
     is_dir = fmt in DIRECTORY_FORMATS
     check_output(out, [] if _is_url(path) else [path], force=overwrite, folder=is_dir, marker=EXPORT_MARKER)
     ds = _opened(path, device, batch_size)
+    if shuffle:
+        ds = ds.subset(np.random.default_rng(seed).permutation(len(ds)))
     if is_dir:  # written into a staging folder, swapped with the output when complete (the old one deleted after)
         tmp = staging_dir(out)
         try:
             if fmt == "folder":
                 _export_folder(ds, tmp, batch_size, progress)
             elif fmt == "webdataset":
-                _export_webdataset(ds, tmp, out.name, batch_size, progress, shard_size)
+                _export_webdataset(ds, tmp, out.name, batch_size, progress, (shard_size, shard_bytes))
             else:
                 _export_hf(ds, tmp, out, batch_size, progress)
             (tmp / EXPORT_MARKER).write_text(json.dumps({"format": fmt, "samples": len(ds)}) + "\n", encoding="utf-8")
@@ -155,7 +167,8 @@ def _export_npz(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) -
             )
             for _, pixels, _ in iter_uint8(ds, batch_size, progress):
                 f.write(np.ascontiguousarray(pixels).tobytes())
-        for name, array in (("labels", ds.labels.astype(np.int64)), ("classes", np.array(ds.classes))):
+        for name, array in (("labels", ds.labels.astype(np.int64)), ("rows", ds.indices),
+                            ("classes", np.array(ds.classes))):
             with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, array, allow_pickle=False)
 
@@ -177,12 +190,13 @@ def _png(img: np.ndarray) -> bytes:
 
 
 def _export_webdataset(ds: LatentDataset, tmp: Path, stem: str, batch_size: int, progress: bool,
-                       shard_size: int) -> None:
+                       limits: tuple[int, int]) -> None:
     import io
     import tarfile
 
-    width = len(str(max(len(ds) - 1, 0)))
+    width = len(str(max(int(ds.indices.max(initial=0)), 0)))
     shard: tarfile.TarFile | None = None
+    count = size = shards = 0
 
     def add(name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -191,14 +205,18 @@ def _export_webdataset(ds: LatentDataset, tmp: Path, stem: str, batch_size: int,
 
     try:
         for pos, pixels, labels in iter_uint8(ds, batch_size, progress):
-            for p, img, y in zip(pos.tolist(), pixels, labels.tolist()):
-                if p % shard_size == 0:
+            for row, img, y in zip(ds.indices[pos].tolist(), pixels, labels.tolist()):
+                png, cls = _png(img), str(int(y)).encode()
+                record = sum(512 + -(-len(b) // 512) * 512 for b in (png, cls))  # tar headers and padded data
+                if shard is None or count >= limits[0] or (count and size + record > limits[1]):
                     if shard is not None:
                         shard.close()
-                    shard = tarfile.open(tmp / f"{stem}-{p // shard_size:06d}.tar", "w", format=tarfile.USTAR_FORMAT)
-                key = f"{p:0{width}d}"
-                add(f"{key}.png", _png(img))
-                add(f"{key}.cls", str(int(y)).encode())
+                    shard = tarfile.open(tmp / f"{stem}-{shards:06d}.tar", "w", format=tarfile.USTAR_FORMAT)
+                    count, size, shards = 0, 0, shards + 1
+                key = f"{row:0{width}d}"
+                add(f"{key}.png", png)
+                add(f"{key}.cls", cls)
+                count, size = count + 1, size + record
     finally:
         if shard is not None:
             shard.close()
@@ -255,6 +273,7 @@ def _export_h5(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool) ->
         for pos, pixels, _ in iter_uint8(ds, batch_size, progress):
             images[pos[0] : pos[-1] + 1] = pixels
         f.create_dataset("labels", data=ds.labels.astype(np.int64))
+        f.create_dataset("rows", data=ds.indices)  # the .lds row of each image
         f.create_dataset("classes", data=np.array(ds.classes, dtype=h5py.string_dtype()))
         f.attrs["source"] = str(ds.path)
 
@@ -266,7 +285,7 @@ def _export_folder(ds: LatentDataset, tmp: Path, batch_size: int, progress: bool
     width = len(str(max(len(ds) - 1, 0)))
     for pos, pixels, labels in iter_uint8(ds, batch_size, progress):
         for p, img, y in zip(pos, pixels, labels):
-            _pil(img).save(tmp / folders[int(y)] / f"{int(p):0{width}d}.png")
+            _pil(img).save(tmp / folders[int(y)] / f"{int(ds.indices[p]):0{width}d}.png")
 
 
 def _class_folders(classes: list[str]) -> list[str]:
@@ -285,58 +304,3 @@ def _class_folders(classes: list[str]) -> list[str]:
 def _safe_dirname(name: str) -> str:
     cleaned = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in name).strip(" .")
     return cleaned or "_"
-
-
-PREVIEW_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
-PREVIEW_MAX_PIXELS = 89_478_485  # PIL's decompression-bomb limit (Image.MAX_IMAGE_PIXELS): a grid past it is no preview
-
-
-def preview(
-    path: str | os.PathLike,
-    out: str | os.PathLike,
-    per_class: int = 10,
-    seed: int | None = 0,
-    device: str = "cpu",
-    overwrite: bool = False,
-) -> Path:
-    """Save a PNG (or JPEG) grid: one row per class, ``per_class`` decoded samples each (random with ``seed``, else
-    first). An existing ``out`` is replaced (atomically) only with ``overwrite``; the path and the grid's memory
-    are checked before anything is decoded."""
-    from torchvision.utils import save_image
-
-    out = check_output(out, [] if _is_url(path) else [path], force=overwrite, suffixes=tuple(PREVIEW_FORMATS))
-    if per_class < 1:
-        raise UsageError(f"per_class must be a positive number of images, got {per_class}")
-    ds = LatentDataset(path, device=device, normalize=False)
-    c, h, w = ds.image_shape
-    cells = len(ds.classes) * per_class
-    pixels = (len(ds.classes) * (h + 2) + 2) * (per_class * (w + 2) + 2)
-    if pixels > PREVIEW_MAX_PIXELS:
-        raise ResourceLimitError(
-            f"{path}: a preview grid of {len(ds.classes):,} classes x {per_class} images of {h}x{w} would be "
-            f"{pixels:,} pixels, more than the {PREVIEW_MAX_PIXELS:,} an image viewer (and PIL) opens; use fewer "
-            "--per-class, or `latentds export` the images")
-    check_budget(f"{path}: a preview grid of {len(ds.classes):,} classes x {per_class}", cells * c * h * w * 4 * 3,
-                 f"{cells:,} images of {c}x{h}x{w} as float32, the grid and its image", device)
-    ds.decode(np.arange(0))  # the generator's own estimate, before the grid is allocated
-    rng = np.random.default_rng(seed)
-    picked = []
-    for k in range(len(ds.classes)):
-        members = np.flatnonzero(ds.labels == k)
-        if seed is not None:
-            members = rng.permutation(members)
-        picked.append(list(members[:per_class]))
-    if not any(picked):
-        raise LatentdsError(f"{path}: holds no samples to preview")
-    grid = torch.ones((cells, c, h, w))  # white where a class is short
-    for r, row in enumerate(picked):  # one class per pass: the grid is the only copy of the images
-        if row:
-            grid[r * per_class : r * per_class + len(row)] = ds.decode(row)[0].cpu()
-    fd, tmp = staging_file(out)
-    os.close(fd)
-    try:
-        save_image(grid, tmp, format=PREVIEW_FORMATS[out.suffix.lower()], nrow=per_class, padding=2, pad_value=1.0)
-        replace_staged(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out

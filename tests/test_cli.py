@@ -77,9 +77,10 @@ def _decoded_uint8(path: Path) -> np.ndarray:
 def test_export_npz_reads_back_as_a_source(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "out.npz"
     assert run(capsys, "export", str(tiny_lds), str(out), "-q")[0] == 0
-    with np.load(out, allow_pickle=False) as z:
-        assert np.array_equal(z["images"], _decoded_uint8(tiny_lds))
-        assert z["labels"].tolist() == [i % 3 for i in range(24)]
+    with np.load(out, allow_pickle=False) as z:  # shuffled: each image says its .lds row
+        assert sorted(z["rows"].tolist()) == list(range(24)) and z["rows"].tolist() != list(range(24))
+        assert np.array_equal(z["images"], _decoded_uint8(tiny_lds)[z["rows"]])
+        assert z["labels"].tolist() == [i % 3 for i in z["rows"].tolist()]
         assert z["classes"].tolist() == CLASSES
     back = load_source(str(out), progress=False)
     assert back.classes == CLASSES and len(back) == 24
@@ -91,8 +92,9 @@ def test_export_h5_and_folder(tiny_lds: Path, tmp_path: Path, capsys: pytest.Cap
     expected = _decoded_uint8(tiny_lds)
     assert run(capsys, "export", str(tiny_lds), str(tmp_path / "out.h5"), "-q")[0] == 0
     with h5py.File(tmp_path / "out.h5") as f:
-        assert np.array_equal(f["images"][:], expected)
-        assert f["labels"][:].tolist() == [i % 3 for i in range(24)]
+        rows = f["rows"][:]
+        assert np.array_equal(f["images"][:], expected[rows])
+        assert f["labels"][:].tolist() == [i % 3 for i in rows.tolist()]
     folder = tmp_path / "tree"
     assert run(capsys, "export", str(tiny_lds), str(folder), "-q")[0] == 0
     assert sorted(p.name for p in folder.iterdir()) == [".latentds-export.json", *CLASSES]  # + what --force may replace
@@ -105,8 +107,18 @@ def test_export_h5_and_folder(tiny_lds: Path, tmp_path: Path, capsys: pytest.Cap
 def test_preview_grid(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "grid.png"
     assert run(capsys, "preview", str(tiny_lds), str(out), "--per-class", "4", "-q")[0] == 0
-    width, height = Image.open(out).size
-    assert (width, height) == (4 * 34 + 2, 3 * 34 + 2)  # 32 px tiles, 2 px padding
+    grid = Image.open(out)
+    assert grid.size == (100 + 4 * 34 + 2, 3 * 34 + 2)  # a 100 px margin for the names, 32 px tiles, 2 px padding
+    names = np.asarray(grid.convert("L"))[:, :100]
+    assert all((names[2 + r * 34 : 34 + r * 34] < 128).any() for r in range(3))  # each row's class name is written
+    assert run(capsys, "preview", str(tiny_lds), str(out), "--per-class", "4", "-q", "--force", "--scale", "2",
+               "--no-names")[0] == 0
+    grid2 = Image.open(out)
+    assert grid2.size == (4 * 66 + 2, 3 * 66 + 2)  # 64 px tiles: each image twice its size, nearest-neighbour
+    tile, big = np.asarray(grid.convert("RGB"))[2:34, 102:134], np.asarray(grid2.convert("RGB"))[2:66, 2:66]
+    assert np.array_equal(big[::2, ::2], tile)
+    with pytest.raises(SystemExit):  # argparse: choose 1, 2 or 4
+        run(capsys, "preview", str(tiny_lds), str(out), "--scale", "3", "--force")
 
 
 def test_pack_unpack(tiny_lds: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -35,7 +35,7 @@ def _decoded_uint8(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_webdataset_shards_hold_png_and_cls_in_order(tmp_path: Path) -> None:
     src = _grey_lds(tmp_path)
-    out = export(src, tmp_path / "wds", fmt="webdataset", shard_size=3, progress=False)
+    out = export(src, tmp_path / "wds", fmt="webdataset", shard_size=3, progress=False, shuffle=False)
     shards = sorted(p.name for p in out.glob("*.tar"))
     assert shards == ["wds-000000.tar", "wds-000001.tar", "wds-000002.tar"]
     assert (out / "classes.txt").read_text().splitlines() == ["zero", "one", "two"]
@@ -55,7 +55,7 @@ def test_webdataset_shards_hold_png_and_cls_in_order(tmp_path: Path) -> None:
 
 def test_webdataset_package_reads_the_shards(tmp_path: Path) -> None:
     wds = pytest.importorskip("webdataset")
-    out = export(make_lds(tmp_path / "a.lds", n=6), tmp_path / "wds", fmt="webdataset", progress=False)
+    out = export(make_lds(tmp_path / "a.lds", n=6), tmp_path / "wds", fmt="webdataset", progress=False, shuffle=False)
     samples = list(wds.WebDataset(str(out / "wds-000000.tar"), shardshuffle=False).decode("pil").to_tuple("png", "cls"))
     assert len(samples) == 6 and samples[0][0].size == (32, 32) and [s[1] for s in samples] == [0, 1, 2, 0, 1, 2]
 
@@ -63,7 +63,7 @@ def test_webdataset_package_reads_the_shards(tmp_path: Path) -> None:
 def test_hugging_face_export_loads_with_class_names(tmp_path: Path) -> None:
     datasets = pytest.importorskip("datasets")
     src = _grey_lds(tmp_path)
-    out = export(src, tmp_path / "hf", fmt="hf", progress=False)
+    out = export(src, tmp_path / "hf", fmt="hf", progress=False, shuffle=False)
     loaded = datasets.load_from_disk(str(out))
     assert loaded.features["label"].names == ["zero", "one", "two"] and len(loaded) == 7
     pixels, labels = _decoded_uint8(src)
@@ -74,7 +74,7 @@ def test_hugging_face_export_loads_with_class_names(tmp_path: Path) -> None:
 
 def test_streamed_npz_equals_what_np_load_expects(tmp_path: Path) -> None:
     src = _grey_lds(tmp_path)
-    out = export(src, tmp_path / "x.npz", progress=False, batch_size=3)
+    out = export(src, tmp_path / "x.npz", progress=False, batch_size=3, shuffle=False)
     pixels, labels = _decoded_uint8(src)
     with np.load(out, allow_pickle=False) as z:
         assert z["images"].shape == (7, 16, 16, 1) and np.array_equal(z["images"], pixels)
@@ -134,3 +134,24 @@ def test_replace_staged_dir_swaps_then_deletes_the_old_folder(tmp_path: Path, mo
     (new / "new").mkdir()
     staging.replace_staged_dir(new, out)
     assert [p.name for p in out.iterdir()] == ["new"] and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_webdataset_export_is_shuffled_with_a_seed_into_shards_sized_in_bytes(tmp_path: Path) -> None:
+    src = make_lds(tmp_path / "a.lds", n=30)  # rows by class in the file: 0, 1, 2, 0, ...
+
+    def keys(out: Path) -> list[list[int]]:
+        shards = []
+        for shard in sorted(out.glob("*.tar")):
+            with tarfile.open(shard) as tar:
+                shards.append([int(n.split(".")[0]) for n in tar.getnames() if n.endswith(".cls")])
+        return shards
+
+    one = keys(export(src, tmp_path / "a", fmt="webdataset", progress=False, shard_bytes=8 * 1024))
+    assert len(one) > 2 and all(len(s) > 0 for s in one)  # closed by size, as ShardWriter's maxsize
+    # the records stay under the size; tar's end blocks pad a file to its 10 KiB record (ShardWriter counts alike)
+    assert all(p.stat().st_size <= 8 * 1024 + 10240 for p in (tmp_path / "a").glob("*.tar"))
+    rows = [k for s in one for k in s]
+    assert sorted(rows) == list(range(30)) and rows != list(range(30))  # every row once, in a random order
+    assert keys(export(src, tmp_path / "b", fmt="webdataset", progress=False, shard_bytes=8 * 1024)) == one  # seeded
+    other = keys(export(src, tmp_path / "c", fmt="webdataset", progress=False, shard_bytes=8 * 1024, seed=1))
+    assert [k for s in other for k in s] != rows

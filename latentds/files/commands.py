@@ -50,20 +50,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from latentds.budget import parse_size
     from latentds.export import export
 
     out = export(args.file, args.out, batch_size=args.batch_size, device=args.device, progress=not args.quiet,
-                 overwrite=args.force, fmt=args.format, shard_size=args.shard_size)
+                 overwrite=args.force, fmt=args.format, shard_size=args.shard_size,
+                 shard_bytes=parse_size(args.shard_bytes, "--shard-bytes"), shuffle=args.shuffle, seed=args.seed)
     if not args.quiet:
         print(f"wrote {safe(str(out), 200)}")
     return EXIT_OK
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from latentds.export import preview
+    from latentds.preview import preview
 
     out = preview(args.file, args.out, per_class=args.per_class, seed=args.seed, device=args.device,
-                  overwrite=args.force)
+                  overwrite=args.force, scale=args.scale, names=args.names)
     if not args.quiet:
         print(f"wrote {safe(str(out), 200)}")
     return EXIT_OK
@@ -165,15 +167,27 @@ def register(add: Add) -> None:
     p.add_argument("out")
     p.add_argument("--format", choices=("folder", "npz", "h5", "webdataset", "hf"), default=None,
                    help="default: from OUT's suffix (.npz, .h5, none: folder); webdataset and hf write folders")
-    p.add_argument("--shard-size", type=positive_int, default=10_000, help="images per WebDataset shard")
+    p.add_argument("--shard-bytes", default="3000000000", metavar="SIZE",
+                   help="WebDataset: close a shard at this size (e.g. 500M; default 3e9 bytes, as ShardWriter's maxsize)")
+    p.add_argument("--shard-size", type=positive_int, default=100_000, metavar="N",
+                   help="WebDataset: and at N images (default %(default)s, as ShardWriter's maxcount)")
+    p.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
+                   help="write the rows in a random order (default: yes; a .lds holds them by class); every image "
+                        "keeps its .lds row as its name, key or 'rows' entry")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffled order (default %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--force", action="store_true",
+                   help="replace OUT if it exists (a folder only if an export wrote it); the old output stays until "
+                        "the new one is complete")
 
-    p = add("preview", cmd_preview, "save a PNG (or .jpg) grid of decoded samples, one row per class")
+    p = add("preview", cmd_preview, "save a PNG (or .jpg) grid of decoded samples, one row per class, labelled")
     p.add_argument("file")
     p.add_argument("out")
     p.add_argument("--per-class", type=positive_int, default=10)
+    p.add_argument("--scale", type=int, choices=(1, 2, 4), default=1, help="show each image 2x or 4x its size")
+    p.add_argument("--names", action=argparse.BooleanOptionalAction, default=True,
+                   help="write each row's class name at its left (default: yes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
