@@ -8,6 +8,7 @@ whatever the file's size. Images keep the file's channel count (grey stays one c
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -106,6 +107,9 @@ def export(
     is_dir = fmt in DIRECTORY_FORMATS
     check_output(out, [] if _is_url(path) else [path], force=overwrite, folder=is_dir, marker=EXPORT_MARKER)
     ds = _opened(path, device, batch_size)
+    if progress:  # one line before the long part; a terminal also gets the bar
+        logging.getLogger(__name__).info(f"export: decoding {len(ds):,} images of {path} into {out} ({fmt}"
+                                         f"{', shuffled' if shuffle and fmt != 'folder' else ''})")
     if shuffle:
         ds = ds.subset(np.random.default_rng(seed).permutation(len(ds)))
     if is_dir:  # written into a staging folder, swapped with the output when complete (the old one deleted after)

@@ -127,6 +127,7 @@ def train_gan(
         state.resume(ckpt, cfg, data)
         say(f"train-gan: resuming from {ckpt} at iteration {state.it}/{cfg.iterations}")
     session_its, session_seconds = _train_loop(state, cfg, data, work_dir, device, compute, progress, say, stop_after)
+    say("train-gan: saving the generator and a grid of its samples")
     generator = final_generator(state.ema, cfg, data.num_classes, data.image_shape).to(device)
     stats = _stats(state, cfg, device, session_its, session_seconds)
     save_generator(work_dir, generator, cfg, data, stats)

@@ -27,6 +27,7 @@ Work dir layout::
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -188,6 +189,8 @@ def _open_run(req: _Request, group: Group) -> tuple[Run, nn.Module | None]:
     first_loads = download and is_named(source)  # then the first rank of each machine loads (downloads) first
     if first_loads and group.local_rank != 0:
         group.barrier()
+    if show:  # before the first long wait: reading (and decoding) the source
+        logging.getLogger(__name__).info(f"encode: loading {source}")
     data = load_source(source, "train", root=req.root, download=download, image_size=cfg.image_size, progress=show)
     if first_loads and group.local_rank == 0:
         group.barrier()
