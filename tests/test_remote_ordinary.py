@@ -18,7 +18,7 @@ from latentds.cli import main
 from latentds.dataset import LatentDataset
 from latentds.format import LdsReader
 from tests.conftest import make_lds
-from tests.test_remote import RangeServer, _publish, server  # noqa: F401 - the fixture
+from tests.test_remote import RangeServer, _cache, _publish, server  # noqa: F401 - fixtures: a server, a private cache
 
 
 class _Plain(http.server.SimpleHTTPRequestHandler):
@@ -40,12 +40,6 @@ def plain(tmp_path: Path) -> Iterator[http.server.ThreadingHTTPServer]:
     yield srv
     srv.shutdown()
     srv.server_close()
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("LATENTDS_CACHE_DIR", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 def _url(srv: http.server.ThreadingHTTPServer, name: str) -> str:
