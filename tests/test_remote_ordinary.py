@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +60,8 @@ def test_python_http_server_is_downloaded_once_then_asked_if_changed(plain, tmp_
     assert torch.equal(again.decode([5])[0], local.decode([5])[0])
     assert plain.codes == [200, 304]
     path.write_bytes(make_lds(tmp_path / "b.lds", n=12).read_bytes())  # the server's file changes
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 10))  # Last-Modified has one-second steps: make it a later one
     with LdsReader(url) as r:
         assert r.num_samples == 12 and plain.codes[-1] == 200  # downloaded again
     assert main(["verify", url]) == 0
