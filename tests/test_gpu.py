@@ -154,7 +154,8 @@ def _biggan_lds(path: Path, width: int, n: int = 64) -> Path:
     torch.manual_seed(0)
     g = create_model("biggan32", num_classes=len(CLASSES), width=width).eval()
     latents = torch.randn(n, 128, generator=torch.Generator().manual_seed(1))
-    return save_lds(path, g, latents, torch.arange(n) % len(CLASSES), CLASSES, image_spec([0.5] * 3, [0.25] * 3))
+    spec = image_spec([0.5] * 3, [0.25] * 3, g.contract.image_shape, g.contract.output_range)
+    return save_lds(path, g, latents, torch.arange(n) % len(CLASSES), CLASSES, spec)
 
 
 @pytest.mark.gpu
