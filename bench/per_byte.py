@@ -138,6 +138,8 @@ def fill_files(images: np.ndarray, order: np.ndarray, budget: int, enc) -> tuple
         kept.append(i)
         decoded.append(decode(data))
         total += len(data) + 1
+    if not kept:
+        return np.asarray([], dtype=np.int64), np.zeros((0, *images.shape[1:]), np.uint8), 0
     return np.asarray(kept), np.stack(decoded), total
 
 
@@ -218,6 +220,20 @@ def build_set(cell: Cell, work: Path) -> tuple[Path, dict]:
     return path, meta
 
 
+def reuse_stages(work: Path, budget: str, encode_dir: Path, with_inversion: bool) -> None:
+    """Copy the stages that do not depend on the latent count from another budget's encode (the classifier and
+    the latent encoder train on the whole training set with the same config at every budget), and, for
+    ``inversion``, the inverted latents of the same budget's IT-GAN run: the result is the same, hours are not."""
+    donors = [work / "encode" / f"itgan@{b}.work" for b in BUDGETS]
+    for part in ("classifier", "encoder"):
+        found = [d / part for d in donors if (d / part).is_dir()]
+        if found and not (encode_dir / part).exists():
+            shutil.copytree(found[0], encode_dir / part)
+    donor = work / "encode" / f"itgan@{budget}.work" / "invert"
+    if with_inversion and donor.is_dir() and not (encode_dir / "invert").exists():
+        shutil.copytree(donor, encode_dir / "invert")
+
+
 def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
     """Encode (or reuse) the budget's latentds file; ``gan`` evaluates samples of the same generator instead."""
     import latentds
@@ -233,10 +249,7 @@ def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
     overrides = [f"ipc={'null' if ipc is None else ipc}", f"latent_dtype={dtype}", "generator_dtype=float16"]
     if cell.method == "inversion":
         overrides.append("condense.iterations=0")
-        donor = work / "encode" / f"itgan@{cell.budget}.work"
-        for part in ("classifier", "encoder", "invert"):  # identical in both runs: copied, not recomputed
-            if (donor / part).is_dir() and not (encode_dir / part).exists():
-                shutil.copytree(donor / part, encode_dir / part)
+    reuse_stages(work, cell.budget, encode_dir, with_inversion=cell.method == "inversion")
     if not out.exists():
         t0 = time.perf_counter()
         latentds.encode(DATA, out, "fast", overrides=overrides, work_dir=encode_dir, generator=GENERATOR,
@@ -257,6 +270,11 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> dict:
     import latentds
 
     spec, meta = build_set(cell, args.work)
+    if meta["images"] == 0:  # not one image fits: said in the record and the table, never rounded up
+        log(f"{cell.name}: not a single image fits in {meta['budget']:,} bytes")
+        return {"cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": 0, "images": 0,
+                "budget_bytes": meta["budget"], "acc_mean": None, "acc_std": None, "accs": [], "seeds": args.seeds,
+                "steps": args.steps, "fits": False}
     epochs = epochs_for(meta["images"], args.steps)
     folder = args.work / "cells" / cell.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -293,6 +311,9 @@ def write_outputs(records: list[dict], out: Path) -> None:
     lines = ["# Accuracy per byte on CIFAR-10 (ConvNet-3, real test split)", "",
              "| budget | method | images | bytes | MB | acc (%) | epochs |", "|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["bytes"], r["method"])):
+        if r["acc_mean"] is None:
+            lines.append(f"| {r['budget']} | {r['method']} | 0 | - | - | does not fit in {r['budget_bytes']:,} bytes | - |")
+            continue
         lines.append(f"| {r['budget']} | {r['method']} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
                      f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['epochs']} |")
     lines += ["", "Budgets (bytes): " + ", ".join(f"{k}/class: {lds_bytes(v):,}" if v else f"all: {lds_bytes(v):,}"
@@ -308,7 +329,7 @@ def write_outputs(records: list[dict], out: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     families: dict[str, list[dict]] = {}
-    for r in records:
+    for r in (r for r in records if r["acc_mean"] is not None):
         families.setdefault(r["method"].rsplit("_q", 1)[0] if "_q" in r["method"] else r["method"], []).append(r)
     for fam, rs in sorted(families.items()):
         best: dict[str, dict] = {}
@@ -364,8 +385,9 @@ def main() -> int:
         records = json.loads(results.read_text()) if results.exists() else []  # reread: other processes append too
         records = [r for r in records if r["cell"] != cell.name] + [record]
         write_outputs(records, args.out)
-        log(f"cell done: {cell.name}: {record['acc_mean']:.2f} ± {record['acc_std']:.2f} % on {record['images']:,} "
-            f"images in {record['bytes']:,} bytes")
+        if record["acc_mean"] is not None:
+            log(f"cell done: {cell.name}: {record['acc_mean']:.2f} ± {record['acc_std']:.2f} % on "
+                f"{record['images']:,} images in {record['bytes']:,} bytes")
     return 0
 
 
