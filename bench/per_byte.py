@@ -15,7 +15,9 @@ what fits in that many bytes and is tested on the real test split (3 seeds, the 
   per image, which is what a user who cares about bytes would do with JPEG;
 - ``lds_int8`` / ``lds_fp16``: latentds itself, ``latentds encode --preset fast`` (amortized inversion, a few
   refinement and condensation passes) with the committed benchmark generator stored in fp16, at the budget's
-  latent count, latents stored as int8 (the budget's own size) or fp16;
+  latent count, latents stored as int8 (the budget's own size) or fp16; ``lds_fp32``: the same encode (one work
+  dir: storage dtypes do not change the result) written with fp32 latents and an fp32 generator, the reference
+  that measures what each storage option costs in accuracy;
 - ``inversion``: the same latents before condensation (``condense.iterations=0``), int8;
 - ``gan``: plain GAN samples at the same latent count (z ~ N(0, I)), counted as the int8 file would be.
 
@@ -84,7 +86,7 @@ class Cell:
         return f"{self.method}@{self.budget}"
 
 
-LDS_METHODS = ("lds_int8", "lds_fp16", "inversion", "gan")
+LDS_METHODS = ("lds_int8", "lds_fp16", "lds_fp32", "inversion", "gan")
 
 
 def cells(budgets: list[str], methods: list[str] | None) -> list[Cell]:
@@ -244,9 +246,10 @@ def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
         return f"gan:{GENERATOR}", {"images": n * 10, "bytes": lds_bytes(ipc), "ipc": n,
                                     "what": "GAN samples, counted as an int8 .lds of the same latent count"}
     encode_dir = work / "encode" / f"{'inversion' if cell.method == 'inversion' else 'itgan'}@{cell.budget}.work"
-    dtype = "float16" if cell.method == "lds_fp16" else "int8"
+    dtype = {"lds_fp16": "float16", "lds_fp32": "float32"}.get(cell.method, "int8")
+    gen_dtype = "float32" if cell.method == "lds_fp32" else "float16"  # lds_fp32: the storage options' reference
     out = work / "sets" / f"{cell.name}.lds"
-    overrides = [f"ipc={'null' if ipc is None else ipc}", f"latent_dtype={dtype}", "generator_dtype=float16"]
+    overrides = [f"ipc={'null' if ipc is None else ipc}", f"latent_dtype={dtype}", f"generator_dtype={gen_dtype}"]
     if cell.method == "inversion":
         overrides.append("condense.iterations=0")
     reuse_stages(work, cell.budget, encode_dir, with_inversion=cell.method == "inversion")

@@ -36,7 +36,7 @@ __all__ = [
     "parse_policy",
 ]
 
-LATENT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # int8: codes with one fp16 scale per row
+LATENT_DTYPES = ("float32", "float16", "bfloat16", "int8")  # int8: a float32 scale per dimension
 GENERATOR_DTYPES = ("float32", "float16", "bfloat16")  # how the generator's weights are stored (decoding casts)
 ENCODE_PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_POLICY = "translation,cutout"  # DiffAugment-BigGAN-CIFAR's
