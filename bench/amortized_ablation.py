@@ -105,6 +105,13 @@ def main() -> None:
                                        folder=args.work / "encoder", device=device, compute=compute,
                                        log=lambda line: print(line, flush=True))
     encoder_cpu_s = time.process_time() - t0
+    cost_path = args.work / "encoder_cost.json"  # CPU seconds summed over the runs that trained it (resumes)
+    if enc_stats["resumed_from"] and not cost_path.exists():
+        raise SystemExit(f"{args.work / 'encoder'} was trained elsewhere: its cost is unknown here; remove it to retrain")
+    if enc_stats["resumed_from"] < enc_cfg.steps:
+        before = json.loads(cost_path.read_text())["cpu_s"] if enc_stats["resumed_from"] else 0.0
+        cost_path.write_text(json.dumps({"cpu_s": before + encoder_cpu_s}))
+    encoder_cpu_s = json.loads(cost_path.read_text())["cpu_s"]
     z_enc = predict_latents(encoder, images, labels, mean, std, device)
     for k in args.refine:
         name = f"encoder+{k}"
