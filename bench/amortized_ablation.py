@@ -67,6 +67,41 @@ def invert(generator, feature_net, images, labels, z0, iterations, mean, std, de
     return out, sum(m * n for m, n in mses) / sum(n for _, n in mses)
 
 
+def make_record(args, plan, enc_cfg, enc_stats, encoder_cpu_s: float, results: dict, n_whole: int) -> dict:
+    """The committed record: the command, the machine, each variant's accuracy and its whole-set inversion cost."""
+    return {
+        "command": "python bench/amortized_ablation.py " + " ".join(sys.argv[1:]),
+        "machine": f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {plan.hardware}",
+        "precision": plan.describe(),
+        "ipc": args.ipc,
+        "generator": str(GENERATOR.relative_to(REPO)),
+        "eval": {"arch": "convnet3", "epochs": args.epochs, "seeds": args.seeds},
+        "encoder": {"config": enc_cfg.__dict__, "cpu_s": round(encoder_cpu_s, 1),
+                    "final_loss": enc_stats["final_loss"]},
+        "results": results,
+        "whole_set_inversion_cpu_h": {
+            name: round(r["inversion_cpu_s"] / r["latents"] * n_whole / 3600 + (
+                0 if name == "per_image" else encoder_cpu_s / 3600), 2)
+            for name, r in results.items()},
+    }
+
+
+def trained_encoder(generator, feature_net, data, enc_cfg, mean, std, work: Path, device, compute):
+    """Train (or resume) the latent encoder; its CPU seconds are summed over the runs that trained it."""
+    t0 = time.process_time()
+    encoder, enc_stats = train_encoder(generator, feature_net, data.images, data.labels, enc_cfg, mean, std, seed=0,
+                                       folder=work / "encoder", device=device, compute=compute,
+                                       log=lambda line: print(line, flush=True))
+    encoder_cpu_s = time.process_time() - t0
+    cost_path = work / "encoder_cost.json"
+    if enc_stats["resumed_from"] and not cost_path.exists():
+        raise SystemExit(f"{work / 'encoder'} was trained elsewhere: its cost is unknown here; remove it to retrain")
+    if enc_stats["resumed_from"] < enc_cfg.steps:
+        before = json.loads(cost_path.read_text())["cpu_s"] if enc_stats["resumed_from"] else 0.0
+        cost_path.write_text(json.dumps({"cpu_s": before + encoder_cpu_s}))
+    return encoder, enc_stats, json.loads(cost_path.read_text())["cpu_s"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ipc", type=int, default=10)
@@ -99,19 +134,9 @@ def main() -> None:
         t0 = time.process_time()
         z, mse = invert(generator, feature_net, images, labels, z0, args.per_image_iterations, mean, std, device, compute)
         variants["per_image"] = (z, mse, time.process_time() - t0)
-    t0 = time.process_time()
     enc_cfg = AmortizedConfig(steps=args.encoder_steps)
-    encoder, enc_stats = train_encoder(generator, feature_net, data.images, data.labels, enc_cfg, mean, std, seed=0,
-                                       folder=args.work / "encoder", device=device, compute=compute,
-                                       log=lambda line: print(line, flush=True))
-    encoder_cpu_s = time.process_time() - t0
-    cost_path = args.work / "encoder_cost.json"  # CPU seconds summed over the runs that trained it (resumes)
-    if enc_stats["resumed_from"] and not cost_path.exists():
-        raise SystemExit(f"{args.work / 'encoder'} was trained elsewhere: its cost is unknown here; remove it to retrain")
-    if enc_stats["resumed_from"] < enc_cfg.steps:
-        before = json.loads(cost_path.read_text())["cpu_s"] if enc_stats["resumed_from"] else 0.0
-        cost_path.write_text(json.dumps({"cpu_s": before + encoder_cpu_s}))
-    encoder_cpu_s = json.loads(cost_path.read_text())["cpu_s"]
+    encoder, enc_stats, encoder_cpu_s = trained_encoder(generator, feature_net, data, enc_cfg, mean, std, args.work,
+                                                        device, compute)
     z_enc = predict_latents(encoder, images, labels, mean, std, device)
     for k in args.refine:
         name = f"encoder+{k}"
@@ -132,22 +157,7 @@ def main() -> None:
                          "inversion_cpu_s": round(cpu_s, 1), "latents": len(idx)}
         print(name, results[name], flush=True)
         results_path.write_text(json.dumps(results, indent=2))
-    n_whole = len(data.labels)
-    record = {
-        "command": "python bench/amortized_ablation.py " + " ".join(sys.argv[1:]),
-        "machine": f"{os.cpu_count()} cores, torch threads {torch.get_num_threads()}, {plan.hardware}",
-        "precision": plan.describe(),
-        "ipc": args.ipc,
-        "generator": str(GENERATOR.relative_to(REPO)),
-        "eval": {"arch": "convnet3", "epochs": args.epochs, "seeds": args.seeds},
-        "encoder": {"config": enc_cfg.__dict__, "cpu_s": round(encoder_cpu_s, 1),
-                    "final_loss": enc_stats["final_loss"]},
-        "results": results,
-        "whole_set_inversion_cpu_h": {
-            name: round(r["inversion_cpu_s"] / r["latents"] * n_whole / 3600 + (
-                0 if name == "per_image" else encoder_cpu_s / 3600), 2)
-            for name, r in results.items()},
-    }
+    record = make_record(args, plan, enc_cfg, enc_stats, encoder_cpu_s, results, len(data.labels))
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
 

@@ -34,7 +34,6 @@ Every seed's result is saved in ``--work`` as it finishes; the records (one per 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -48,11 +47,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from byte_budget import class_balanced_order, encode_jpeg, encode_png, fill_files, fill_mosaic  # noqa: E402
 
 DATA = "../shared/datasets/cifar10-jpeg"
 FILE_QUALITIES = (20, 75)  # per-file JPEG: 75 is what the shipped folder uses; below 20 the header dominates
 MOSAIC_QUALITIES = (5, 20, 50)  # mosaics: 37, 111 and 224 bytes per image on CIFAR-10
-MOSAIC = 40  # images per mosaic side: 1280 x 1280 pixels
 BUDGETS = {"100": 100, "500": 500, "all": None}  # latents per class (None: the whole training set)
 GENERATOR = REPO / "bench/artifacts/cifar10-biggan32-w16-2000it.safetensors"  # the benchmark generator
 LATENT_DIM = 128
@@ -98,91 +98,6 @@ def cells(budgets: list[str], methods: list[str] | None) -> list[Cell]:
     order = [b for b in ("all", "500", "100") if b in budgets]
     out += [Cell(b, m) for m in names for b in order if not methods or any(m.startswith(x) for x in methods)]
     return out
-
-
-# --- what fits in a budget -------------------------------------------------------------------------------------
-def encode_png(img: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
-def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=quality, optimize=True)
-    return buf.getvalue()
-
-
-def decode(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def class_balanced_order(labels: np.ndarray, seed: int) -> np.ndarray:
-    """Every image once, in an order whose every prefix is class-balanced (round robin over shuffled classes)."""
-    rng = np.random.default_rng(seed)
-    per = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    return np.stack(per, axis=1).reshape(-1)  # (n_per_class * classes,): class 0, 1, ..., 9, 0, 1, ...
-
-
-def fill_files(images: np.ndarray, order: np.ndarray, budget: int, enc) -> tuple[np.ndarray, np.ndarray, int]:
-    """Encode images in ``order`` one file each until the next would pass ``budget`` bytes (a label byte each)."""
-    kept, decoded, total = [], [], 0
-    for i in order:
-        data = enc(images[i])
-        if total + len(data) + 1 > budget:
-            break
-        kept.append(i)
-        decoded.append(decode(data))
-        total += len(data) + 1
-    if not kept:
-        return np.asarray([], dtype=np.int64), np.zeros((0, *images.shape[1:]), np.uint8), 0
-    return np.asarray(kept), np.stack(decoded), total
-
-
-def mosaic_bytes(images: np.ndarray, quality: int) -> tuple[list[bytes], list[int]]:
-    """Tile images (n, 32, 32, 3) into MOSAIC x MOSAIC JPEGs (the last one partly black); bytes and counts."""
-    out, counts, per = [], [], MOSAIC * MOSAIC
-    for lo in range(0, len(images), per):
-        part = images[lo:lo + per]
-        canvas = np.zeros((per, *images.shape[1:]), dtype=np.uint8)
-        canvas[: len(part)] = part
-        side = int(math.ceil(math.sqrt(len(part))))  # a square just large enough: no bytes for empty rows
-        grid = canvas[: side * side].reshape(side, side, 32, 32, 3).transpose(0, 2, 1, 3, 4).reshape(side * 32, side * 32, 3)
-        out.append(encode_jpeg(grid, quality))
-        counts.append(len(part))
-    return out, counts
-
-
-def unmosaic(blobs: list[bytes], counts: list[int]) -> np.ndarray:
-    tiles = []
-    for data, n in zip(blobs, counts):
-        grid = decode(data)
-        side = grid.shape[0] // 32
-        tiles.append(grid.reshape(side, 32, side, 32, 3).transpose(0, 2, 1, 3, 4).reshape(-1, 32, 32, 3)[:n])
-    return np.concatenate(tiles)
-
-
-def fill_mosaic(images: np.ndarray, order: np.ndarray, budget: int, quality: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """The largest class-balanced prefix of ``order`` whose mosaics (plus a label byte each) fit ``budget``."""
-    lo, hi, best = 10, len(order), None
-    while lo <= hi:  # bytes grow with the count: bisect on it, in steps of whole classes
-        mid = (lo + hi) // 20 * 10
-        blobs, counts = mosaic_bytes(images[order[:mid]], quality)
-        total = sum(len(b) for b in blobs) + mid
-        if total <= budget:
-            best, lo = (mid, blobs, counts, total), mid + 10
-        else:
-            hi = mid - 10
-    if best is None:
-        return np.asarray([], dtype=np.int64), np.zeros((0, 32, 32, 3), np.uint8), 0
-    n, blobs, counts, total = best
-    return order[:n], unmosaic(blobs, counts), total
 
 
 def build_set(cell: Cell, work: Path) -> tuple[Path, dict]:
@@ -269,7 +184,16 @@ def epochs_for(images: int, steps: int) -> int:
     return int(min(300, max(1, round(steps * 256 / max(images, 1)))))
 
 
-def run_cell(cell: Cell, args: argparse.Namespace, log) -> dict:
+def machine() -> str:
+    sys.path.insert(0, str(REPO / "tools"))
+    from benchlib import machine as described
+
+    return described()
+
+
+def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dict | None = None) -> dict:
+    """Evaluate the cell seed by seed. A finished seed is kept in ``--work`` and, through ``save_partial``, in the
+    committed records (``"partial": true``), so that a cell resumes in a later session from a clean clone."""
     import latentds
 
     spec, meta = build_set(cell, args.work)
@@ -282,10 +206,24 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> dict:
     folder = args.work / "cells" / cell.name
     folder.mkdir(parents=True, exist_ok=True)
     accs, seconds = [], []
+    committed = {s["seed"]: s for s in (prior or {}).get("seed_runs", [])}
+    spec_arg = spec if isinstance(spec, str) else os.path.relpath(spec, REPO)
+    record = {
+        "cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": meta["bytes"],
+        "images": meta["images"], "budget_bytes": meta.get("budget"), "seeds": args.seeds, "epochs": epochs,
+        "steps": args.steps, "machine": machine(), "encode": meta.get("encode"),
+        "command": f"python bench/per_byte.py --only {cell.method} --budgets {cell.budget} --steps {args.steps} "
+                   f"--seeds {args.seeds}  # then: latentds eval {spec_arg} --test {DATA} --arch convnet3 "
+                   f"--epochs {epochs} --seeds {args.seeds}",
+    }
+    runs = []
     for seed in range(args.seeds):
         done = folder / f"seed{seed}.json"
         if done.exists():
             r = json.loads(done.read_text())
+        elif seed in committed and committed[seed]["epochs"] == epochs:
+            r = committed[seed]
+            log(f"{cell.name}: seed {seed}: {r['acc']:.2f} % from the committed records")
         else:
             t0 = time.perf_counter()
             extra = {"ipc": meta["ipc"]} if "ipc" in meta else {}
@@ -295,18 +233,14 @@ def run_cell(cell: Cell, args: argparse.Namespace, log) -> dict:
                  "compute": res.config["compute"]}
             done.write_text(json.dumps(r))
             log(f"{cell.name}: seed {seed}: {r['acc']:.2f} % ({r['seconds'] / 60:.1f} min)")
+        runs.append({"seed": seed, "epochs": epochs, **r})
         accs.append(r["acc"])
         seconds.append(r["seconds"])
-    spec_arg = spec if isinstance(spec, str) else os.path.relpath(spec, REPO)
-    return {
-        "cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": meta["bytes"],
-        "images": meta["images"], "budget_bytes": meta.get("budget"), "acc_mean": float(np.mean(accs)),
-        "acc_std": float(np.std(accs)), "accs": accs, "seeds": args.seeds, "epochs": epochs, "steps": args.steps,
-        "eval_s": seconds, "compute": r["compute"], "encode": meta.get("encode"),
-        "command": f"python bench/per_byte.py --only {cell.method} --budgets {cell.budget} --steps {args.steps} "
-                   f"--seeds {args.seeds}  # then: latentds eval {spec_arg} --test {DATA} --arch convnet3 "
-                   f"--epochs {epochs} --seeds {args.seeds}",
-    }
+        if seed + 1 < args.seeds:
+            save_partial({**record, "partial": True, "seed_runs": list(runs), "acc_mean": None, "acc_std": None,
+                          "accs": list(accs)})
+    return {**record, "acc_mean": float(np.mean(accs)), "acc_std": float(np.std(accs)), "accs": accs,
+            "eval_s": seconds, "compute": r["compute"], "seed_runs": runs}
 
 
 def write_outputs(records: list[dict], out: Path) -> None:
@@ -314,6 +248,10 @@ def write_outputs(records: list[dict], out: Path) -> None:
     lines = ["# Accuracy per byte on CIFAR-10 (ConvNet-3, real test split)", "",
              "| budget | method | images | bytes | MB | acc (%) | epochs |", "|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["bytes"], r["method"])):
+        if r.get("partial"):
+            lines.append(f"| {r['budget']} | {r['method']} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
+                         f"running: seeds {', '.join(f'{a:.2f}' for a in r['accs'])} of {r['seeds']} | {r['epochs']} |")
+            continue
         if r["acc_mean"] is None:
             lines.append(f"| {r['budget']} | {r['method']} | 0 | - | - | does not fit in {r['budget_bytes']:,} bytes | - |")
             continue
@@ -332,7 +270,7 @@ def write_outputs(records: list[dict], out: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(8, 5))
     families: dict[str, list[dict]] = {}
-    for r in (r for r in records if r["acc_mean"] is not None):
+    for r in (r for r in records if r["acc_mean"] is not None and not r.get("partial")):
         families.setdefault(r["method"].rsplit("_q", 1)[0] if "_q" in r["method"] else r["method"], []).append(r)
     for fam, rs in sorted(families.items()):
         best: dict[str, dict] = {}
@@ -351,6 +289,12 @@ def write_outputs(records: list[dict], out: Path) -> None:
     fig.savefig(out / "per-byte-cpu.png", dpi=120)
 
 
+def save_record(record: dict, results: Path, out: Path) -> None:
+    """Replace the cell's record (reread first: other processes append too) and redraw the table and plot."""
+    records = json.loads(results.read_text()) if results.exists() else []
+    write_outputs([r for r in records if r["cell"] != record["cell"]] + [record], out)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budgets", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
@@ -364,7 +308,8 @@ def main() -> int:
     planned = cells(args.budgets, args.only)
     results = args.out / "per-byte-cpu.json"
     records = json.loads(results.read_text()) if results.exists() else []
-    done = {r["cell"] for r in records if r.get("steps") == args.steps and r.get("seeds") == args.seeds}
+    done = {r["cell"] for r in records
+            if r.get("steps") == args.steps and r.get("seeds") == args.seeds and not r.get("partial")}
     logfile = args.work / "per-byte.log"
     args.work.mkdir(parents=True, exist_ok=True)
 
@@ -384,10 +329,9 @@ def main() -> int:
         if cell.name in done:
             continue
         log(f"cell start: {cell.name}")
-        record = run_cell(cell, args, log)
-        records = json.loads(results.read_text()) if results.exists() else []  # reread: other processes append too
-        records = [r for r in records if r["cell"] != cell.name] + [record]
-        write_outputs(records, args.out)
+        prior = next((r for r in records if r["cell"] == cell.name and r.get("steps") == args.steps), None)
+        record = run_cell(cell, args, log, lambda partial: save_record(partial, results, args.out), prior)
+        save_record(record, results, args.out)
         if record["acc_mean"] is not None:
             log(f"cell done: {cell.name}: {record['acc_mean']:.2f} ± {record['acc_std']:.2f} % on "
                 f"{record['images']:,} images in {record['bytes']:,} bytes")

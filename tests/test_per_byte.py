@@ -1,4 +1,5 @@
-"""The per-byte benchmark's accounting (bench/per_byte.py): what fits in a budget, class balance, lossless tiling."""
+"""The per-byte benchmark (bench/per_byte.py, bench/byte_budget.py): what fits in a budget, class balance,
+lossless tiling, and cells that resume from the committed records in a later session."""
 
 from __future__ import annotations
 
@@ -12,13 +13,22 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def pb():
-    spec = importlib.util.spec_from_file_location("per_byte", REPO / "bench" / "per_byte.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["per_byte"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def pb():
+    return _load("byte_budget")
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("per_byte")
 
 
 def _images(n: int = 200, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -69,3 +79,29 @@ def test_a_budget_nothing_fits_in_is_said_not_rounded_up(pb):
     assert len(kept) == 0 and total == 0 and decoded.shape[0] == 0
     kept, _, total = pb.fill_files(images, order, 100, pb.encode_png)
     assert len(kept) == 0 and total == 0
+
+
+def test_a_cell_resumes_from_the_committed_seeds_and_saves_each_new_one(bench, tmp_path, monkeypatch):
+    import latentds
+
+    cell = bench.Cell("100", "png")
+    meta = {"images": 500, "bytes": 1234, "budget": 2000}
+    monkeypatch.setattr(bench, "build_set", lambda c, work: (tmp_path / "set.npz", meta))
+    evaluated = []
+
+    def fake_evaluate(spec, test, *, seed, epochs, **kw):
+        evaluated.append(seed)
+        return type("R", (), {"accs": [50.0 + seed], "curves": [{"train_acc": [0.9]}], "config": {"compute": {}}})()
+
+    monkeypatch.setattr(latentds, "evaluate", fake_evaluate)
+    args = type("A", (), {"work": tmp_path, "seeds": 3, "steps": 1000})()
+    epochs = bench.epochs_for(500, 1000)
+    prior = {"seed_runs": [{"seed": 0, "epochs": epochs, "acc": 40.0, "seconds": 1.0, "final_train_acc": 0.9,
+                            "compute": {}}]}
+    partials = []
+    record = bench.run_cell(cell, args, lambda line: None, partials.append, prior)
+    assert evaluated == [1, 2]  # seed 0 came from the committed record, not from a rerun
+    assert record["accs"] == [40.0, 51.0, 52.0] and not record.get("partial")
+    assert [p["accs"] for p in partials] == [[40.0], [40.0, 51.0]] and all(p["partial"] for p in partials)
+    bench.write_outputs([partials[-1]], tmp_path)  # a running cell is listed, not plotted as a result
+    assert "running: seeds 40.00, 51.00 of 3" in (tmp_path / "per-byte-cpu.md").read_text()
