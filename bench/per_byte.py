@@ -284,7 +284,8 @@ def write_outputs(records: list[dict], out: Path) -> None:
     ax.set_xlabel("file size (MB)")
     ax.set_ylabel("ConvNet-3 test accuracy (%)")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if families:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out / "per-byte-cpu.png", dpi=120)
 

@@ -47,8 +47,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="resize the images to NxN (antialiased) before anything else (default: keep their size)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: the preset's (auto)")
     p.add_argument("--precision", choices=ENCODE_PRECISIONS, default=None,
-                   help="training stages: auto (default: measured per machine, bf16 only where the hardware has it), "
-                        "fp32 (bit-identical resumes on a CPU) or bf16; also $LATENTDS_PRECISION")
+                   help="training stages: auto (default: the hardware class's rule, never a timing; "
+                        "`latentds info --system` shows it), fp32 (bit-identical resumes on a CPU) or bf16; "
+                        "also $LATENTDS_PRECISION")
     p.add_argument("--work-dir", type=Path, default=None, help="checkpoints and logs (default: OUT with suffix .work)")
     p.add_argument("--root", default=None, help="where cifar10/cifar100 live (default: the user cache dir)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,

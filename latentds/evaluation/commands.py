@@ -67,7 +67,8 @@ def register(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--eval-every", type=int, default=0, metavar="N", help="also test every N epochs, for the curve")
     p.add_argument("--device", default=_DEFAULTS.device, help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=_DEFAULTS.precision,
-                   help="training and decoding precision: auto (measured per machine; bf16 only on bf16 hardware), "
+                   help="training and decoding precision: auto (the hardware class's rule, never a timing; "
+                        "`latentds info --system` shows it), "
                         "fp32 or bf16; also $LATENTDS_PRECISION (default: %(default)s)")
     p.add_argument("--root", help="where named datasets (cifar10, cifar100) live (default: the user cache dir)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
