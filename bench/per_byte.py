@@ -27,8 +27,12 @@ Schedule: ``--steps`` SGD steps of batch 256 for every cell (epochs = steps x 25
 most 300), ConvNet-3, DSA, SGD lr 0.01 momentum 0.9, lr x0.1 at half: every cell sees the same number of
 gradient steps, whatever its image count.
 
-Every seed's result is saved in ``--work`` as it finishes; the records (one per cell, with its command) go to
-``--out``/per-byte-cpu.json, the table to per-byte-cpu.md and the plot to per-byte-cpu.png.
+Every seed's result is saved in ``--work`` as it finishes and in the records (``--out``/per-byte-cpu.json, one per
+cell with its command; ``"partial": true`` until its last seed), with the sha256 of the set it trained on; the
+table goes to per-byte-cpu.md and the plot to per-byte-cpu.png. A cell stopped at any point resumes with the same
+command, in a later session from a clean clone too: finished seeds are taken from the committed records when the
+set's bytes are the same, and the whole-set latentds file (a ~2-hour encode on 2 CPU cores) is kept in
+bench/results/per-byte-sets/ once written, so only its evaluation is left to redo.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ GENERATOR = REPO / "bench/artifacts/cifar10-biggan32-w16-2000it.safetensors"  # 
 LATENT_DIM = 128
 HEADER_ALLOWANCE = 16_384  # the .lds manifest and safetensors header, generously
 TRAIN_IMAGES = 50_000
+KEPT = REPO / "bench/results/per-byte-sets"  # encodes too long to redo each session (the whole set): committed
 PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
 
 
@@ -168,11 +173,18 @@ def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
     if cell.method == "inversion":
         overrides.append("condense.iterations=0")
     reuse_stages(work, cell.budget, encode_dir, with_inversion=cell.method == "inversion")
+    kept = KEPT / out.name if cell.budget == "all" and cell.method == "lds_int8" else None
+    if not out.exists() and kept is not None and kept.exists():  # a clean clone resumes after the encode
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kept, out)
     if not out.exists():
         t0 = time.perf_counter()
         latentds.encode(DATA, out, "fast", overrides=overrides, work_dir=encode_dir, generator=GENERATOR,
                         progress=False)
         (out.with_suffix(".json")).write_text(json.dumps({"encode_wall_s": time.perf_counter() - t0}))
+    if kept is not None and not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out, kept)
     info = latentds.open_lds(out).manifest
     return out, {"images": int(info["num_samples"]), "bytes": out.stat().st_size, "budget": lds_bytes(ipc),
                  "encode": {"preset": "fast", "overrides": overrides, "generator": str(GENERATOR.relative_to(REPO)),
@@ -182,6 +194,16 @@ def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
 # --- running a cell -------------------------------------------------------------------------------------------
 def epochs_for(images: int, steps: int) -> int:
     return int(min(300, max(1, round(steps * 256 / max(images, 1)))))
+
+
+def set_fingerprint(spec: Path | str) -> str:
+    """The sha256 of a cell's training set file (a seed's result is reused only for the same bytes), or its name
+    where it is not one file (the real folder, GAN samples of the committed generator)."""
+    if isinstance(spec, Path) and spec.is_file():
+        from latentds.format import file_sha256
+
+        return file_sha256(spec)
+    return str(spec)
 
 
 def machine() -> str:
@@ -206,12 +228,13 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
     folder = args.work / "cells" / cell.name
     folder.mkdir(parents=True, exist_ok=True)
     accs, seconds = [], []
-    committed = {s["seed"]: s for s in (prior or {}).get("seed_runs", [])}
+    set_sha = set_fingerprint(spec)
+    committed = {s["seed"]: s for s in (prior or {}).get("seed_runs", []) if s.get("set_sha256") == set_sha}
     spec_arg = spec if isinstance(spec, str) else os.path.relpath(spec, REPO)
     record = {
         "cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": meta["bytes"],
         "images": meta["images"], "budget_bytes": meta.get("budget"), "seeds": args.seeds, "epochs": epochs,
-        "steps": args.steps, "machine": machine(), "encode": meta.get("encode"),
+        "steps": args.steps, "machine": machine(), "encode": meta.get("encode"), "set_sha256": set_sha,
         "command": f"python bench/per_byte.py --only {cell.method} --budgets {cell.budget} --steps {args.steps} "
                    f"--seeds {args.seeds}  # then: latentds eval {spec_arg} --test {DATA} --arch convnet3 "
                    f"--epochs {epochs} --seeds {args.seeds}",
@@ -233,7 +256,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
                  "compute": res.config["compute"]}
             done.write_text(json.dumps(r))
             log(f"{cell.name}: seed {seed}: {r['acc']:.2f} % ({r['seconds'] / 60:.1f} min)")
-        runs.append({"seed": seed, "epochs": epochs, **r})
+        runs.append({"seed": seed, "epochs": epochs, "set_sha256": set_sha, **r})
         accs.append(r["acc"])
         seconds.append(r["seconds"])
         if seed + 1 < args.seeds:

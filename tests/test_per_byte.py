@@ -96,11 +96,13 @@ def test_a_cell_resumes_from_the_committed_seeds_and_saves_each_new_one(bench, t
     monkeypatch.setattr(latentds, "evaluate", fake_evaluate)
     args = type("A", (), {"work": tmp_path, "seeds": 3, "steps": 1000})()
     epochs = bench.epochs_for(500, 1000)
-    prior = {"seed_runs": [{"seed": 0, "epochs": epochs, "acc": 40.0, "seconds": 1.0, "final_train_acc": 0.9,
-                            "compute": {}}]}
+    same = {"epochs": epochs, "seconds": 1.0, "final_train_acc": 0.9, "compute": {},
+            "set_sha256": str(tmp_path / "set.npz")}
+    prior = {"seed_runs": [{"seed": 0, "acc": 40.0, **same},
+                           {"seed": 1, "acc": 41.0, **same, "set_sha256": "another set's bytes"}]}
     partials = []
     record = bench.run_cell(cell, args, lambda line: None, partials.append, prior)
-    assert evaluated == [1, 2]  # seed 0 came from the committed record, not from a rerun
+    assert evaluated == [1, 2]  # seed 0 came from the committed record; seed 1 was run on other bytes: rerun
     assert record["accs"] == [40.0, 51.0, 52.0] and not record.get("partial")
     assert [p["accs"] for p in partials] == [[40.0], [40.0, 51.0]] and all(p["partial"] for p in partials)
     bench.write_outputs([partials[-1]], tmp_path)  # a running cell is listed, not plotted as a result
