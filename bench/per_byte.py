@@ -25,7 +25,8 @@ The whole real training set as shipped (``real_all``: 50,000 JPEG files, quality
 Byte counts are what the files take: images plus one label byte per image (a class id fits in a uint8).
 Schedule: ``--steps`` SGD steps of batch 256 for every cell (epochs = steps x 256 / images, at least 1, at
 most 300), ConvNet-3, DSA, SGD lr 0.01 momentum 0.9, lr x0.1 at half: every cell sees the same number of
-gradient steps, whatever its image count.
+gradient steps, whatever its image count. Every encode and evaluation runs in fp32 (``PRECISION``), whatever the
+CPU's rule, so that cells measured on different kinds of machine compare.
 
 Every seed's result is saved in ``--work`` as it finishes and in the records (``--out``/per-byte-cpu.json, one per
 cell with its command; ``"partial": true`` until its last seed), with the sha256 of the set it trained on; the
@@ -62,6 +63,7 @@ GENERATOR = REPO / "bench/artifacts/cifar10-biggan32-w16-2000it.safetensors"  # 
 LATENT_DIM = 128
 HEADER_ALLOWANCE = 16_384  # the .lds manifest and safetensors header, generously
 TRAIN_IMAGES = 50_000
+PRECISION = "fp32"  # every cell on every CPU kind: one numerics, so cells measured on different machines compare
 KEPT = REPO / "bench/results/per-byte-sets"  # encodes too long to redo each session (the whole set): committed
 PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
 
@@ -180,7 +182,7 @@ def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
     if not out.exists():
         t0 = time.perf_counter()
         latentds.encode(DATA, out, "fast", overrides=overrides, work_dir=encode_dir, generator=GENERATOR,
-                        progress=False)
+                        progress=False, precision=PRECISION)
         (out.with_suffix(".json")).write_text(json.dumps({"encode_wall_s": time.perf_counter() - t0}))
     if kept is not None and not kept.exists():
         kept.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +239,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
         "steps": args.steps, "machine": machine(), "encode": meta.get("encode"), "set_sha256": set_sha,
         "command": f"python bench/per_byte.py --only {cell.method} --budgets {cell.budget} --steps {args.steps} "
                    f"--seeds {args.seeds}  # then: latentds eval {spec_arg} --test {DATA} --arch convnet3 "
-                   f"--epochs {epochs} --seeds {args.seeds}",
+                   f"--epochs {epochs} --seeds {args.seeds} --precision {PRECISION}",
     }
     runs = []
     for seed in range(args.seeds):
@@ -251,7 +253,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
             t0 = time.perf_counter()
             extra = {"ipc": meta["ipc"]} if "ipc" in meta else {}
             res = latentds.evaluate(spec, DATA, arch="convnet3", epochs=epochs, seeds=1, seed=seed, device="cpu",
-                                    progress=False, **extra)
+                                    precision=PRECISION, progress=False, **extra)
             r = {"acc": res.accs[0], "seconds": time.perf_counter() - t0, "final_train_acc": res.curves[0]["train_acc"][-1],
                  "compute": res.config["compute"]}
             done.write_text(json.dumps(r))

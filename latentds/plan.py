@@ -77,7 +77,13 @@ CLASSES: dict[str, HardwareClass] = {
         "cpu", "fp32", "fp32", True, 16,
         "2-core AMD EPYC, no bf16 hardware (bench/results/speed-cpu.json): decode fp32 channels_last 1.4-1.8x "
         "contiguous; ConvNet-3 training channels_last 7-12 % slower; emulated bf16 matmul 110x slower than fp32. "
-        "CPUs with AVX512-BF16 but no AMX are in this class until measured (--precision bf16 tries it)"),
+        "CPUs with other bf16 hardware (ARM BF16) are in this class until measured (--precision bf16 tries it)"),
+    "cpu-avx512bf16": HardwareClass(
+        "cpu-avx512bf16", "bf16", "bf16", True, 16,
+        "2-core AMD EPYC with AVX512-BF16, no AMX (bench/results/plan-rules-cpu-avx512bf16.json, python "
+        "tools/bench_plan_rules.py, two runs): a ConvNet-3 width-128 training step in bf16 2.1-2.3x fp32 and "
+        "2.3-2.6x bf16 channels_last; BigGAN-32 width-16 decode in bf16 channels_last 1.7-1.8x fp32 channels_last "
+        "at 16 per pass, chunks of 16-128 within 5 % of each other"),
     "cpu-amx": HardwareClass(
         "cpu-amx", "bf16", "bf16", True, 16,
         "2-core Xeon with AMX (bench/results/plan-rules-cpu-amx.json, python tools/bench_plan_rules.py): a ConvNet-3 "
@@ -183,9 +189,10 @@ def _cpu_has_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def _cpu_has_amx() -> bool:
+def _cpu_class() -> str:
+    """The CPU's hardware class from its flags: AMX, else AVX512-BF16, else plain (bf16 emulated or unmeasured)."""
     _, flags = _cpu_model_and_flags()
-    return "amx_bf16" in flags
+    return "cpu-amx" if "amx_bf16" in flags else "cpu-avx512bf16" if "avx512_bf16" in flags else "cpu"
 
 
 def _cuda_has_bf16(device: torch.device) -> bool:
@@ -197,7 +204,7 @@ def hardware_class(device: str | torch.device = "cpu") -> HardwareClass:
     device = torch.device(device)
     if device.type == "cuda":
         return CLASSES["cuda-bf16" if _cuda_has_bf16(device) else "cuda"]
-    return CLASSES["cpu-amx" if _cpu_has_amx() else "cpu"]
+    return CLASSES[_cpu_class()]
 
 
 def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:

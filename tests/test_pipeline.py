@@ -333,8 +333,8 @@ def same_tensors(a: Path, b: Path) -> None:
 
 
 def test_same_encode_twice_with_the_default_settings_gives_the_same_file(folder, tmp_path, monkeypatch):
-    """No pinned precision: "auto" is the hardware class's rule (bf16 on AMX CPUs, fp32 elsewhere), never a
-    timing, so two runs in one process store the same tensors, and record the same compute."""
+    """No pinned precision: "auto" is the hardware class's rule (bf16 on CPUs with AMX or AVX512-BF16, fp32
+    elsewhere), never a timing, so two runs in one process store the same tensors, and record the same compute."""
     from latentds.plan import get_plan
 
     monkeypatch.delenv("LATENTDS_PRECISION")

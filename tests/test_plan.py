@@ -21,24 +21,34 @@ def auto(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LATENTDS_PRECISION")
 
 
-@pytest.mark.parametrize("amx, expected", [(False, ("cpu", "fp32", "fp32")), (True, ("cpu-amx", "bf16", "bf16"))])
-def test_auto_is_the_hardware_class_rule(auto, monkeypatch, amx, expected):
-    """A CPU without AMX keeps fp32 (bf16 would be emulated, or is unmeasured); an AMX CPU trains and decodes
-    in bf16. Decided by CPU flags alone: timing never enters, so every call agrees."""
-    monkeypatch.setattr(plan_mod, "_cpu_has_amx", lambda: amx)
+def _flags(monkeypatch: pytest.MonkeyPatch, *flags: str) -> None:
+    monkeypatch.setattr(plan_mod, "_cpu_model_and_flags", lambda: ("a CPU", {"avx2", "fma", *flags}))
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ((), ("cpu", "fp32", "fp32")),
+    (("bf16",), ("cpu", "fp32", "fp32")),  # ARM's BF16: not measured yet, so fp32
+    (("avx512_bf16",), ("cpu-avx512bf16", "bf16", "bf16")),
+    (("avx512_bf16", "amx_bf16", "amx_tile"), ("cpu-amx", "bf16", "bf16")),
+])
+def test_auto_is_the_hardware_class_rule(auto, monkeypatch, flags, expected):
+    """A CPU without bf16 hardware keeps fp32 (bf16 would be emulated); an AMX or AVX512-BF16 CPU trains and
+    decodes in bf16. Decided by CPU flags alone: timing never enters, so every call agrees."""
+    _flags(monkeypatch, *flags)
+    bf16 = expected[1] == "bf16"
     plans = [get_plan("cpu") for _ in range(3)]
     assert all(p == plans[0] for p in plans)
     plan = plans[0]
     assert (plan.hardware, plan.train_precision, plan.precision) == expected
     assert plan.channels_last and plan.decode_chunk == 16 and not plan.train_channels_last
-    assert plan.compute().amp_dtype == (torch.bfloat16 if amx else None)
+    assert plan.compute().amp_dtype == (torch.bfloat16 if bf16 else None)
     assert plan.requested == "auto" and "auto, rule for " + expected[0] in plan.describe()
     assert CLASSES[plan.hardware].evidence  # each rule names the measurement behind it
 
 
 def test_pinned_precisions_override_the_rule(auto, monkeypatch):
-    for amx in (False, True):
-        monkeypatch.setattr(plan_mod, "_cpu_has_amx", lambda amx=amx: amx)
+    for flags in ((), ("avx512_bf16",), ("amx_bf16",)):
+        _flags(monkeypatch, *flags)
         fp32, bf16 = get_plan("cpu", "fp32"), get_plan("cpu", "bf16")
         assert (fp32.precision, fp32.train_precision, fp32.requested) == ("fp32", "fp32", "fp32")
         assert (bf16.precision, bf16.train_precision) == ("bf16", "bf16")  # runs anywhere, emulated if need be
@@ -88,7 +98,7 @@ def test_compute_autocast_and_memory_format():
 
 
 def test_info_system_reports_the_rule(auto, monkeypatch, capsys):
-    monkeypatch.setattr(plan_mod, "_cpu_has_amx", lambda: False)
+    _flags(monkeypatch)
     assert main(["info", "--system", "--json", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["machine"]["device_type"] == "cpu" and "bf16_hardware" in report["machine"]
