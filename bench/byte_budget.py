@@ -94,3 +94,16 @@ def fill_mosaic(images: np.ndarray, order: np.ndarray, budget: int, quality: int
         return np.asarray([], dtype=np.int64), np.zeros((0, 32, 32, 3), np.uint8), 0
     n, blobs, counts, total = best
     return order[:n], unmosaic(blobs, counts), total
+
+
+def bytes_per_image(images: np.ndarray, file_qualities, mosaic_qualities) -> dict[str, float]:
+    """Mean bytes per image of each way to ship ``images`` (n, 32, 32, 3), a label byte each: one PNG or JPEG file
+    per image, or JPEG mosaics (``images`` should fill whole mosaics for a fair figure)."""
+    n = len(images)
+    out = {"png_file": sum(len(encode_png(im)) for im in images) / n + 1}
+    for q in file_qualities:
+        out[f"jpeg_file_q{q}"] = sum(len(encode_jpeg(im, q)) for im in images) / n + 1
+    for q in mosaic_qualities:
+        out[f"jpeg_mosaic_q{q}"] = sum(len(b) for b in mosaic_bytes(images, q)[0]) / n + 1
+    out["raw_uint8"] = float(images[0].size + 1)
+    return {k: round(v, 1) for k, v in out.items()}

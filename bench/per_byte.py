@@ -53,7 +53,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from byte_budget import class_balanced_order, encode_jpeg, encode_png, fill_files, fill_mosaic  # noqa: E402
+from byte_budget import (  # noqa: E402
+    MOSAIC, bytes_per_image, class_balanced_order, encode_jpeg, encode_png, fill_files, fill_mosaic)
 
 DATA = "../shared/datasets/cifar10-jpeg"
 FILE_QUALITIES = (20, 75)  # per-file JPEG: 75 is what the shipped folder uses; below 20 the header dominates
@@ -315,6 +316,24 @@ def write_outputs(records: list[dict], out: Path) -> None:
     fig.savefig(out / "per-byte-cpu.png", dpi=120)
 
 
+def write_sizes(out: Path) -> int:
+    """What one image costs in each format, on the first 4 mosaics' worth of the class-balanced order, next to
+    what one latent row costs in a .lds (its label byte included; the generator and header come on top)."""
+    from latentds.sources import load_source
+
+    data = load_source(DATA, split="train", progress=False)
+    images = data.images.permute(0, 2, 3, 1).numpy()
+    n = 4 * MOSAIC * MOSAIC
+    order = class_balanced_order(data.labels.numpy(), seed=0)[:n]
+    sizes = bytes_per_image(images[order], (5, 20, 50, 75), MOSAIC_QUALITIES + (75,))
+    sizes.update({f"lds_latent_{d}": float(LATENT_DIM * w + 1) for d, w in (("int8", 1), ("fp16", 2), ("fp32", 4))})
+    record = {"images": n, "bytes_per_image": sizes, "generator_fp16_bytes": generator_fp16_bytes(),
+              "command": "python bench/per_byte.py --sizes"}
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record, indent=1))
+    return 0
+
+
 def save_record(record: dict, results: Path, out: Path) -> None:
     """Replace the cell's record (reread first: other processes append too) and redraw the table and plot."""
     records = json.loads(results.read_text()) if results.exists() else []
@@ -330,7 +349,10 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("../latentds-bench/per-byte"))
     p.add_argument("--out", type=Path, default=REPO / "bench/results")
     p.add_argument("--plan", action="store_true", help="list the cells and budgets; run nothing")
+    p.add_argument("--sizes", action="store_true", help="bytes per image of every format (a few seconds); run nothing else")
     args = p.parse_args()
+    if args.sizes:
+        return write_sizes(args.out / "per-byte-sizes.json")
     planned = cells(args.budgets, args.only)
     results = args.out / "per-byte-cpu.json"
     records = json.loads(results.read_text()) if results.exists() else []

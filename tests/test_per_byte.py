@@ -107,3 +107,11 @@ def test_a_cell_resumes_from_the_committed_seeds_and_saves_each_new_one(bench, t
     assert [p["accs"] for p in partials] == [[40.0], [40.0, 51.0]] and all(p["partial"] for p in partials)
     bench.write_outputs([partials[-1]], tmp_path)  # a running cell is listed, not plotted as a result
     assert "running: seeds 40.00, 51.00 of 3" in (tmp_path / "per-byte-cpu.md").read_text()
+
+
+def test_bytes_per_image_counts_a_label_byte_and_mosaics_share_their_headers(pb):
+    images, _ = _images(n=100)
+    sizes = pb.bytes_per_image(images, (20,), (20,))
+    assert sizes["raw_uint8"] == 32 * 32 * 3 + 1
+    assert sizes["jpeg_file_q20"] == round(sum(len(pb.encode_jpeg(im, 20)) for im in images) / 100 + 1, 1)
+    assert sizes["jpeg_mosaic_q20"] < sizes["jpeg_file_q20"] < sizes["png_file"]  # the JPEG header, paid once
