@@ -56,7 +56,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from byte_budget import (  # noqa: E402
     MOSAIC, bytes_per_image, class_balanced_order, encode_jpeg, encode_png, fill_files, fill_mosaic)
 
-DATA = "../shared/datasets/cifar10-jpeg"
+DATA_DEFAULT = "../shared/datasets/cifar10-jpeg"
 FILE_QUALITIES = (20, 75)  # per-file JPEG: 75 is what the shipped folder uses; below 20 the header dominates
 MOSAIC_QUALITIES = (5, 20, 50)  # mosaics: 37, 111 and 224 bytes per image on CIFAR-10
 BUDGETS = {"100": 100, "500": 500, "all": None}  # latents per class (None: the whole training set)
@@ -65,7 +65,7 @@ LATENT_DIM = 128
 HEADER_ALLOWANCE = 16_384  # the .lds manifest and safetensors header, generously
 TRAIN_IMAGES = 50_000
 PRECISION = "fp32"  # every cell on every CPU kind: one numerics, so cells measured on different machines compare
-KEPT = REPO / "bench/results/per-byte-sets"  # encodes too long to redo each session (the whole set): committed
+KEPT = "per-byte-sets"  # under --out: encodes too long to redo each session (the whole set), committed
 PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
 
 
@@ -108,25 +108,26 @@ def cells(budgets: list[str], methods: list[str] | None) -> list[Cell]:
     return out
 
 
-def build_set(cell: Cell, work: Path) -> tuple[Path, dict]:
+def build_set(cell: Cell, args: argparse.Namespace) -> tuple[Path, dict]:
     """The cell's training set as an .npz of what a user would decode (cached), and what it cost in bytes."""
+    from latentds.sources import load_source
+
+    work = args.work
     path = work / "sets" / f"{cell.name}.npz"
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
         return path, json.loads(meta_path.read_text())
-    from latentds.sources import load_source
-
-    data = load_source(DATA, split="train", progress=False)
+    if cell.method in LDS_METHODS:
+        return build_lds(cell, args)
+    if cell.method == "real_all":
+        files = list((Path(args.data) / "train").rglob("*.jpg"))
+        meta = {"images": len(files), "bytes": sum(f.stat().st_size for f in files),
+                "what": "the whole training set as shipped: one JPEG file each"}
+        return Path(args.data), meta
+    data = load_source(args.data, split="train", progress=False)
     images = data.images.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) uint8
     labels = data.labels.numpy()
-    if cell.method == "real_all":
-        train_dir = REPO / DATA / "train"
-        total = sum(f.stat().st_size for f in train_dir.rglob("*.jpg"))
-        meta = {"images": len(labels), "bytes": total, "what": "the whole training set as shipped: one JPEG file each"}
-        return Path(DATA), meta
     budget = lds_bytes(BUDGETS[cell.budget])
-    if cell.method in LDS_METHODS:
-        return build_lds(cell, work)
     order = class_balanced_order(labels, seed=0)
     if cell.method == "png":
         kept, decoded, total = fill_files(images, order, budget, encode_png)
@@ -159,7 +160,7 @@ def reuse_stages(work: Path, budget: str, encode_dir: Path, with_inversion: bool
         shutil.copytree(donor, encode_dir / "invert")
 
 
-def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
+def build_lds(cell: Cell, args: argparse.Namespace) -> tuple[Path | str, dict]:
     """Encode (or reuse) the budget's latentds file; ``gan`` evaluates samples of the same generator instead."""
     import latentds
 
@@ -168,6 +169,7 @@ def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
         n = TRAIN_IMAGES // 10 if ipc is None else ipc
         return f"gan:{GENERATOR}", {"images": n * 10, "bytes": lds_bytes(ipc), "ipc": n,
                                     "what": "GAN samples, counted as an int8 .lds of the same latent count"}
+    work = args.work
     encode_dir = work / "encode" / f"{'inversion' if cell.method == 'inversion' else 'itgan'}@{cell.budget}.work"
     dtype = {"lds_fp16": "float16", "lds_fp32": "float32"}.get(cell.method, "int8")
     gen_dtype = "float32" if cell.method == "lds_fp32" else "float16"  # lds_fp32: the storage options' reference
@@ -176,14 +178,14 @@ def build_lds(cell: Cell, work: Path) -> tuple[Path | str, dict]:
     if cell.method == "inversion":
         overrides.append("condense.iterations=0")
     reuse_stages(work, cell.budget, encode_dir, with_inversion=cell.method == "inversion")
-    kept = KEPT / out.name if cell.budget == "all" and cell.method == "lds_int8" else None
+    kept = args.out / KEPT / out.name if cell.budget == "all" and cell.method == "lds_int8" else None
     if not out.exists() and kept is not None and kept.exists():  # a clean clone resumes after the encode
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(kept, out)
     if not out.exists():
         t0 = time.perf_counter()
-        latentds.encode(DATA, out, "fast", overrides=overrides, work_dir=encode_dir, generator=GENERATOR,
-                        progress=False, precision=PRECISION)
+        latentds.encode(args.data, out, "fast", overrides=overrides, work_dir=encode_dir, generator=GENERATOR,
+                        progress=False, precision=PRECISION, device=args.device)
         (out.with_suffix(".json")).write_text(json.dumps({"encode_wall_s": time.perf_counter() - t0}))
     if kept is not None and not kept.exists():
         kept.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +223,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
     committed records (``"partial": true``), so that a cell resumes in a later session from a clean clone."""
     import latentds
 
-    spec, meta = build_set(cell, args.work)
+    spec, meta = build_set(cell, args)
     if meta["images"] == 0:  # not one image fits: said in the record and the table, never rounded up
         log(f"{cell.name}: not a single image fits in {meta['budget']:,} bytes")
         return {"cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": 0, "images": 0,
@@ -239,7 +241,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
         "images": meta["images"], "budget_bytes": meta.get("budget"), "seeds": args.seeds, "epochs": epochs,
         "steps": args.steps, "machine": machine(), "encode": meta.get("encode"), "set_sha256": set_sha,
         "command": f"python bench/per_byte.py --only {cell.method} --budgets {cell.budget} --steps {args.steps} "
-                   f"--seeds {args.seeds}  # then: latentds eval {spec_arg} --test {DATA} --arch convnet3 "
+                   f"--seeds {args.seeds}  # then: latentds eval {spec_arg} --test {args.data} --arch convnet3 "
                    f"--epochs {epochs} --seeds {args.seeds} --precision {PRECISION}",
     }
     runs = []
@@ -253,7 +255,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
         else:
             t0 = time.perf_counter()
             extra = {"ipc": meta["ipc"]} if "ipc" in meta else {}
-            res = latentds.evaluate(spec, DATA, arch="convnet3", epochs=epochs, seeds=1, seed=seed, device="cpu",
+            res = latentds.evaluate(spec, args.data, arch="convnet3", epochs=epochs, seeds=1, seed=seed, device=args.device,
                                     precision=PRECISION, progress=False, **extra)
             r = {"acc": res.accs[0], "seconds": time.perf_counter() - t0, "final_train_acc": res.curves[0]["train_acc"][-1],
                  "compute": res.config["compute"]}
@@ -269,8 +271,8 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
             "eval_s": seconds, "compute": r["compute"], "seed_runs": runs}
 
 
-def write_outputs(records: list[dict], out: Path) -> None:
-    (out / "per-byte-cpu.json").write_text(json.dumps(records, indent=1) + "\n")
+def write_outputs(records: list[dict], out: Path, stem: str = "per-byte-cpu") -> None:
+    (out / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
     lines = ["# Accuracy per byte on CIFAR-10 (ConvNet-3, real test split)", "",
              "| budget | method | images | bytes | MB | acc (%) | epochs |", "|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["bytes"], r["method"])):
@@ -285,8 +287,9 @@ def write_outputs(records: list[dict], out: Path) -> None:
                      f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['epochs']} |")
     lines += ["", "Budgets (bytes): " + ", ".join(f"{k}/class: {lds_bytes(v):,}" if v else f"all: {lds_bytes(v):,}"
                                                   for k, v in BUDGETS.items()),
-              "Paper (IT-GAN, ConvNet-3): " + ", ".join(f"{k} {a}-{b} %" for k, (a, b) in PAPER.items())]
-    (out / "per-byte-cpu.md").write_text("\n".join(lines) + "\n")
+              "Paper (IT-GAN, ConvNet-3): " + ", ".join(f"{k} {a}-{b} %" if a != b else f"{k} {a} %"
+                                                          for k, (a, b) in PAPER.items())]
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     try:
         import matplotlib
 
@@ -313,7 +316,7 @@ def write_outputs(records: list[dict], out: Path) -> None:
     if families:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "per-byte-cpu.png", dpi=120)
+    fig.savefig(out / f"{stem}.png", dpi=120)
 
 
 def write_sizes(out: Path) -> int:
@@ -321,7 +324,7 @@ def write_sizes(out: Path) -> int:
     what one latent row costs in a .lds (its label byte included; the generator and header come on top)."""
     from latentds.sources import load_source
 
-    data = load_source(DATA, split="train", progress=False)
+    data = load_source(DATA_DEFAULT, split="train", progress=False)
     images = data.images.permute(0, 2, 3, 1).numpy()
     n = 4 * MOSAIC * MOSAIC
     order = class_balanced_order(data.labels.numpy(), seed=0)[:n]
@@ -337,7 +340,7 @@ def write_sizes(out: Path) -> int:
 def save_record(record: dict, results: Path, out: Path) -> None:
     """Replace the cell's record (reread first: other processes append too) and redraw the table and plot."""
     records = json.loads(results.read_text()) if results.exists() else []
-    write_outputs([r for r in records if r["cell"] != record["cell"]] + [record], out)
+    write_outputs([r for r in records if r["cell"] != record["cell"]] + [record], out, results.stem)
 
 
 def main() -> int:
@@ -347,6 +350,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=1000, help="SGD steps per network (default %(default)s)")
     p.add_argument("--work", type=Path, default=Path("../latentds-bench/per-byte"))
+    p.add_argument("--data", default=DATA_DEFAULT, help="CIFAR-10 as an image folder (default %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu (the committed records) or cuda (records named -gpu)")
     p.add_argument("--out", type=Path, default=REPO / "bench/results")
     p.add_argument("--plan", action="store_true", help="list the cells and budgets; run nothing")
     p.add_argument("--sizes", action="store_true", help="bytes per image of every format (a few seconds); run nothing else")
@@ -354,12 +359,14 @@ def main() -> int:
     if args.sizes:
         return write_sizes(args.out / "per-byte-sizes.json")
     planned = cells(args.budgets, args.only)
-    results = args.out / "per-byte-cpu.json"
+    stem = "per-byte-cpu" if args.device == "cpu" else "per-byte-gpu"
+    results = args.out / f"{stem}.json"
     records = json.loads(results.read_text()) if results.exists() else []
     done = {r["cell"] for r in records
             if r.get("steps") == args.steps and r.get("seeds") == args.seeds and not r.get("partial")}
     logfile = args.work / "per-byte.log"
     args.work.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
 
     def log(line: str) -> None:
         stamped = f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {line}"

@@ -86,7 +86,7 @@ def test_a_cell_resumes_from_the_committed_seeds_and_saves_each_new_one(bench, t
 
     cell = bench.Cell("100", "png")
     meta = {"images": 500, "bytes": 1234, "budget": 2000}
-    monkeypatch.setattr(bench, "build_set", lambda c, work: (tmp_path / "set.npz", meta))
+    monkeypatch.setattr(bench, "build_set", lambda c, args: (tmp_path / "set.npz", meta))
     evaluated = []
 
     def fake_evaluate(spec, test, *, seed, epochs, **kw):
@@ -94,7 +94,7 @@ def test_a_cell_resumes_from_the_committed_seeds_and_saves_each_new_one(bench, t
         return type("R", (), {"accs": [50.0 + seed], "curves": [{"train_acc": [0.9]}], "config": {"compute": {}}})()
 
     monkeypatch.setattr(latentds, "evaluate", fake_evaluate)
-    args = type("A", (), {"work": tmp_path, "seeds": 3, "steps": 1000})()
+    args = type("A", (), {"work": tmp_path, "seeds": 3, "steps": 1000, "data": "cifar", "device": "cpu"})()
     epochs = bench.epochs_for(500, 1000)
     same = {"epochs": epochs, "seconds": 1.0, "final_train_acc": 0.9, "compute": {},
             "set_sha256": str(tmp_path / "set.npz")}
