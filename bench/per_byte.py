@@ -211,10 +211,14 @@ def set_fingerprint(spec: Path | str) -> str:
     return str(spec)
 
 
-def machine() -> str:
+def machine(device: str) -> str:
     sys.path.insert(0, str(REPO / "tools"))
     from benchlib import machine as described
 
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name(torch.device(device))}, host {described()}"
     return described()
 
 
@@ -239,7 +243,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
     record = {
         "cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": meta["bytes"],
         "images": meta["images"], "budget_bytes": meta.get("budget"), "seeds": args.seeds, "epochs": epochs,
-        "steps": args.steps, "machine": machine(), "encode": meta.get("encode"), "set_sha256": set_sha,
+        "steps": args.steps, "machine": machine(args.device), "encode": meta.get("encode"), "set_sha256": set_sha,
         "command": f"python bench/per_byte.py --only {cell.method} --budgets {cell.budget} --steps {args.steps} "
                    f"--seeds {args.seeds}  # then: latentds eval {spec_arg} --test {args.data} --arch convnet3 "
                    f"--epochs {epochs} --seeds {args.seeds} --precision {PRECISION}",
