@@ -25,6 +25,20 @@ WARMUP_ITERATIONS = 2
 SLOW_CPU_SECONDS = 3600.0  # a whole-set CPU estimate above this gets a suggestion to pass --ipc
 
 
+def _fixed_and_per_iteration(run: Callable[[int], None]) -> tuple[float, float]:
+    """Seconds a call costs whatever its iterations (targets, optimizer set-up) and seconds per iteration, from
+    a call of 1 and one of 1 + WARMUP_ITERATIONS: dividing one call's time by its iterations counted the set-up
+    as iterations (a whole-set CPU inversion was estimated at 2.4 h; its 200 passes took about 18 s each, 1 h)."""
+    t = time.perf_counter()
+    run(1)
+    one = time.perf_counter() - t
+    t = time.perf_counter()
+    run(1 + WARMUP_ITERATIONS)
+    more = time.perf_counter() - t
+    per_iteration = max(more - one, 0.0) / WARMUP_ITERATIONS
+    return max(one - per_iteration, 0.0), per_iteration
+
+
 def estimate(
     cfg: EncodeConfig,
     data: ImageSet,
@@ -59,36 +73,38 @@ def estimate(
                            replace(cfg.invert, iterations=iterations), mean, std, device, compute)
 
         run(1)  # untimed: first calls pay one-off costs (kernel selection, allocator growth)
-        t = time.perf_counter()
-        run(WARMUP_ITERATIONS)
-        per_iter = (time.perf_counter() - t) / WARMUP_ITERATIONS
+        fixed, per_iter = _fixed_and_per_iteration(run)
         passes = math.ceil(len(pending_inv) / per_pass)
         # passes of the probe's size; smaller trailing passes cost about the same on a GPU, less on a CPU
-        seconds = per_iter * cfg.invert.iterations * math.ceil(passes / ranks)
+        seconds = (fixed + per_iter * cfg.invert.iterations) * math.ceil(passes / ranks)
         total += seconds
-        log(f"invert: {per_iter * 1000:.0f} ms per iteration per pass of {len(idx)} latents ({len(batch)} unit{'s' if len(batch) > 1 else ''}) -> "
-            f"about {duration(seconds)} for {passes} passes x {cfg.invert.iterations} iterations"
+        units = f"{len(batch)} unit{'s' if len(batch) > 1 else ''}"
+        log(f"invert: {per_iter * 1000:.0f} ms per iteration + {fixed * 1000:.0f} ms per pass of {len(idx)} latents "
+            f"({units}) -> about {duration(seconds)} for {passes} passes x {cfg.invert.iterations} iterations"
             + (f" over {ranks} ranks" if ranks > 1 else ""))
     if pending_units and cfg.condense.iterations > 0:
         unit = pending_units[0]
         b = min(cfg.condense.batch_syn, len(unit.indices))
         idx = selected[unit.indices[:b]]
-        probe = replace(cfg.condense, iterations=WARMUP_ITERATIONS, eval_nets=0)
+        probe = replace(cfg.condense, eval_nets=0)
         sampler = EmbeddingSampler(pool, probe.random_width, probe.pool_prob, data.num_classes, data.image_shape[0],
                                    data.image_shape[1], device)
         z = None if generator is None else torch.randn(  # None: pixels (the DM baseline)
             b, generator_contract(generator).latent_dim, generator=torch.Generator().manual_seed(0))
         reals = data.images[data.class_indices(unit.cls)]
-        condense(generator, z, data.images[idx], reals, unit.cls, sampler, replace(probe, iterations=1), mean, std, 0,
-                 device, compute=compute)  # untimed warm-up
-        t = time.perf_counter()
-        condense(generator, z, data.images[idx], reals, unit.cls, sampler, probe, mean, std, 0, device, compute=compute)
-        per_batch = (time.perf_counter() - t) / WARMUP_ITERATIONS
+
+        def step(iterations: int) -> None:
+            condense(generator, z, data.images[idx], reals, unit.cls, sampler, replace(probe, iterations=iterations),
+                     mean, std, 0, device, compute=compute)
+
+        step(1)  # untimed warm-up
+        fixed, per_batch = _fixed_and_per_iteration(step)
         batches = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) for u in pending_units)
-        seconds = per_batch * cfg.condense.iterations * batches / ranks
+        seconds = (fixed * len(pending_units) + per_batch * cfg.condense.iterations * batches) / ranks
         total += seconds
-        log(f"condense: {per_batch * 1000:.0f} ms per batch of {b} latents -> about {duration(seconds)} for "
-            f"{len(pending_units)} units ({batches} batches per iteration in all) x {cfg.condense.iterations} iterations"
+        log(f"condense: {per_batch * 1000:.0f} ms per batch of {b} latents + {fixed * 1000:.0f} ms per unit -> "
+            f"about {duration(seconds)} for {len(pending_units)} units ({batches} batches per iteration in all) x "
+            f"{cfg.condense.iterations} iterations"
             + (f" over {ranks} ranks" if ranks > 1 else ""))
     if device.type == "cpu" and cfg.ipc is None and total > SLOW_CPU_SECONDS:
         log(f"note: encoding all {len(selected)} images on the CPU would take about {duration(total)}; pass "
