@@ -1,6 +1,6 @@
 """Accuracy per byte on CIFAR-10: latentds against what a user would ship instead, at equal file sizes.
 
-    python bench/per_byte.py --plan                 # the cells, their byte budgets and estimated times
+    python bench/per_byte.py --plan                 # the cells, their byte budgets and which are done
     python bench/per_byte.py                        # run every pending cell (resumable, seed by seed)
     python bench/per_byte.py --only jpeg_mosaic png --budgets 500
 
