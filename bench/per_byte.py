@@ -3,6 +3,8 @@
     python bench/per_byte.py --plan                 # the cells, their byte budgets and which are done
     python bench/per_byte.py                        # run every pending cell (resumable, seed by seed)
     python bench/per_byte.py --only jpeg_mosaic png --budgets 500
+    python bench/per_byte.py --only lds_int8 --budgets all   # the whole-set cell: a ~2 h encode, then 3 seeds
+    python bench/per_byte.py --sizes                # bytes per image of every format (seconds)
 
 Budgets are the sizes of latentds files at 100 and 500 latents per class and at the whole training set
 (int8 latents, fp16 generator: ``lds_bytes``). At each budget, every method trains ConvNet-3 from scratch on
