@@ -420,6 +420,9 @@ def test_python_api_encode_returns_a_typed_result(reference, folder, tmp_path):
     assert result.manifest["provenance"]["encode_config"]["seed"] == 3
     assert result.manifest["provenance"]["encode_config"]["invert"]["iterations"] == 3  # overrides beat the file
     assert "total" in result.stage_seconds and result.final_losses["condense_loss"] is not None
+    given = result.manifest["provenance"]["losses"]["gan"]  # a given generator: its name and hash, not its folder
+    assert given["file"] == "generator.safetensors" and len(given["sha256"]) == 64
+    assert str(generator.parent) not in json.dumps(result.manifest)
 
 
 def test_config_file_layers_and_errors(tmp_path):

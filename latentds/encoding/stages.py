@@ -84,7 +84,8 @@ def generator_stage(run: Run, loaded: nn.Module | None, generator_path: str | Pa
     """The given generator, or the one train_gan trains (rank 0 trains; the others load its file)."""
     if loaded is not None:
         generator = loaded
-        stats: dict[str, Any] = {"file": str(generator_path), "sha256": run.record["generator_file_sha256"]}
+        # its name and hash, not where it lives on this machine (as for the source: a shared file names no paths)
+        stats: dict[str, Any] = {"file": Path(generator_path).name, "sha256": run.record["generator_file_sha256"]}
         run.log(f"generator: loaded {generator_path} ({generator.arch_name})")
     else:
         cfg, group = run.cfg, run.group
