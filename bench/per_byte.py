@@ -55,6 +55,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
+import per_byte_report as report  # noqa: E402
 from byte_budget import (  # noqa: E402
     MOSAIC, bytes_per_image, class_balanced_order, encode_jpeg, encode_png, fill_files, fill_mosaic)
 
@@ -279,51 +280,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
 
 
 def write_outputs(records: list[dict], out: Path, stem: str = "per-byte-cpu") -> None:
-    (out / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
-    lines = ["# Accuracy per byte on CIFAR-10 (ConvNet-3, real test split)", "",
-             "| budget | method | images | bytes | MB | acc (%) | epochs |", "|---|---|---|---|---|---|---|"]
-    for r in sorted(records, key=lambda r: (r["bytes"], r["method"])):
-        if r.get("partial"):
-            lines.append(f"| {r['budget']} | {r['method']} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
-                         f"running: seeds {', '.join(f'{a:.2f}' for a in r['accs'])} of {r['seeds']} | {r['epochs']} |")
-            continue
-        if r["acc_mean"] is None:
-            lines.append(f"| {r['budget']} | {r['method']} | 0 | - | - | does not fit in {r['budget_bytes']:,} bytes | - |")
-            continue
-        lines.append(f"| {r['budget']} | {r['method']} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
-                     f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['epochs']} |")
-    lines += ["", "Budgets (bytes): " + ", ".join(f"{k}/class: {lds_bytes(v):,}" if v else f"all: {lds_bytes(v):,}"
-                                                  for k, v in BUDGETS.items()),
-              "Paper (IT-GAN, ConvNet-3): " + ", ".join(f"{k} {a}-{b} %" if a != b else f"{k} {a} %"
-                                                          for k, (a, b) in PAPER.items())]
-    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, ax = plt.subplots(figsize=(8, 5))
-    families: dict[str, list[dict]] = {}
-    for r in (r for r in records if r["acc_mean"] is not None and not r.get("partial")):
-        families.setdefault(r["method"].rsplit("_q", 1)[0] if "_q" in r["method"] else r["method"], []).append(r)
-    for fam, rs in sorted(families.items()):
-        best: dict[str, dict] = {}
-        for r in rs:  # the best point per budget (JPEG: the best quality at that budget)
-            if r["budget"] not in best or r["acc_mean"] > best[r["budget"]]["acc_mean"]:
-                best[r["budget"]] = r
-        pts = sorted(best.values(), key=lambda r: r["bytes"])
-        ax.errorbar([r["bytes"] / 1e6 for r in pts], [r["acc_mean"] for r in pts], [r["acc_std"] for r in pts],
-                    marker="o", capsize=3, label=fam)
-    ax.set_xscale("log")
-    ax.set_xlabel("file size (MB)")
-    ax.set_ylabel("ConvNet-3 test accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    if families:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / f"{stem}.png", dpi=120)
+    report.write_outputs(records, out, stem, {k: lds_bytes(v) for k, v in BUDGETS.items()}, PAPER)
 
 
 def write_sizes(out: Path) -> int:
