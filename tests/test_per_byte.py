@@ -105,8 +105,11 @@ def test_a_cell_resumes_from_the_committed_seeds_and_saves_each_new_one(bench, t
     assert evaluated == [1, 2]  # seed 0 came from the committed record; seed 1 was run on other bytes: rerun
     assert record["accs"] == [40.0, 51.0, 52.0] and not record.get("partial")
     assert [p["accs"] for p in partials] == [[40.0], [40.0, 51.0]] and all(p["partial"] for p in partials)
-    bench.write_outputs([partials[-1]], tmp_path)  # a running cell is listed, not plotted as a result
+    ceiling = {**record, "cell": "real_all@ceiling", "budget": "ceiling", "method": "real_all", "bytes": 44_000_000}
+    bench.write_outputs([partials[-1], ceiling], tmp_path)  # a running cell is listed as running, not as a result
     assert "running: seeds 40.00, 51.00 of 3" in (tmp_path / "per-byte-cpu.md").read_text()
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "per-byte-cpu.png").stat().st_size > 10_000
 
 
 def test_bytes_per_image_counts_a_label_byte_and_mosaics_share_their_headers(pb):
