@@ -21,7 +21,10 @@ what fits in that many bytes and is tested on the real test split (3 seeds, the 
   dir: storage dtypes do not change the result) written with fp32 latents and an fp32 generator, the reference
   that measures what each storage option costs in accuracy;
 - ``inversion``: the same latents before condensation (``condense.iterations=0``), int8;
-- ``gan``: plain GAN samples at the same latent count (z ~ N(0, I)), counted as the int8 file would be.
+- ``gan``: plain GAN samples at the same latent count (z ~ N(0, I)), counted as the int8 file would be;
+- ``dm_mosaic_qQ``: DM-condensed images (``condense.parametrization=pixel``: the fast preset's condensation on
+  pixels, started from real images, no generator) shipped as quality-Q mosaics: as many per class as the real
+  images' mosaics fit in the budget, condensed, then filled into the budget like any other mosaic.
 
 The whole real training set as shipped (``real_all``: 50,000 JPEG files, quality ~75) is the ceiling.
 Byte counts are what the files take: images plus one label byte per image (a class id fits in a uint8).
@@ -103,7 +106,7 @@ LDS_METHODS = ("lds_int8", "lds_fp16", "lds_fp32", "inversion", "gan")
 
 def cells(budgets: list[str], methods: list[str] | None) -> list[Cell]:
     """In run order: the ceiling, then method by method (the strongest baseline first), budgets largest first."""
-    names = list(LDS_METHODS) + ([f"jpeg_mosaic_q{q}" for q in (20,)] + [f"jpeg_file_q{q}" for q in (75,)]
+    names = list(LDS_METHODS) + ([f"jpeg_mosaic_q{q}" for q in (20,)] + ["dm_mosaic_q20"] + [f"jpeg_file_q{q}" for q in (75,)]
              + [f"jpeg_mosaic_q{q}" for q in MOSAIC_QUALITIES if q != 20] + ["png"]
              + [f"jpeg_file_q{q}" for q in FILE_QUALITIES if q != 75])
     out = [Cell("ceiling", "real_all")] if not methods or "real_all" in methods else []
@@ -140,14 +143,39 @@ def build_set(cell: Cell, args: argparse.Namespace) -> tuple[Path, dict]:
         kept, decoded, total = fill_files(images, order, budget, lambda im: encode_jpeg(im, q))
     elif cell.method.startswith("jpeg_mosaic_q"):
         kept, decoded, total = fill_mosaic(images, order, budget, int(cell.method.rsplit("q", 1)[1]))
+    elif cell.method.startswith("dm_mosaic_q"):
+        images, labels, encode = condense_pixels(cell, args, images, order, budget)
+        kept, decoded, total = fill_mosaic(images, class_balanced_order(labels, seed=0), budget,
+                                           int(cell.method.rsplit("q", 1)[1]))
     else:
         raise SystemExit(f"unknown method {cell.method}")
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, images=decoded, labels=labels[kept], classes=np.array(data.classes))
     meta = {"images": int(len(kept)), "bytes": int(total), "budget": budget,
             "per_class": np.bincount(labels[kept], minlength=len(data.classes)).tolist()}
+    if cell.method.startswith("dm_mosaic_q"):
+        meta["encode"] = encode
     meta_path.write_text(json.dumps(meta))
     return path, meta
+
+
+def condense_pixels(cell: Cell, args: argparse.Namespace, images: np.ndarray, order: np.ndarray,
+                    budget: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The DM baseline at the budget: as many images per class as real mosaics of the cell's quality fit,
+    condensed as pixels by the fast preset (resumable work dir), returned as uint8 (n, 32, 32, 3) with labels."""
+    import latentds
+
+    quality = int(cell.method.rsplit("q", 1)[1])
+    ipc = len(fill_mosaic(images, order, budget, quality)[0]) // 10
+    if ipc == 0:
+        return images[:0], np.zeros(0, np.int64), {}
+    out = args.work / "sets" / f"{cell.name}.condensed.npz"
+    overrides = [f"ipc={ipc}", "condense.parametrization=pixel", "condense.pixel_init=real"]
+    if not out.exists():
+        latentds.encode(args.data, out, "fast", overrides=overrides, work_dir=args.work / "encode" / f"dm@{cell.budget}.work",
+                        progress=False, precision=PRECISION, device=args.device)
+    with np.load(out) as f:
+        return f["images"], f["labels"], {"preset": "fast", "overrides": overrides, "ipc": ipc}
 
 
 def reuse_stages(work: Path, budget: str, encode_dir: Path, with_inversion: bool) -> None:

@@ -118,3 +118,28 @@ def test_bytes_per_image_counts_a_label_byte_and_mosaics_share_their_headers(pb)
     assert sizes["raw_uint8"] == 32 * 32 * 3 + 1
     assert sizes["jpeg_file_q20"] == round(sum(len(pb.encode_jpeg(im, 20)) for im in images) / 100 + 1, 1)
     assert sizes["jpeg_mosaic_q20"] < sizes["jpeg_file_q20"] < sizes["png_file"]  # the JPEG header, paid once
+
+
+def test_the_dm_cell_condenses_as_many_images_as_real_mosaics_fit_and_ships_them_as_mosaics(bench, tmp_path,
+                                                                                              monkeypatch):
+    from PIL import Image
+
+    images, labels = _images(n=120)
+    for i, (im, c) in enumerate(zip(images, labels)):
+        (tmp_path / "data" / "train" / f"c{c}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(im).save(tmp_path / "data" / "train" / f"c{c}" / f"{i}.png")
+    pb = sys.modules["byte_budget"]
+    order = pb.class_balanced_order(labels, seed=0)
+    budget = sum(len(b) for b in pb.mosaic_bytes(images[order[:60]], 20)[0]) + 60  # 6 real images per class
+    monkeypatch.setattr(bench, "lds_bytes", lambda per_class, classes=10: budget)
+    args = type("A", (), {"work": tmp_path / "work", "data": str(tmp_path / "data"), "device": "cpu"})()
+    path, meta = bench.build_set(bench.Cell("100", "dm_mosaic_q20"), args)
+    assert meta["encode"]["ipc"] == 6 and "condense.parametrization=pixel" in meta["encode"]["overrides"]
+    assert 0 < meta["bytes"] <= budget and meta["images"] % 10 == 0 and meta["images"] <= 60
+    with np.load(path) as f:
+        assert f["images"].shape == (meta["images"], 32, 32, 3) and f["images"].dtype == np.uint8
+        assert np.bincount(f["labels"], minlength=10).tolist() == [meta["images"] // 10] * 10
+    with np.load(tmp_path / "work" / "sets" / "dm_mosaic_q20@100.condensed.npz") as f:
+        condensed = f["images"]
+    assert condensed.shape == (60, 32, 32, 3)
+    assert not any(np.array_equal(condensed[0], im) for im in images)  # condensed, not the real images passed on
