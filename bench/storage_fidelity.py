@@ -7,7 +7,8 @@ generator (the budget's file), fp16 latents and an fp16 generator, and fp32 late
 reference), each from the same work dir, so the latents differ only by how they are stored. All three are
 decoded in fp32 and compared pixel by pixel in 8-bit grey levels (0-255) after un-normalizing: the mean and
 largest absolute difference and the PSNR against the fp32 reference. Paired, on the same images, this has no
-seed noise; the per-byte cells give what the same options cost in ConvNet-3 accuracy. Figures go to
+seed noise; the per-byte cells give what the same options cost in ConvNet-3 accuracy. For scale, the same
+figures for real images shipped as quality-20 JPEG mosaics against the originals. Figures go to
 bench/results/storage-fidelity-cpu.json with the command.
 """
 
@@ -45,6 +46,23 @@ def pixels(path: Path):
     return (images.float() * std + mean).clamp(0, 1) * 255, torch.as_tensor(labels)
 
 
+def jpeg_scale(quality: int = 20, n: int = 6400) -> dict:
+    """For scale: what quality-Q mosaics change in real images (the first ``n`` of the class-balanced order, in
+    whole mosaics), in the same units, against the originals."""
+    import numpy as np
+
+    from byte_budget import class_balanced_order, mosaic_bytes, unmosaic
+    from latentds.sources import load_source
+
+    data = load_source(pb.DATA_DEFAULT, split="train", progress=False)
+    images = data.images.permute(0, 2, 3, 1).numpy()[class_balanced_order(data.labels.numpy(), seed=0)[:n]]
+    back = unmosaic(*mosaic_bytes(images, quality)).astype(np.float64)
+    diff = np.abs(back - images)
+    return {"images": n, "quality": quality, "mean_abs_levels": round(float(diff.mean()), 4),
+            "max_abs_levels": round(float(diff.max()), 3),
+            "psnr_db": round(10 * math.log10(255 ** 2 / float((diff ** 2).mean())), 2)}
+
+
 def main() -> int:
     import latentds
 
@@ -80,7 +98,8 @@ def main() -> int:
 
     record = {"command": f"python bench/storage_fidelity.py --budget {args.budget}", "machine": machine(),
               "images": len(ref), "reference": REFERENCE, "generator": str(pb.GENERATOR.relative_to(REPO)),
-              "created": time.strftime("%Y-%m-%d"), "results": results}
+              "created": time.strftime("%Y-%m-%d"), "results": results,
+              "for_scale_real_images_as_jpeg_mosaics": jpeg_scale()}
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
     return 0
