@@ -80,7 +80,8 @@ def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[s
                 ax.plot(r["bytes"] / 1e6, mean, marker="o", mfc="none", color=colour, ls="none",
                         label=None if done else f"{fam} (running)")
                 note += f", {len(r['accs'])}/{r['seeds']} seeds"
-            ax.annotate(note, (r["bytes"] / 1e6, mean), xytext=(5, 4), textcoords="offset points", fontsize=7)
+            ax.annotate(note, (r["bytes"] / 1e6, mean), xytext=(5, 4 if i % 2 == 0 else -11), textcoords="offset points",
+                        fontsize=7)  # neighbouring families label above and below their points
     for r in (r for r in records if r["method"] == "real_all" and r.get("accs")):
         mean = sum(r["accs"]) / len(r["accs"])
         ax.plot(r["bytes"] / 1e6, mean, marker="*", ms=12, color="black", ls="none",
