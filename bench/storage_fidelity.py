@@ -33,17 +33,14 @@ REFERENCE = "fp32 latents, fp32 generator"
 
 
 def pixels(path: Path):
-    """Every image of the file decoded in fp32, un-normalized to 0-255 (float, not rounded), and its labels."""
+    """Every image of the file decoded in fp32 to 0-255 (float, not rounded), and its labels."""
     import torch
 
     import latentds
 
-    ds = latentds.LatentDataset(str(path), precision="fp32")
+    ds = latentds.LatentDataset(str(path), precision="fp32", normalize=False)  # [0, 1]: no manifest mean/std here
     images, labels = ds.decode(range(len(ds)))
-    spec = latentds.open_lds(path).manifest["image"]
-    mean = torch.tensor(spec["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(spec["std"]).view(1, -1, 1, 1)
-    return (images.float() * std + mean).clamp(0, 1) * 255, torch.as_tensor(labels)
+    return images.float().clamp(0, 1) * 255, torch.as_tensor(labels)
 
 
 def jpeg_scale(quality: int = 20, n: int = 6400) -> dict:
