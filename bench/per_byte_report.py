@@ -31,6 +31,11 @@ def write_outputs(records: list[dict], out: Path, stem: str, budgets: dict[str, 
     plot(records, out / f"{stem}.png", budgets, paper)
 
 
+def _mean(record: dict) -> float:
+    """A cell's mean accuracy over the seeds it has so far (a running cell's point)."""
+    return sum(record["accs"]) / len(record["accs"])
+
+
 def _families(records: list[dict]) -> dict[str, list[dict]]:
     """Finished and running cells by family (JPEG mosaics of every quality are one family), the best point per
     budget of each (JPEG: the best quality at that budget); a running cell's point is the mean of its seeds so far."""
@@ -39,9 +44,8 @@ def _families(records: list[dict]) -> dict[str, list[dict]]:
         if not r.get("accs") or r["method"] == "real_all":
             continue
         fam = r["method"].rsplit("_q", 1)[0] if "_q" in r["method"] else r["method"]
-        mean = sum(r["accs"]) / len(r["accs"])
         best = families.setdefault(fam, {}).get(r["budget"])
-        if best is None or mean > sum(best["accs"]) / len(best["accs"]):
+        if best is None or _mean(r) > _mean(best):
             families[fam][r["budget"]] = r
     return {fam: sorted(rs.values(), key=lambda r: r["bytes"]) for fam, rs in sorted(families.items())}
 
@@ -73,18 +77,17 @@ def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[s
         if done:
             ax.errorbar([r["bytes"] / 1e6 for r in done], [r["acc_mean"] for r in done],
                         [r["acc_std"] for r in done], marker="o", capsize=3, color=colour, label=fam)
+        running = [r for r in pts if r.get("partial")]
         for r in pts:
-            mean = sum(r["accs"]) / len(r["accs"])
             note = f"{r['images']:,} img"
-            if r.get("partial"):
-                ax.plot(r["bytes"] / 1e6, mean, marker="o", mfc="none", color=colour, ls="none",
-                        label=None if done else f"{fam} (running)")
+            if r.get("partial"):  # one legend entry per family, only where it has no finished point to carry it
+                ax.plot(r["bytes"] / 1e6, _mean(r), marker="o", mfc="none", color=colour, ls="none",
+                        label=f"{fam} (running)" if not done and r is running[0] else None)
                 note += f", {len(r['accs'])}/{r['seeds']} seeds"
-            ax.annotate(note, (r["bytes"] / 1e6, mean), xytext=(5, 4 if i % 2 == 0 else -11), textcoords="offset points",
+            ax.annotate(note, (r["bytes"] / 1e6, _mean(r)), xytext=(5, 4 if i % 2 == 0 else -11), textcoords="offset points",
                         fontsize=7)  # neighbouring families label above and below their points
     for r in (r for r in records if r["method"] == "real_all" and r.get("accs")):
-        mean = sum(r["accs"]) / len(r["accs"])
-        ax.plot(r["bytes"] / 1e6, mean, marker="*", ms=12, color="black", ls="none",
+        ax.plot(r["bytes"] / 1e6, _mean(r), marker="*", ms=12, color="black", ls="none",
                 mfc="none" if r.get("partial") else "black", label="whole real set, JPEG files (ceiling)")
     ax.set_xscale("log")
     ax.set_xlim(min(budgets.values()) / 1e6 * 0.6, 60)
