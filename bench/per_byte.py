@@ -4,6 +4,8 @@
     python bench/per_byte.py                        # run every pending cell (resumable, seed by seed)
     python bench/per_byte.py --only jpeg_mosaic png --budgets 500
     python bench/per_byte.py --only lds_int8 --budgets all   # the whole-set cell: a ~2 h encode, then 3 seeds
+    python bench/per_byte.py --only lds --budgets 100 --redo  # finished cells on their sets as built now: seeds
+                                                    # that trained on other bytes run again, the others are kept
     python bench/per_byte.py --sizes                # bytes per image of every format (seconds)
 
 Budgets are the sizes of latentds files at 100 and 500 latents per class and at the whole training set
@@ -271,6 +273,8 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
     accs, seconds = [], []
     set_sha = set_fingerprint(spec)
     committed = {s["seed"]: s for s in (prior or {}).get("seed_runs", []) if s.get("set_sha256") == set_sha}
+    if (prior or {}).get("seed_runs") and not committed:
+        log(f"{cell.name}: its set is not the bytes the records trained on ({set_sha[:12]}): every seed runs again")
     spec_arg = spec if isinstance(spec, str) else os.path.relpath(spec, REPO)
     record = {
         "cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": meta["bytes"],
@@ -345,6 +349,8 @@ def main() -> int:
     p.add_argument("--data", default=DATA_DEFAULT, help="CIFAR-10 as an image folder (default %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu (the committed records) or cuda (records named -gpu)")
     p.add_argument("--out", type=Path, default=REPO / "bench/results")
+    p.add_argument("--redo", action="store_true", help="run finished cells again on their sets as built now: "
+                   "seeds that trained on the same bytes are kept, the others run again")
     p.add_argument("--plan", action="store_true", help="list the cells and budgets; run nothing")
     p.add_argument("--sizes", action="store_true", help="bytes per image of every format (a few seconds); run nothing else")
     args = p.parse_args()
@@ -373,7 +379,7 @@ def main() -> int:
     if args.plan:
         return 0
     for cell in planned:
-        if cell.name in done:
+        if cell.name in done and not args.redo:
             continue
         log(f"cell start: {cell.name}")
         prior = next((r for r in records if r["cell"] == cell.name and r.get("steps") == args.steps), None)

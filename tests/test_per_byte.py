@@ -112,6 +112,38 @@ def test_a_cell_resumes_from_the_committed_seeds_and_saves_each_new_one(bench, t
         assert (tmp_path / "per-byte-cpu.png").stat().st_size > 10_000
 
 
+def test_redo_reruns_a_finished_cell_only_where_its_set_is_other_bytes(bench, tmp_path, monkeypatch):
+    import json
+
+    import latentds
+
+    evaluated = []
+
+    def fake_evaluate(spec, test, *, seed, epochs, **kw):
+        evaluated.append(seed)
+        return type("R", (), {"accs": [60.0 + seed], "curves": [{"train_acc": [0.9]}], "config": {"compute": {}}})()
+
+    monkeypatch.setattr(latentds, "evaluate", fake_evaluate)
+    monkeypatch.setattr(bench, "build_set", lambda c, args: (tmp_path / "set.npz", {"images": 500, "bytes": 1, "budget": 2}))
+    monkeypatch.setattr(bench, "write_outputs", lambda records, out, stem: (out / f"{stem}.json").write_text(json.dumps(records)))
+    epochs = bench.epochs_for(500, 1000)
+    run = {"epochs": epochs, "seconds": 1.0, "final_train_acc": 0.9, "compute": {}}
+    finished = {"cell": "png@100", "steps": 1000, "seeds": 3, "acc_mean": 41.0, "accs": [40.0, 41.0, 42.0],
+                "seed_runs": [{"seed": s, "acc": 40.0 + s, **run} for s in range(3)]}  # no set named: an old record
+    results = tmp_path / "per-byte-cpu.json"
+    results.write_text(json.dumps([finished]))
+    argv = ["per_byte.py", "--only", "png", "--budgets", "100", "--work", str(tmp_path), "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bench.main() == 0 and evaluated == []  # a finished cell is not run again
+    monkeypatch.setattr(sys, "argv", argv + ["--redo"])
+    assert bench.main() == 0 and evaluated == [0, 1, 2]  # the record named no set: every seed ran on the new one
+    (rec,) = json.loads(results.read_text())
+    assert rec["accs"] == [60.0, 61.0, 62.0] and {r["set_sha256"] for r in rec["seed_runs"]} == {str(tmp_path / "set.npz")}
+    for seed in range(3):
+        (tmp_path / "cells" / "png@100" / f"seed{seed}.json").unlink()
+    assert bench.main() == 0 and evaluated == [0, 1, 2]  # the same bytes again: every seed kept from the records
+
+
 def test_bytes_per_image_counts_a_label_byte_and_mosaics_share_their_headers(pb):
     images, _ = _images(n=100)
     sizes = pb.bytes_per_image(images, (20,), (20,))
