@@ -71,6 +71,7 @@ def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[s
         ax.axhspan(lo - 0.15, hi + 0.15, color="tab:grey", alpha=0.15, lw=0)
         ax.annotate(f"paper, IT-GAN {name} (its own file size)", (0.995, hi), xycoords=("axes fraction", "data"), ha="right",
                     va="bottom", fontsize=7, color="dimgrey")
+    labelled: list[tuple[int, int]] = []  # (images, bytes): points side by side with one image count get one label
     for i, (fam, pts) in enumerate(_families(records).items()):
         colour = f"C{i}"
         done = [r for r in pts if not r.get("partial")]
@@ -84,6 +85,9 @@ def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[s
                 ax.plot(r["bytes"] / 1e6, _mean(r), marker="o", mfc="none", color=colour, ls="none",
                         label=f"{fam} (running)" if not done and r is running[0] else None)
                 note += f", {len(r['accs'])}/{r['seeds']} seeds"
+            elif any(n == r["images"] and abs(b - r["bytes"]) < 0.2 * b for n, b in labelled):
+                continue
+            labelled.append((r["images"], r["bytes"]))
             ax.annotate(note, (r["bytes"] / 1e6, _mean(r)), xytext=(5, 4 if i % 2 == 0 else -11), textcoords="offset points",
                         fontsize=7)  # neighbouring families label above and below their points
     for r in (r for r in records if r["method"] == "real_all" and r.get("accs")):
