@@ -39,8 +39,9 @@ Every seed's result is saved in ``--work`` as it finishes and in the records (``
 cell with its command; ``"partial": true`` until its last seed), with the sha256 of the set it trained on; the
 table goes to per-byte-cpu.md and the plot to per-byte-cpu.png. A cell stopped at any point resumes with the same
 command, in a later session from a clean clone too: finished seeds are taken from the committed records when the
-set's bytes are the same, and the whole-set latentds file (a ~2-hour encode on 2 CPU cores) is kept in
-bench/results/per-byte-sets/ once written, so only its evaluation is left to redo.
+set's bytes are the same, and every latentds file (0.9-7.2 MB; the whole set's is a ~2-hour encode on 2 CPU
+cores) is kept in bench/results/per-byte-sets/ once written, so only evaluation is left to redo, on the very
+bytes the records name (``--redo`` reruns only the seeds whose set is other bytes).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ HEADER_ALLOWANCE = 16_384  # the .lds manifest and safetensors header: too littl
 # latentds file overshoots its budget by ~11 KB (1.2 % at 100/class, in its favour); kept so budgets stay comparable
 TRAIN_IMAGES = 50_000
 PRECISION = "fp32"  # every cell on every CPU kind: one numerics, so cells measured on different machines compare
-KEPT = "per-byte-sets"  # under --out: encodes too long to redo each session (the whole set), committed
+KEPT = "per-byte-sets"  # under --out: the latentds files the records trained on, committed (encodes take hours)
 PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
 
 
@@ -212,8 +213,8 @@ def build_lds(cell: Cell, args: argparse.Namespace) -> tuple[Path | str, dict]:
     if cell.method == "inversion":
         overrides.append("condense.iterations=0")
     reuse_stages(work, cell.budget, encode_dir, with_inversion=cell.method == "inversion")
-    kept = args.out / KEPT / out.name if cell.budget == "all" and cell.method == "lds_int8" else None
-    if not out.exists() and kept is not None and kept.exists():  # a clean clone resumes after the encode
+    kept = args.out / KEPT / out.name
+    if not out.exists() and kept.exists():  # a clean clone resumes after the encode
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(kept, out)
     if not out.exists():
@@ -221,7 +222,7 @@ def build_lds(cell: Cell, args: argparse.Namespace) -> tuple[Path | str, dict]:
         latentds.encode(args.data, out, "fast", overrides=overrides, work_dir=encode_dir, generator=GENERATOR,
                         progress=False, precision=PRECISION, device=args.device)
         (out.with_suffix(".json")).write_text(json.dumps({"encode_wall_s": time.perf_counter() - t0}))
-    if kept is not None and not kept.exists():
+    if not kept.exists():
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out, kept)
     info = latentds.open_lds(out).manifest
