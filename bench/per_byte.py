@@ -287,9 +287,10 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
     }
     runs = []
     for seed in range(args.seeds):
-        done = folder / f"seed{seed}.json"
-        if done.exists():
-            r = json.loads(done.read_text())
+        done = folder / f"seed{seed}.json"  # the seed as run here, kept only for the bytes it trained on
+        local = json.loads(done.read_text()) if done.exists() else {}
+        if local.get("set_sha256") == set_sha:
+            r = local
         elif seed in committed and committed[seed]["epochs"] == epochs:
             r = committed[seed]
             log(f"{cell.name}: seed {seed}: {r['acc']:.2f} % from the committed records")
@@ -299,7 +300,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
             res = latentds.evaluate(spec, args.data, arch="convnet3", epochs=epochs, seeds=1, seed=seed, device=args.device,
                                     precision=PRECISION, progress=False, **extra)
             r = {"acc": res.accs[0], "seconds": time.perf_counter() - t0, "final_train_acc": res.curves[0]["train_acc"][-1],
-                 "compute": res.config["compute"]}
+                 "compute": res.config["compute"], "set_sha256": set_sha}
             done.write_text(json.dumps(r))
             log(f"{cell.name}: seed {seed}: {r['acc']:.2f} % ({r['seconds'] / 60:.1f} min)")
         runs.append({"seed": seed, "epochs": epochs, "set_sha256": set_sha, **r})

@@ -139,9 +139,12 @@ def test_redo_reruns_a_finished_cell_only_where_its_set_is_other_bytes(bench, tm
     assert bench.main() == 0 and evaluated == [0, 1, 2]  # the record named no set: every seed ran on the new one
     (rec,) = json.loads(results.read_text())
     assert rec["accs"] == [60.0, 61.0, 62.0] and {r["set_sha256"] for r in rec["seed_runs"]} == {str(tmp_path / "set.npz")}
+    assert bench.main() == 0 and evaluated == [0, 1, 2]  # the same bytes again: every seed kept (the work dir's)
+    monkeypatch.setattr(bench, "build_set", lambda c, args: (tmp_path / "other.npz", {"images": 500, "bytes": 1, "budget": 2}))
+    assert bench.main() == 0 and evaluated == [0, 1, 2] * 2  # other bytes: the work dir's seeds of the old set rerun
     for seed in range(3):
         (tmp_path / "cells" / "png@100" / f"seed{seed}.json").unlink()
-    assert bench.main() == 0 and evaluated == [0, 1, 2]  # the same bytes again: every seed kept from the records
+    assert bench.main() == 0 and evaluated == [0, 1, 2] * 2  # the same bytes: every seed kept, from the records alone
 
 
 def test_bytes_per_image_counts_a_label_byte_and_mosaics_share_their_headers(pb):
