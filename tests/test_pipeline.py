@@ -303,7 +303,8 @@ def test_encode_command_with_existing_generator(reference, folder, tmp_path):
     assert reader.manifest["provenance"]["encode_config"]["seed"] == 3
 
 
-def test_train_gan_command(folder, tmp_path, capsys):
+def test_train_gan_command(folder, tmp_path, capsys, caplog):
+    caplog.set_level("INFO", logger="latentds")
     out = tmp_path / "g.safetensors"
     args = build_parser().parse_args(
         ["train-gan", str(folder), str(out), "--preset", "smoke", "--device", "cpu", "--quality-per-class", "4"]
@@ -315,6 +316,7 @@ def test_train_gan_command(folder, tmp_path, capsys):
     assert load_model(out).num_classes == 3
     assert (tmp_path / "g.samples.png").is_file()
     assert "quality" in capsys.readouterr().out
+    assert caplog.messages[0] == f"train-gan: loading {folder}"  # said before the first wait, as encode does
 
 
 def test_smoke_preset_end_to_end_unchanged(tmp_path):
