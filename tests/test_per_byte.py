@@ -166,7 +166,7 @@ def test_the_dm_cell_condenses_as_many_images_as_real_mosaics_fit_and_ships_them
     pb = sys.modules["byte_budget"]
     order = pb.class_balanced_order(labels, seed=0)
     budget = sum(len(b) for b in pb.mosaic_bytes(images[order[:60]], 20)[0]) + 60  # 6 real images per class
-    monkeypatch.setattr(bench, "lds_bytes", lambda per_class, classes=10: budget)
+    monkeypatch.setattr(sys.modules["per_byte_sets"], "lds_bytes", lambda per_class, classes=10: budget)
     args = type("A", (), {"work": tmp_path / "work", "data": str(tmp_path / "data"), "device": "cpu"})()
     path, meta = bench.build_set(bench.Cell("100", "dm_mosaic_q20"), args)
     assert meta["encode"]["ipc"] == 6 and "condense.parametrization=pixel" in meta["encode"]["overrides"]
@@ -178,3 +178,51 @@ def test_the_dm_cell_condenses_as_many_images_as_real_mosaics_fit_and_ships_them
         condensed = f["images"]
     assert condensed.shape == (60, 32, 32, 3)
     assert not any(np.array_equal(condensed[0], im) for im in images)  # condensed, not the real images passed on
+
+
+def _generator(path: Path, width: int) -> Path:
+    """A biggan32 generator file of the given width, written the way train-gan writes them."""
+    from latentds.checkpoint import save_model
+    from latentds.models import create_model
+
+    save_model(path, create_model("biggan32", width=width, num_classes=10, latent_dim=128))
+    return path
+
+
+def test_another_generator_gets_cells_of_its_own_and_must_be_the_budgets_size(bench, tmp_path, monkeypatch):
+    sets = sys.modules["per_byte_sets"]
+    monkeypatch.setattr(sets, "ARTIFACTS", tmp_path)
+    monkeypatch.setattr(sets, "GENERATOR", _generator(tmp_path / "cifar10-biggan32-w16-2000it.safetensors", 16))
+    _generator(tmp_path / "cifar10-biggan32-w16-longer.safetensors", 16)
+    _generator(tmp_path / "cifar10-biggan32-w32.safetensors", 32)
+    assert sets.check_generator("w16-longer") == tmp_path / "cifar10-biggan32-w16-longer.safetensors"
+    for name, said in (("w32", "would need budgets"), ("nope", "no generator")):
+        with pytest.raises(SystemExit, match=said):
+            sets.check_generator(name)
+    names = [c.name for c in bench.cells(["100"], ["lds_int8", "gan", "jpeg_mosaic_q20"], "w16-longer")]
+    assert names == ["lds_int8+w16-longer@100", "gan+w16-longer@100", "jpeg_mosaic_q20@100"]
+    cell = bench.Cell("100", "gan+w16-longer")
+    assert (cell.base, cell.generator) == ("gan", "w16-longer")
+    assert [c.name for c in bench.cells(["100"], ["lds_int8"])] == ["lds_int8@100"]  # the benchmark's: names kept
+
+
+def test_a_new_generator_reuses_the_classifier_but_never_another_generators_encoder(tmp_path):
+    sets = sys.modules["per_byte_sets"]
+    old = sets.encode_dir(tmp_path, "itgan", "100", sets.BENCHMARK_GENERATOR)
+    for part in ("classifier", "encoder", "invert"):
+        (old / part).mkdir(parents=True)
+    target = sets.encode_dir(tmp_path, "itgan", "500", "w16-longer")
+    assert target == tmp_path / "encode" / "w16-longer" / "itgan@500.work"
+    sets.reuse_stages(tmp_path, "500", target, False, "w16-longer")
+    assert sorted(p.name for p in target.iterdir()) == ["classifier"]  # the encoder learnt the old generator's inverse
+    inversion = sets.encode_dir(tmp_path, "inversion", "100", sets.BENCHMARK_GENERATOR)
+    sets.reuse_stages(tmp_path, "100", inversion, True, sets.BENCHMARK_GENERATOR)
+    assert sorted(p.name for p in inversion.iterdir()) == ["classifier", "encoder", "invert"]
+
+
+def test_gan_samples_are_fingerprinted_by_the_generators_bytes(tmp_path):
+    sets = sys.modules["per_byte_sets"]
+    from latentds.format import file_sha256
+
+    gen = _generator(tmp_path / "g.safetensors", 16)
+    assert sets.set_fingerprint(f"gan:{gen}") == f"gan:{file_sha256(gen)}"  # no machine's path in the records

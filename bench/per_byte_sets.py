@@ -1,0 +1,219 @@
+"""What each cell of the per-byte benchmark (bench/per_byte.py) trains on: its byte budget, and the set itself
+(real images filled into the budget, DM-condensed pixels, or a latentds encode), with what it cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from byte_budget import class_balanced_order, encode_jpeg, encode_png, fill_files, fill_mosaic
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_DEFAULT = "../shared/datasets/cifar10-jpeg"
+FILE_QUALITIES = (20, 75)  # per-file JPEG: 75 is what the shipped folder uses; below 20 the header dominates
+MOSAIC_QUALITIES = (5, 20, 50)  # mosaics: 37, 111 and 224 bytes per image on CIFAR-10
+BUDGETS = {"100": 100, "500": 500, "all": None}  # latents per class (None: the whole training set)
+ARTIFACTS = REPO / "bench/artifacts"
+GENERATOR_PREFIX = "cifar10-biggan32-"  # bench/artifacts/<prefix><name>.safetensors: the generators cells can name
+BENCHMARK_GENERATOR = "w16-2000it"  # the committed benchmark generator: its size sets the budgets
+GENERATOR = ARTIFACTS / f"{GENERATOR_PREFIX}{BENCHMARK_GENERATOR}.safetensors"
+LATENT_DIM = 128
+HEADER_ALLOWANCE = 16_384  # the .lds manifest and safetensors header: too little (27,202 B at 100/class), so a
+# latentds file overshoots its budget by ~11 KB (1.2 % at 100/class, in its favour); kept so budgets stay comparable
+TRAIN_IMAGES = 50_000
+PRECISION = "fp32"  # every cell on every CPU kind: one numerics, so cells measured on different machines compare
+KEPT = "per-byte-sets"  # under --out: the latentds files the records trained on, committed (encodes take hours)
+LDS_METHODS = ("lds_int8", "lds_fp16", "lds_fp32", "inversion", "gan")
+
+
+def generator_path(name: str) -> Path:
+    return ARTIFACTS / f"{GENERATOR_PREFIX}{name}.safetensors"
+
+
+def generator_fp16_bytes(path: Path = GENERATOR) -> int:
+    """A generator's tensors stored as fp16 (every tensor of the file, buffers included)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return 2 * sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def lds_bytes(per_class: int | None, classes: int = 10) -> int:
+    """The size of a latentds file with int8 latents (their scales in the manifest), uint8 labels and the benchmark
+    generator in fp16: the budget every other method gets at that latent count."""
+    n = TRAIN_IMAGES if per_class is None else per_class * classes
+    return generator_fp16_bytes() + n * (LATENT_DIM + 1) + HEADER_ALLOWANCE
+
+
+def check_generator(name: str) -> Path:
+    """The named generator's file, refused (one line) where it is missing or another size than the benchmark
+    generator: budgets are that generator's bytes, so a generator of the same size keeps every other cell valid."""
+    path = generator_path(name)
+    if not path.is_file():
+        raise SystemExit(f"per_byte: no generator {path.name} in bench/artifacts (--generator NAME names "
+                         f"{GENERATOR_PREFIX}NAME.safetensors there)")
+    if generator_fp16_bytes(path) != generator_fp16_bytes():
+        raise SystemExit(f"per_byte: {path.name} is {generator_fp16_bytes(path):,} B in fp16, the benchmark generator "
+                         f"{generator_fp16_bytes():,} B: the budgets are the benchmark generator's, so a generator "
+                         "of another size would need budgets (and every other cell) of its own")
+    return path
+
+
+@dataclass(frozen=True)
+class Cell:
+    budget: str  # key of BUDGETS, or "ceiling"
+    method: str  # png | jpeg_file_q75 | jpeg_mosaic_q20 | real_all | lds_int8 | lds_int8+w16-10000it (another generator)
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}@{self.budget}"
+
+    @property
+    def base(self) -> str:
+        """The method without its generator: ``lds_int8+w16-10000it`` -> ``lds_int8``."""
+        return self.method.split("+", 1)[0]
+
+    @property
+    def generator(self) -> str:
+        """The name of the generator a latentds cell uses (the benchmark's unless the method names another)."""
+        return self.method.split("+", 1)[1] if "+" in self.method else BENCHMARK_GENERATOR
+
+
+def build_set(cell: Cell, args: argparse.Namespace) -> tuple[Path | str, dict]:
+    """The cell's training set as an .npz of what a user would decode (cached), and what it cost in bytes."""
+    from latentds.sources import load_source
+
+    path = args.work / "sets" / f"{cell.name}.npz"
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists():
+        return path, json.loads(meta_path.read_text())
+    if cell.base in LDS_METHODS:
+        return build_lds(cell, args)
+    if cell.method == "real_all":
+        files = list((Path(args.data) / "train").rglob("*.jpg"))
+        meta = {"images": len(files), "bytes": sum(f.stat().st_size for f in files),
+                "what": "the whole training set as shipped: one JPEG file each"}
+        return Path(args.data), meta
+    data = load_source(args.data, split="train", progress=False)
+    images = data.images.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) uint8
+    labels = data.labels.numpy()
+    budget = lds_bytes(BUDGETS[cell.budget])
+    order = class_balanced_order(labels, seed=0)
+    if cell.method == "png":
+        kept, decoded, total = fill_files(images, order, budget, encode_png)
+    elif cell.method.startswith("jpeg_file_q"):
+        q = int(cell.method.rsplit("q", 1)[1])
+        kept, decoded, total = fill_files(images, order, budget, lambda im: encode_jpeg(im, q))
+    elif cell.method.startswith("jpeg_mosaic_q"):
+        kept, decoded, total = fill_mosaic(images, order, budget, int(cell.method.rsplit("q", 1)[1]))
+    elif cell.method.startswith("dm_mosaic_q"):
+        images, labels, encode = condense_pixels(cell, args, images, order, budget)
+        kept, decoded, total = fill_mosaic(images, class_balanced_order(labels, seed=0), budget,
+                                           int(cell.method.rsplit("q", 1)[1]))
+    else:
+        raise SystemExit(f"unknown method {cell.method}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=decoded, labels=labels[kept], classes=np.array(data.classes))
+    meta = {"images": int(len(kept)), "bytes": int(total), "budget": budget,
+            "per_class": np.bincount(labels[kept], minlength=len(data.classes)).tolist()}
+    if cell.method.startswith("dm_mosaic_q"):
+        meta["encode"] = encode
+    meta_path.write_text(json.dumps(meta))
+    return path, meta
+
+
+def condense_pixels(cell: Cell, args: argparse.Namespace, images: np.ndarray, order: np.ndarray,
+                    budget: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The DM baseline at the budget: as many images per class as real mosaics of the cell's quality fit,
+    condensed as pixels by the fast preset (resumable work dir), returned as uint8 (n, 32, 32, 3) with labels."""
+    import latentds
+
+    quality = int(cell.method.rsplit("q", 1)[1])
+    ipc = len(fill_mosaic(images, order, budget, quality)[0]) // 10
+    if ipc == 0:
+        return images[:0], np.zeros(0, np.int64), {}
+    out = args.work / "sets" / f"{cell.name}.condensed.npz"
+    overrides = [f"ipc={ipc}", "condense.parametrization=pixel", "condense.pixel_init=real"]
+    if not out.exists():
+        latentds.encode(args.data, out, "fast", overrides=overrides, work_dir=args.work / "encode" / f"dm@{cell.budget}.work",
+                        progress=False, precision=PRECISION, device=args.device)
+    with np.load(out) as f:
+        return f["images"], f["labels"], {"preset": "fast", "overrides": overrides, "ipc": ipc}
+
+
+def encode_dir(work: Path, kind: str, budget: str, generator: str) -> Path:
+    """An encode's work dir: ``itgan`` or ``inversion`` at a budget, under a folder of its own for another generator."""
+    base = work / "encode" if generator == BENCHMARK_GENERATOR else work / "encode" / generator
+    return base / f"{kind}@{budget}.work"
+
+
+def reuse_stages(work: Path, budget: str, target: Path, with_inversion: bool, generator: str) -> None:
+    """Copy the stages that do not depend on the latent count from another budget's encode (the classifier trains
+    on the whole training set with the same config at every budget and whatever the generator; the latent encoder
+    too, but it learns one generator's inverse, so only from an encode with the same generator), and, for
+    ``inversion``, the inverted latents of the same budget's IT-GAN run: the result is the same, hours are not."""
+    same = [encode_dir(work, "itgan", b, generator) for b in BUDGETS]
+    any_generator = same + sorted((work / "encode").glob("**/itgan@*.work"))
+    for part, donors in (("classifier", any_generator), ("encoder", same)):
+        found = [d / part for d in donors if (d / part).is_dir()]
+        if found and not (target / part).exists():
+            shutil.copytree(found[0], target / part)
+    donor = encode_dir(work, "itgan", budget, generator) / "invert"
+    if with_inversion and donor.is_dir() and not (target / "invert").exists():
+        shutil.copytree(donor, target / "invert")
+
+
+def build_lds(cell: Cell, args: argparse.Namespace) -> tuple[Path | str, dict]:
+    """Encode (or reuse) the budget's latentds file; ``gan`` evaluates samples of the same generator instead."""
+    import latentds
+
+    ipc = BUDGETS[cell.budget]
+    generator = check_generator(cell.generator)
+    if cell.base == "gan":
+        n = TRAIN_IMAGES // 10 if ipc is None else ipc
+        return f"gan:{generator}", {
+            "images": n * 10, "bytes": lds_bytes(ipc), "ipc": n,
+            "what": "GAN samples, counted as an int8 .lds of the same latent count"}
+    work = args.work
+    folder = encode_dir(work, "inversion" if cell.base == "inversion" else "itgan", cell.budget, cell.generator)
+    dtype = {"lds_fp16": "float16", "lds_fp32": "float32"}.get(cell.base, "int8")
+    gen_dtype = "float32" if cell.base == "lds_fp32" else "float16"  # lds_fp32: the storage options' reference
+    out = work / "sets" / f"{cell.name}.lds"
+    overrides = [f"ipc={'null' if ipc is None else ipc}", f"latent_dtype={dtype}", f"generator_dtype={gen_dtype}"]
+    if cell.base == "inversion":
+        overrides.append("condense.iterations=0")
+    reuse_stages(work, cell.budget, folder, cell.base == "inversion", cell.generator)
+    kept = args.out / KEPT / out.name
+    if not out.exists() and kept.exists():  # a clean clone resumes after the encode
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(kept, out)
+    if not out.exists():
+        t0 = time.perf_counter()
+        latentds.encode(args.data, out, "fast", overrides=overrides, work_dir=folder, generator=generator,
+                        progress=False, precision=PRECISION, device=args.device)
+        (out.with_suffix(".json")).write_text(json.dumps({"encode_wall_s": time.perf_counter() - t0}))
+    if not kept.exists():
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out, kept)
+    info = latentds.open_lds(out).manifest
+    return out, {"images": int(info["num_samples"]), "bytes": out.stat().st_size, "budget": lds_bytes(ipc),
+                 "encode": {"preset": "fast", "overrides": overrides, "generator": str(generator.relative_to(REPO)),
+                            "timing_s": info["provenance"]["run"]["timing_s"], "compute": info["provenance"]["run"]["compute"]}}
+
+
+def set_fingerprint(spec: Path | str) -> str:
+    """The sha256 of a cell's training set file (a seed's result is reused only for the same bytes), or its name
+    where it is not one file (the real folder, GAN samples of a committed generator)."""
+    from latentds.format import file_sha256
+
+    if isinstance(spec, Path) and spec.is_file():
+        return file_sha256(spec)
+    if str(spec).startswith("gan:"):  # samples of a generator: its bytes, wherever the file lies
+        return f"gan:{file_sha256(Path(str(spec)[4:]))}"
+    return str(spec)
