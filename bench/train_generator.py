@@ -1,0 +1,132 @@
+"""Train a benchmark generator for longer, across as many sessions as it takes, on whatever CPU each one has.
+
+    python bench/train_generator.py                           # w16-10000it: the cpu preset's GAN, 10,000 iterations
+    python bench/train_generator.py --hours 2.5               # stop cleanly at the first checkpoint past 2.5 h
+    python bench/per_byte.py --only lds gan inversion --generator w16-10000it   # then: its cells (same budgets)
+
+The committed benchmark generator (``cifar10-biggan32-w16-2000it``) is the `cpu` preset's GAN cut to 2,000
+iterations; the per-byte curve says its images are the ceiling (5,000 and 50,000 latents train no better than
+1,000). This trains the same architecture and width (so the same bytes: every budget and every non-latentds
+cell of bench/per_byte.py stays valid) with the same config for ``--iterations``, fp32 on every CPU kind, one
+thread (as the 2,000-iteration one was trained).
+
+Resumable from a clean clone: training runs in chunks of ``gan.checkpoint_every`` iterations; after each, the
+checkpoint (generator, discriminator, EMA, optimizers, RNG) is copied to ``bench/artifacts/training/NAME/``, to be
+committed, and the record there (``record.json``) gets this session's segment: machine, iterations, seconds. A
+session that starts with no work dir takes the committed checkpoint. When the last chunk is done the generator is
+written to ``bench/artifacts/cifar10-biggan32-NAME.safetensors`` (its metadata: the GAN config and training
+statistics) and the committed checkpoint is removed (the record stays). Within a session on one CPU kind, a chunked
+run is bit-identical to an uninterrupted one; across CPU kinds the fp32 kernels round differently, so the record
+names every session's machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "bench"))
+from benchlib import machine  # noqa: E402
+import per_byte_sets as sets  # noqa: E402
+
+CHECKPOINT = "gan_ckpt.safetensors"  # the name train_gan keeps its resume state under, in its work dir
+
+
+def config(iterations: int, seed: int, overrides: list[str]):
+    """The benchmark generator's GAN config (the cpu preset's GAN section) at ``iterations``."""
+    from latentds.encoding import build_config
+
+    cfg, _ = build_config("cpu", None, [f"seed={seed}", f"gan.iterations={iterations}", *overrides])
+    return cfg.gan
+
+
+def rel(path: Path) -> str:
+    return os.path.relpath(path, REPO)
+
+
+def committed_iteration(path: Path) -> int:
+    """The iteration a checkpoint file holds (its safetensors metadata), 0 where there is none."""
+    if not path.is_file():
+        return 0
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    return int(json.loads(meta.get("latentds.state", "{}")).get("iteration", 0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--iterations", type=int, default=10_000)
+    p.add_argument("--name", default=None, help="default: w16-<iterations>it")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=sets.DATA_DEFAULT, help="CIFAR-10 as an image folder (default %(default)s)")
+    p.add_argument("--work", type=Path, default=None, help="default: ../latentds-bench/generator-NAME")
+    p.add_argument("--hours", type=float, default=None, help="stop at the first checkpoint after this many hours")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--set", action="append", default=[], metavar="gan.KEY=VALUE",
+                   help="another GAN config than the cpu preset's (then name it with --name)")
+    args = p.parse_args(argv)
+    name = args.name or f"w16-{args.iterations}it"
+    work = (args.work or Path(f"../latentds-bench/generator-{name}")) / "gan"
+    kept = sets.ARTIFACTS / "training" / name
+    out = sets.generator_path(name)
+    if out.exists():
+        print(f"train_generator: {rel(out)} exists; nothing to do")
+        return 0
+
+    import torch
+
+    from latentds.encoding import GENERATOR_FILE, train_gan
+    from latentds.sources import load_source
+
+    torch.set_num_threads(args.threads)
+    cfg = config(args.iterations, args.seed, args.set)
+    work.mkdir(parents=True, exist_ok=True)
+    if committed_iteration(kept / CHECKPOINT) > committed_iteration(work / CHECKPOINT):
+        shutil.copyfile(kept / CHECKPOINT, work / CHECKPOINT)  # a clean clone, or a lost work dir
+    record_path = kept / "record.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {
+        "generator": rel(out), "gan_config": asdict(cfg),
+        "data": args.data, "precision": "fp32", "threads": args.threads, "sessions": [],
+        "command": " ".join(["python bench/train_generator.py --iterations", str(args.iterations)]
+                            + [f"--set {s}" for s in args.set] + ([f"--name {name}"] if args.name else []))}
+    print(f"train_generator: loading {args.data}", flush=True)
+    data = load_source(args.data, "train", progress=False)
+    segment = {"machine": machine(), "torch": torch.__version__, "started": time.strftime("%Y-%m-%d %H:%M"),
+               "from_iteration": committed_iteration(work / CHECKPOINT), "to_iteration": None, "seconds": 0.0}
+    record["sessions"].append(segment)
+    t0 = time.perf_counter()
+    it = segment["from_iteration"]
+    while it < args.iterations:
+        target = min(args.iterations, (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
+        _, stats = train_gan(data, replace(cfg, iterations=target), work, "cpu",
+                                     progress=False, log=lambda line: print(line, flush=True))
+        it = stats["iterations"]
+        kept.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / CHECKPOINT, kept / CHECKPOINT)
+        segment.update(to_iteration=it, seconds=round(time.perf_counter() - t0, 1), train_seconds=stats["train_seconds"])
+        record_path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"train_generator: iteration {it:,}/{args.iterations:,}; checkpoint kept in {rel(kept)}",
+              flush=True)
+        if args.hours is not None and time.perf_counter() - t0 > args.hours * 3600 and it < args.iterations:
+            print(f"train_generator: stopped after {args.hours} h; the same command resumes at iteration {it:,}")
+            return 0
+    shutil.copyfile(work / GENERATOR_FILE, out)
+    (kept / CHECKPOINT).unlink(missing_ok=True)
+    record.update(iterations=it, train_seconds=stats["train_seconds"], bytes=os.path.getsize(out))
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"train_generator: wrote {rel(out)} ({it:,} iterations)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

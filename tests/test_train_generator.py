@@ -1,0 +1,53 @@
+"""bench/train_generator.py: a generator trained over several sessions, each stopping at a checkpoint that is kept
+in the repository, gives the generator of one uninterrupted run, and the record names every session."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from tests.fakedata import create_image_folder
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--set", "gan.batch_size=4", "--set", "gan.checkpoint_every=2", "--set", "gan.ema_start=1",
+        "--set", "gan.width=8", "--set", "gan.disc_width=8"]
+
+
+def _load(name: str):
+    sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sessions_resume_from_the_kept_checkpoint_and_end_where_one_run_does(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    tg = _load("train_generator")
+    monkeypatch.setattr(tg.sets, "ARTIFACTS", tmp_path / "artifacts")
+    torch.set_num_threads(1)
+    data = str(create_image_folder(tmp_path / "data", (3, 32, 32), per_class=4, splits=("train",)))
+    common = ["--iterations", "6", "--name", "tiny", "--data", data, *TINY]
+    kept = tmp_path / "artifacts" / "training" / "tiny"
+
+    assert tg.main([*common, "--work", str(tmp_path / "a"), "--hours", "0"]) == 0  # a session: one chunk, then stop
+    assert tg.committed_iteration(kept / tg.CHECKPOINT) == 2
+    shutil.rmtree(tmp_path / "a")  # the next session is a clean clone: no work dir, only what was committed
+    assert tg.main([*common, "--work", str(tmp_path / "b")]) == 0
+    out = tmp_path / "artifacts" / "cifar10-biggan32-tiny.safetensors"
+    record = json.loads((kept / "record.json").read_text())
+    assert [(s["from_iteration"], s["to_iteration"]) for s in record["sessions"]] == [(0, 2), (2, 6)]
+    assert record["iterations"] == 6 and record["gan_config"]["width"] == 8 and "--set gan.width=8" in record["command"]
+    assert not (kept / tg.CHECKPOINT).exists()  # done: the generator is the artefact, the resume state goes
+
+    monkeypatch.setattr(tg.sets, "ARTIFACTS", tmp_path / "once")
+    assert tg.main([*common, "--work", str(tmp_path / "c")]) == 0  # one session, never stopped
+    once, twice = load_file(tmp_path / "once" / out.name), load_file(out)
+    assert once.keys() == twice.keys() and all(torch.equal(once[k], twice[k]) for k in once)
+    assert tg.main([*common, "--work", str(tmp_path / "c")]) == 0  # finished: says so, trains nothing
