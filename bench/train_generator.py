@@ -63,6 +63,53 @@ def committed_iteration(path: Path) -> int:
     return int(json.loads(meta.get("latentds.state", "{}")).get("iteration", 0))
 
 
+class Judge:
+    """The quality of samples under one real-data classifier (gan_quality: its accuracy on 200 class-conditional
+    samples per class, and a Fréchet distance in its features to as many real images), recorded per iteration."""
+
+    PER_CLASS = 200
+
+    def __init__(self, path: Path, data, source: str, seed: int, record: dict):
+        from latentds.encoding import load_classifier
+        from latentds.format import file_sha256
+
+        self.classifier, self.data, self.seed, self.out = load_classifier(path), data, seed, record
+        self.out.setdefault("quality", {"classifier": rel(path), "classifier_sha256": file_sha256(path),
+                                        "per_class": self.PER_CLASS, "points": []})
+        if self.out["quality"]["classifier_sha256"] != file_sha256(path):
+            raise SystemExit(f"train_generator: the record's quality figures were measured under another classifier "
+                             f"({self.out['quality']['classifier']}); pass that one, or none")
+        if "classifier_test_accuracy" not in self.out["quality"]:  # what "recognised" is read against
+            from latentds.encoding import accuracy
+            from latentds.sources import load_source
+
+            test = load_source(source, "test", progress=False)
+            norm = self.classifier.normalization
+            self.out["quality"]["classifier_test_accuracy"] = round(float(
+                accuracy(self.classifier, test.images, test.labels, norm["mean"], norm["std"])), 2)
+        if "benchmark_generator" not in self.out["quality"]:
+            from latentds.checkpoint import load_model
+
+            self.out["quality"]["benchmark_generator"] = {"file": rel(sets.GENERATOR), **self.measure(load_model(sets.GENERATOR))}
+
+    def measure(self, generator) -> dict:
+        import torch
+
+        from latentds.encoding import gan_quality
+
+        with torch.no_grad():
+            q = gan_quality(generator, self.classifier, self.data.num_classes, self.PER_CLASS, self.seed, "cpu",
+                            real=self.data)
+        return {k: round(q[k], 3) for k in ("accuracy", "frechet", "frechet_real") if k in q}
+
+    def record(self, generator, iteration: int) -> None:
+        point = {"iteration": iteration, **self.measure(generator)}
+        self.out["quality"]["points"] = [p for p in self.out["quality"]["points"] if p["iteration"] != iteration] + [point]
+        print(f"train_generator: iteration {iteration:,}: samples {point['accuracy']:.1f} % recognised, Fréchet "
+              f"{point.get('frechet', float('nan')):.2f} (benchmark generator: "
+              f"{self.out['quality']['benchmark_generator']['accuracy']:.1f} %)", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iterations", type=int, default=10_000)
@@ -72,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=None, help="default: ../latentds-bench/generator-NAME")
     p.add_argument("--hours", type=float, default=None, help="stop at the first checkpoint after this many hours")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--classifier", type=Path, default=None,
+                   help="a real-data classifier (train_classifier's file, e.g. an encode work dir's "
+                        "classifier/classifier.safetensors): after every chunk, the samples' quality under it is "
+                        "recorded, and the benchmark generator's once, so the record is a quality-vs-iterations curve")
     p.add_argument("--set", action="append", default=[], metavar="gan.KEY=VALUE",
                    help="another GAN config than the cpu preset's (then name it with --name)")
     args = p.parse_args(argv)
@@ -104,13 +155,16 @@ def main(argv: list[str] | None = None) -> int:
     segment = {"machine": machine(), "torch": torch.__version__, "started": time.strftime("%Y-%m-%d %H:%M"),
                "from_iteration": committed_iteration(work / CHECKPOINT), "to_iteration": None, "seconds": 0.0}
     record["sessions"].append(segment)
+    judge = Judge(args.classifier, data, args.data, args.seed, record) if args.classifier else None
     t0 = time.perf_counter()
     it = segment["from_iteration"]
     while it < args.iterations:
         target = min(args.iterations, (it // cfg.checkpoint_every + 1) * cfg.checkpoint_every)
-        _, stats = train_gan(data, replace(cfg, iterations=target), work, "cpu",
+        generator, stats = train_gan(data, replace(cfg, iterations=target), work, "cpu",
                                      progress=False, log=lambda line: print(line, flush=True))
         it = stats["iterations"]
+        if judge is not None:
+            judge.record(generator, it)
         kept.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(work / CHECKPOINT, kept / CHECKPOINT)
         segment.update(to_iteration=it, seconds=round(time.perf_counter() - t0, 1), train_seconds=stats["train_seconds"])
