@@ -147,12 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     record_path = kept / "record.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {
         "generator": rel(out), "gan_config": asdict(cfg),
-        "data": args.data, "precision": "fp32", "threads": args.threads, "sessions": [],
+        "data": args.data, "precision": "fp32", "sessions": [],
         "command": " ".join(["python bench/train_generator.py --iterations", str(args.iterations)]
                             + [f"--set {s}" for s in args.set] + ([f"--name {name}"] if args.name else []))}
     print(f"train_generator: loading {args.data}", flush=True)
     data = load_source(args.data, "train", progress=False)
-    segment = {"machine": machine(), "torch": torch.__version__, "started": time.strftime("%Y-%m-%d %H:%M"),
+    segment = {"machine": machine(), "torch": torch.__version__, "threads": args.threads,
+               "started": time.strftime("%Y-%m-%d %H:%M"),
                "from_iteration": committed_iteration(work / CHECKPOINT), "to_iteration": None, "seconds": 0.0}
     record["sessions"].append(segment)
     judge = Judge(args.classifier, data, args.data, args.seed, record) if args.classifier else None
