@@ -120,11 +120,12 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
     spec_arg = (f"gan:{os.path.relpath(spec[4:], REPO)}" if str(spec).startswith("gan:")
                 else spec if isinstance(spec, str) else os.path.relpath(spec, REPO))
     generator_flag = f" --generator {cell.generator}" if cell.generator != BENCHMARK_GENERATOR else ""
+    budget_flag = "" if cell.budget == "ceiling" else f" --budgets {cell.budget}"  # the ceiling runs at any budgets
     record = {
         "cell": cell.name, "budget": cell.budget, "method": cell.method, "bytes": meta["bytes"],
         "images": meta["images"], "budget_bytes": meta.get("budget"), "seeds": args.seeds, "epochs": epochs,
         "steps": args.steps, "machine": machine(args.device), "encode": meta.get("encode"), "set_sha256": set_sha,
-        "command": f"python bench/per_byte.py --only {cell.base} --budgets {cell.budget} --steps {args.steps} "
+        "command": f"python bench/per_byte.py --only {cell.base}{budget_flag} --steps {args.steps} "
                    f"--seeds {args.seeds}{generator_flag}  # then: latentds eval {spec_arg} --test {args.data} "
                    f"--arch convnet3 --epochs {epochs} --seeds {args.seeds} --precision {PRECISION}",
     }

@@ -103,6 +103,9 @@ def test_a_cell_resumes_from_the_committed_seeds_and_saves_each_new_one(bench, t
     partials = []
     record = bench.run_cell(cell, args, lambda line: None, partials.append, prior)
     assert evaluated == [1, 2]  # seed 0 came from the committed record; seed 1 was run on other bytes: rerun
+    assert record["command"].startswith("python bench/per_byte.py --only png --budgets 100 --steps 1000 --seeds 3  #")
+    ceiling = bench.run_cell(bench.Cell("ceiling", "real_all"), args, lambda line: None, lambda partial: None)
+    assert ceiling["command"].startswith("python bench/per_byte.py --only real_all --steps 1000")  # no --budgets ceiling
     assert record["accs"] == [40.0, 51.0, 52.0] and not record.get("partial")
     assert [p["accs"] for p in partials] == [[40.0], [40.0, 51.0]] and all(p["partial"] for p in partials)
     ceiling = {**record, "cell": "real_all@ceiling", "budget": "ceiling", "method": "real_all", "bytes": 44_000_000}
