@@ -74,9 +74,10 @@ class Judge:
         from latentds.format import file_sha256
 
         self.classifier, self.data, self.seed, self.out = load_classifier(path), data, seed, record
-        self.out.setdefault("quality", {"classifier": rel(path), "classifier_sha256": file_sha256(path),
+        sha = file_sha256(path)
+        self.out.setdefault("quality", {"classifier": rel(path), "classifier_sha256": sha,
                                         "per_class": self.PER_CLASS, "points": []})
-        if self.out["quality"]["classifier_sha256"] != file_sha256(path):
+        if self.out["quality"]["classifier_sha256"] != sha:
             raise SystemExit(f"train_generator: the record's quality figures were measured under another classifier "
                              f"({self.out['quality']['classifier']}); pass that one, or none")
         if "classifier_test_accuracy" not in self.out["quality"]:  # what "recognised" is read against
