@@ -141,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     from latentds.sources import load_source
 
     torch.set_num_threads(args.threads)
-    cfg = config(args.iterations, args.seed, args.set)
+    from latentds.errors import LatentdsError
+
+    try:
+        cfg = config(args.iterations, args.seed, args.set)
+    except LatentdsError as exc:  # a bad --iterations or --set: one line, as the CLI says it
+        raise SystemExit(f"train_generator: {exc}") from None
     work.mkdir(parents=True, exist_ok=True)
     if committed_iteration(kept / CHECKPOINT) > committed_iteration(work / CHECKPOINT):
         shutil.copyfile(kept / CHECKPOINT, work / CHECKPOINT)  # a clean clone, or a lost work dir
