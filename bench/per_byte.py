@@ -101,6 +101,8 @@ def machine(device: str) -> str:
 def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dict | None = None) -> dict:
     """Evaluate the cell seed by seed. A finished seed is kept in ``--work`` and, through ``save_partial``, in the
     committed records (``"partial": true``), so that a cell resumes in a later session from a clean clone."""
+    import torch
+
     import latentds
 
     spec, meta = build_set(cell, args)
@@ -144,7 +146,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
             res = latentds.evaluate(spec, args.data, arch="convnet3", epochs=epochs, seeds=1, seed=seed, device=args.device,
                                     precision=PRECISION, progress=False, **extra)
             r = {"acc": res.accs[0], "seconds": time.perf_counter() - t0, "final_train_acc": res.curves[0]["train_acc"][-1],
-                 "compute": res.config["compute"], "set_sha256": set_sha}
+                 "compute": res.config["compute"], "threads": torch.get_num_threads(), "set_sha256": set_sha}
             done.write_text(json.dumps(r))
             log(f"{cell.name}: seed {seed}: {r['acc']:.2f} % ({r['seconds'] / 60:.1f} min)")
         runs.append({"seed": seed, "epochs": epochs, "set_sha256": set_sha, **r})

@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "bench"))
-from benchlib import machine  # noqa: E402
+from benchlib import machine, rel  # noqa: E402
 import per_byte_sets as sets  # noqa: E402
 
 CHECKPOINT = "gan_ckpt.safetensors"  # the name train_gan keeps its resume state under, in its work dir
@@ -46,10 +46,6 @@ def config(iterations: int, seed: int, overrides: list[str]):
 
     cfg, _ = build_config("cpu", None, [f"seed={seed}", f"gan.iterations={iterations}", *overrides])
     return cfg.gan
-
-
-def rel(path: Path) -> str:
-    return os.path.relpath(path, REPO)
 
 
 def committed_iteration(path: Path) -> int:

@@ -34,6 +34,11 @@ def cpu_model() -> str:
     return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), platform.machine())
 
 
+def rel(path: Path | str) -> str:
+    """A path relative to the repository (``../work/...`` outside it), never this machine's absolute layout."""
+    return os.path.relpath(Path(path).resolve(), REPO)
+
+
 def machine() -> str:
     return f"{cpu_model()}, {os.cpu_count()} cores"
 

@@ -14,7 +14,6 @@ Its test accuracy is reported too: the samples' accuracy is read against it. Wri
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,12 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from benchlib import machine, save_result  # noqa: E402
-
-
-def _rel(path: Path) -> str:
-    """A path relative to the repository (``../work/...`` outside it), never this machine's absolute layout."""
-    return os.path.relpath(Path(path).resolve(), REPO)
+from benchlib import machine, rel, save_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.json or REPO / "bench" / "results" / f"generator-quality-{'gpu' if device.type == 'cuda' else 'cpu'}.json"
     result["command"] = " ".join(command)
-    result["generator"]["file"] = _rel(args.generator)
-    result["classifier"]["file"] = _rel(args.classifier)
+    result["generator"]["file"] = rel(args.generator)
+    result["classifier"]["file"] = rel(args.classifier)
     save_result(result, out)
     print(f"{args.generator.name}: samples classified {q['accuracy']:.1f} % correctly by a classifier at "
           f"{test_acc:.1f} % test accuracy; Fréchet distance in its features {q['frechet']:.2f} "
