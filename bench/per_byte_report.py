@@ -9,14 +9,14 @@ from pathlib import Path
 def write_outputs(records: list[dict], out: Path, stem: str, budgets: dict[str, int],
                   paper: dict[str, tuple[float, float]]) -> None:
     """The records as JSON, the table (per-byte-*.md) and the plot (per-byte-*.png): a running cell is listed with
-    its seeds so far, never plotted; the plot keeps the best point per budget of each family (JPEG's best quality)."""
+    its seeds so far and drawn hollow; the plot keeps the best point per budget of each family (JPEG's best quality)."""
     (out / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
     lines = ["# Accuracy per byte on CIFAR-10 (ConvNet-3, real test split)", "",
              "| budget | method | images | bytes | MB | acc (%) | epochs |", "|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["bytes"], r["method"])):
         if r.get("partial"):
             lines.append(f"| {r['budget']} | {r['method']} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
-                         f"running: seeds {', '.join(f'{a:.2f}' for a in r['accs'])} of {r['seeds']} | {r['epochs']} |")
+                         f"running: {len(r['accs'])} of {r['seeds']} seeds, {', '.join(f'{a:.2f}' for a in r['accs'])} | {r['epochs']} |")
             continue
         if r["acc_mean"] is None:
             lines.append(f"| {r['budget']} | {r['method']} | 0 | - | - | does not fit in {r['budget_bytes']:,} bytes | - |")

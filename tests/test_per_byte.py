@@ -110,7 +110,7 @@ def test_a_cell_resumes_from_the_committed_seeds_and_saves_each_new_one(bench, t
     assert [p["accs"] for p in partials] == [[40.0], [40.0, 51.0]] and all(p["partial"] for p in partials)
     ceiling = {**record, "cell": "real_all@ceiling", "budget": "ceiling", "method": "real_all", "bytes": 44_000_000}
     bench.write_outputs([partials[-1], ceiling], tmp_path)  # a running cell is listed as running, not as a result
-    assert "running: seeds 40.00, 51.00 of 3" in (tmp_path / "per-byte-cpu.md").read_text()
+    assert "running: 2 of 3 seeds, 40.00, 51.00" in (tmp_path / "per-byte-cpu.md").read_text()
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "per-byte-cpu.png").stat().st_size > 10_000
 
