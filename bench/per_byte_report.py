@@ -50,6 +50,17 @@ def _families(records: list[dict]) -> dict[str, list[dict]]:
     return {fam: sorted(rs.values(), key=lambda r: r["bytes"]) for fam, rs in sorted(families.items())}
 
 
+COLOURS = {"jpeg_mosaic": "C1", "jpeg_file": "C5", "png": "C7", "dm_mosaic": "C8", "lds_int8": "C3", "lds_fp16": "C2",
+           "lds_fp32": "C6", "inversion": "C0", "gan": "C9"}
+
+
+def _style(family: str) -> tuple[str, str, str]:
+    """A family's colour, marker and line, the same in every redraw whatever else is recorded: another generator's
+    cells (``lds_int8+NAME``) take their method's colour with square markers and a dashed line."""
+    method, _, generator = family.partition("+")
+    return COLOURS.get(method, "C4"), "s" if generator else "o", "--" if generator else "-"
+
+
 def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[str, tuple[float, float]]) -> None:
     """Accuracy against file size on a log axis: the budgets as vertical lines, the paper's IT-GAN figures as
     horizontal bands, finished cells filled with their seed spread, running cells hollow with their seed count,
@@ -73,16 +84,16 @@ def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[s
                     va="bottom", fontsize=7, color="dimgrey")
     labelled: list[tuple[int, int]] = []  # (images, bytes): points side by side with one image count get one label
     for i, (fam, pts) in enumerate(_families(records).items()):
-        colour = f"C{i}"
+        colour, marker, line = _style(fam)
         done = [r for r in pts if not r.get("partial")]
         if done:
             ax.errorbar([r["bytes"] / 1e6 for r in done], [r["acc_mean"] for r in done],
-                        [r["acc_std"] for r in done], marker="o", capsize=3, color=colour, label=fam)
+                        [r["acc_std"] for r in done], marker=marker, ls=line, capsize=3, color=colour, label=fam)
         running = [r for r in pts if r.get("partial")]
         for r in pts:
             note = f"{r['images']:,} img"
             if r.get("partial"):  # one legend entry per family, only where it has no finished point to carry it
-                ax.plot(r["bytes"] / 1e6, _mean(r), marker="o", mfc="none", color=colour, ls="none",
+                ax.plot(r["bytes"] / 1e6, _mean(r), marker=marker, mfc="none", color=colour, ls="none",
                         label=f"{fam} (running)" if not done and r is running[0] else None)
                 note += f", {len(r['accs'])}/{r['seeds']} seeds"
             elif any(n == r["images"] and abs(b - r["bytes"]) < 0.2 * b for n, b in labelled):

@@ -229,3 +229,10 @@ def test_gan_samples_are_fingerprinted_by_the_generators_bytes(tmp_path):
 
     gen = _generator(tmp_path / "g.safetensors", 16)
     assert sets.set_fingerprint(f"gan:{gen}") == f"gan:{file_sha256(gen)}"  # no machine's path in the records
+
+
+def test_a_family_keeps_its_colour_whatever_else_is_recorded_and_another_generator_is_dashed():
+    report = _load("per_byte_report")
+    assert report._style("lds_int8") == (report.COLOURS["lds_int8"], "o", "-")
+    assert report._style("lds_int8+w16-10000it") == (report.COLOURS["lds_int8"], "s", "--")
+    assert len(set(report.COLOURS.values())) == len(report.COLOURS)  # no two families share a colour
