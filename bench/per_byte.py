@@ -7,6 +7,7 @@
     python bench/per_byte.py --only lds --budgets 100 --redo  # finished cells on their sets as built now: seeds
                                                     # that trained on other bytes run again, the others are kept
     python bench/per_byte.py --sizes                # bytes per image of every format (seconds)
+    python bench/per_byte.py --only lds_long lds_prior --budgets 100 --generator w16-10000it  # longer condensation
     python bench/per_byte.py --only lds gan inversion --generator w16-10000it   # the latentds cells with another
                                                     # generator of the same size (bench/artifacts): METHOD+NAME cells
 
@@ -25,6 +26,10 @@ what fits in that many bytes and is tested on the real test split (3 seeds, the 
   dir: storage dtypes do not change the result) written with fp32 latents and an fp32 generator, the reference
   that measures what each storage option costs in accuracy;
 - ``inversion``: the same latents before condensation (``condense.iterations=0``), int8;
+- ``lds_long``: the same encode condensed 40 times longer (``LONG_CONDENSE``: 200 passes), int8, at 100 and 500
+  per class only (the fast preset's 5 passes are what the whole set affords; a few hundred per class afford more);
+- ``lds_prior``: ``lds_long`` started from z ~ N(0, I) (``amortized.steps=0``, ``invert.iterations=0``): the
+  GAN's own samples condensed, for a generator whose samples train better than its inverted latents;
 - ``gan``: plain GAN samples at the same latent count (z ~ N(0, I)), counted as the int8 file would be;
 - ``dm_mosaic_qQ``: DM-condensed images (``condense.parametrization=pixel``: the fast preset's condensation on
   pixels, started from real images, no generator) shipped as quality-Q mosaics: as many per class as the real
@@ -64,7 +69,7 @@ import per_byte_report as report  # noqa: E402
 from byte_budget import MOSAIC, bytes_per_image, class_balanced_order  # noqa: E402
 from per_byte_sets import (  # noqa: E402, F401 (re-exported: bench/storage_fidelity.py reads them from here)
     BENCHMARK_GENERATOR, BUDGETS, DATA_DEFAULT, FILE_QUALITIES, GENERATOR, LATENT_DIM, LDS_METHODS, MOSAIC_QUALITIES,
-    PRECISION, Cell, build_set, check_generator, generator_fp16_bytes, lds_bytes, set_fingerprint)
+    LONG_BUDGETS, PRECISION, Cell, build_set, check_generator, generator_fp16_bytes, lds_bytes, set_fingerprint)
 
 PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
 
@@ -78,7 +83,8 @@ def cells(budgets: list[str], methods: list[str] | None, generator: str = BENCHM
              + [f"jpeg_file_q{q}" for q in FILE_QUALITIES if q != 75])
     out = [Cell("ceiling", "real_all")] if not methods or "real_all" in methods else []
     order = [b for b in ("all", "500", "100") if b in budgets]
-    out += [Cell(b, m) for m in names for b in order if not methods or any(m.startswith(x) for x in methods)]
+    out += [Cell(b, m) for m in names for b in order if (not methods or any(m.startswith(x) for x in methods))
+            and (b in LONG_BUDGETS or m.split("+")[0] not in ("lds_long", "lds_prior"))]
     return out
 
 

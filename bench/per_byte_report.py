@@ -51,14 +51,14 @@ def _families(records: list[dict]) -> dict[str, list[dict]]:
 
 
 COLOURS = {"jpeg_mosaic": "C1", "jpeg_file": "C5", "png": "C7", "dm_mosaic": "C8", "lds_int8": "C3", "lds_fp16": "C2",
-           "lds_fp32": "C6", "inversion": "C0", "gan": "C9"}
+           "lds_fp32": "C6", "inversion": "C0", "gan": "C9", "lds_long": "C4", "lds_prior": "k"}
 
 
 def _style(family: str) -> tuple[str, str, str]:
     """A family's colour, marker and line, the same in every redraw whatever else is recorded: another generator's
     cells (``lds_int8+NAME``) take their method's colour with square markers and a dashed line."""
     method, _, generator = family.partition("+")
-    return COLOURS.get(method, "C4"), "s" if generator else "o", "--" if generator else "-"
+    return COLOURS.get(method, "0.5"), "s" if generator else "o", "--" if generator else "-"
 
 
 def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[str, tuple[float, float]]) -> None:

@@ -29,7 +29,19 @@ HEADER_ALLOWANCE = 16_384  # the .lds manifest and safetensors header: too littl
 TRAIN_IMAGES = 50_000
 PRECISION = "fp32"  # every cell on every CPU kind: one numerics, so cells measured on different machines compare
 KEPT = "per-byte-sets"  # under --out: the latentds files the records trained on, committed (encodes take hours)
-LDS_METHODS = ("lds_int8", "lds_fp16", "lds_fp32", "inversion", "gan")
+LDS_METHODS = ("lds_int8", "lds_fp16", "lds_fp32", "inversion", "gan", "lds_long", "lds_prior")
+# A long condensation: the fast preset's 5 passes are what the whole set affords; a few hundred latents per class
+# afford 40 times more (200 passes at its lr: ~28 min at 100/class on one thread; the 10 and 50 per class benchmark
+# ran 500 at lr 0.005).
+LONG_CONDENSE = ("condense.iterations=200", "condense.lr=0.01")
+# Each latentds method's encode: its work dir's kind and its overrides of the fast preset (ipc and dtypes aside).
+ENCODES = {
+    "lds_int8": ("itgan", ()), "lds_fp16": ("itgan", ()), "lds_fp32": ("itgan", ()),
+    "inversion": ("inversion", ("condense.iterations=0",)),
+    "lds_long": ("long", LONG_CONDENSE),  # IT-GAN as the fast preset inverts, condensed 100x longer
+    "lds_prior": ("prior", ("amortized.steps=0", "invert.iterations=0") + LONG_CONDENSE),  # condensed from z ~ N(0, I)
+}
+LONG_BUDGETS = ("100", "500")  # where the long condensation fits a session (the whole set's would take days)
 
 
 def generator_path(name: str) -> Path:
@@ -153,20 +165,25 @@ def encode_dir(work: Path, kind: str, budget: str, generator: str) -> Path:
     return base / f"{kind}@{budget}.work"
 
 
-def reuse_stages(work: Path, budget: str, target: Path, with_inversion: bool, generator: str) -> None:
-    """Copy the stages that do not depend on the latent count from another budget's encode (the classifier trains
-    on the whole training set with the same config at every budget and whatever the generator; the latent encoder
-    too, but it learns one generator's inverse, so only from an encode with the same generator), and, for
-    ``inversion``, the inverted latents of the same budget's IT-GAN run: the result is the same, hours are not."""
-    same = [encode_dir(work, "itgan", b, generator) for b in BUDGETS]
-    any_generator = same + sorted((work / "encode").glob("**/itgan@*.work"))
-    for part, donors in (("classifier", any_generator), ("encoder", same)):
-        found = [d / part for d in donors if (d / part).is_dir()]
+INVERTING = ("itgan", "inversion", "long")  # the kinds whose encodes share the fast preset's encoder and inversion
+
+
+def reuse_stages(work: Path, budget: str, target: Path, kind: str, generator: str) -> None:
+    """Copy the stages that do not depend on what the target changes from another encode that has them finished:
+    the classifier (it trains on the whole training set with the same config at every budget, for every kind and
+    generator), the latent encoder (the same at every budget, but it learns one generator's inverse, so only from an
+    encode with the same generator; ``prior`` has none) and, for ``inversion`` and ``long``, the inverted latents
+    (the same budget's, same generator): the result is the same, hours are not. Run cells that share a stage one
+    after the other: a stage still being written is not told from a finished one."""
+    same = [encode_dir(work, k, b, generator) for k in INVERTING for b in BUDGETS]
+    everyone = same + sorted((work / "encode").glob("**/*@*.work"))
+    parts = [("classifier", everyone), ("encoder", [] if kind == "prior" else same)]
+    if kind in ("inversion", "long"):
+        parts.append(("invert", [encode_dir(work, k, budget, generator) for k in INVERTING]))
+    for part, donors in parts:
+        found = [d / part for d in donors if d != target and (d / part).is_dir()]
         if found and not (target / part).exists():
             shutil.copytree(found[0], target / part)
-    donor = encode_dir(work, "itgan", budget, generator) / "invert"
-    if with_inversion and donor.is_dir() and not (target / "invert").exists():
-        shutil.copytree(donor, target / "invert")
 
 
 def build_lds(cell: Cell, args: argparse.Namespace) -> tuple[Path | str, dict]:
@@ -181,14 +198,13 @@ def build_lds(cell: Cell, args: argparse.Namespace) -> tuple[Path | str, dict]:
             "images": n * 10, "bytes": lds_bytes(ipc), "ipc": n,
             "what": "GAN samples, counted as an int8 .lds of the same latent count"}
     work = args.work
-    folder = encode_dir(work, "inversion" if cell.base == "inversion" else "itgan", cell.budget, cell.generator)
+    kind, extra = ENCODES[cell.base]
+    folder = encode_dir(work, kind, cell.budget, cell.generator)
     dtype = {"lds_fp16": "float16", "lds_fp32": "float32"}.get(cell.base, "int8")
     gen_dtype = "float32" if cell.base == "lds_fp32" else "float16"  # lds_fp32: the storage options' reference
     out = work / "sets" / f"{cell.name}.lds"
-    overrides = [f"ipc={'null' if ipc is None else ipc}", f"latent_dtype={dtype}", f"generator_dtype={gen_dtype}"]
-    if cell.base == "inversion":
-        overrides.append("condense.iterations=0")
-    reuse_stages(work, cell.budget, folder, cell.base == "inversion", cell.generator)
+    overrides = [f"ipc={'null' if ipc is None else ipc}", f"latent_dtype={dtype}", f"generator_dtype={gen_dtype}", *extra]
+    reuse_stages(work, cell.budget, folder, kind, cell.generator)
     kept = args.out / KEPT / out.name
     if not out.exists() and kept.exists():  # a clean clone resumes after the encode
         out.parent.mkdir(parents=True, exist_ok=True)

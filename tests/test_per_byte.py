@@ -216,10 +216,10 @@ def test_a_new_generator_reuses_the_classifier_but_never_another_generators_enco
         (old / part).mkdir(parents=True)
     target = sets.encode_dir(tmp_path, "itgan", "500", "w16-longer")
     assert target == tmp_path / "encode" / "w16-longer" / "itgan@500.work"
-    sets.reuse_stages(tmp_path, "500", target, False, "w16-longer")
+    sets.reuse_stages(tmp_path, "500", target, "itgan", "w16-longer")
     assert sorted(p.name for p in target.iterdir()) == ["classifier"]  # the encoder learnt the old generator's inverse
     inversion = sets.encode_dir(tmp_path, "inversion", "100", sets.BENCHMARK_GENERATOR)
-    sets.reuse_stages(tmp_path, "100", inversion, True, sets.BENCHMARK_GENERATOR)
+    sets.reuse_stages(tmp_path, "100", inversion, "inversion", sets.BENCHMARK_GENERATOR)
     assert sorted(p.name for p in inversion.iterdir()) == ["classifier", "encoder", "invert"]
 
 
@@ -236,3 +236,24 @@ def test_a_family_keeps_its_colour_whatever_else_is_recorded_and_another_generat
     assert report._style("lds_int8") == (report.COLOURS["lds_int8"], "o", "-")
     assert report._style("lds_int8+w16-10000it") == (report.COLOURS["lds_int8"], "s", "--")
     assert len(set(report.COLOURS.values())) == len(report.COLOURS)  # no two families share a colour
+
+
+def test_the_long_condensation_cells_run_where_they_fit_and_reuse_only_what_they_share(bench, tmp_path):
+    sets = sys.modules["per_byte_sets"]
+    names = [c.name for c in bench.cells(["100", "500", "all"], ["lds_long", "lds_prior"], "w16-longer")]
+    assert names == ["lds_long+w16-longer@500", "lds_long+w16-longer@100",
+                     "lds_prior+w16-longer@500", "lds_prior+w16-longer@100"]  # never the whole set: days of passes
+    inverted = sets.encode_dir(tmp_path, "inversion", "100", "w16-longer")  # any kind that inverts is a donor
+    for part in ("classifier", "encoder", "invert"):
+        (inverted / part).mkdir(parents=True)
+    long = sets.encode_dir(tmp_path, "long", "100", "w16-longer")
+    sets.reuse_stages(tmp_path, "100", long, "long", "w16-longer")
+    assert sorted(p.name for p in long.iterdir()) == ["classifier", "encoder", "invert"]
+    prior = sets.encode_dir(tmp_path, "prior", "100", "w16-longer")
+    sets.reuse_stages(tmp_path, "100", prior, "prior", "w16-longer")
+    assert sorted(p.name for p in prior.iterdir()) == ["classifier"]  # it starts from z ~ N(0, I): no encoder
+    other = sets.encode_dir(tmp_path, "long", "500", "w16-longer")
+    sets.reuse_stages(tmp_path, "500", other, "long", "w16-longer")
+    assert sorted(p.name for p in other.iterdir()) == ["classifier", "encoder"]  # another budget's latents: not its own
+    kind, overrides = sets.ENCODES["lds_prior"]
+    assert kind == "prior" and {"amortized.steps=0", "invert.iterations=0", *sets.LONG_CONDENSE} <= set(overrides)
