@@ -69,7 +69,8 @@ import per_byte_report as report  # noqa: E402
 from byte_budget import MOSAIC, bytes_per_image, class_balanced_order  # noqa: E402
 from per_byte_sets import (  # noqa: E402, F401 (re-exported: bench/storage_fidelity.py reads them from here)
     BENCHMARK_GENERATOR, BUDGETS, DATA_DEFAULT, FILE_QUALITIES, GENERATOR, LATENT_DIM, LDS_METHODS, MOSAIC_QUALITIES,
-    LONG_BUDGETS, PRECISION, Cell, build_set, check_generator, generator_fp16_bytes, lds_bytes, set_fingerprint)
+    LONG_BUDGETS, LONG_METHODS, PRECISION, Cell, build_set, check_generator, generator_fp16_bytes, lds_bytes,
+    set_fingerprint)
 
 PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
 
@@ -84,7 +85,7 @@ def cells(budgets: list[str], methods: list[str] | None, generator: str = BENCHM
     out = [Cell("ceiling", "real_all")] if not methods or "real_all" in methods else []
     order = [b for b in ("all", "500", "100") if b in budgets]
     out += [Cell(b, m) for m in names for b in order if (not methods or any(m.startswith(x) for x in methods))
-            and (b in LONG_BUDGETS or m.split("+")[0] not in ("lds_long", "lds_prior"))]
+            and (b in LONG_BUDGETS or Cell(b, m).base not in LONG_METHODS)]
     return out
 
 

@@ -31,16 +31,17 @@ PRECISION = "fp32"  # every cell on every CPU kind: one numerics, so cells measu
 KEPT = "per-byte-sets"  # under --out: the latentds files the records trained on, committed (encodes take hours)
 LDS_METHODS = ("lds_int8", "lds_fp16", "lds_fp32", "inversion", "gan", "lds_long", "lds_prior")
 # A long condensation: the fast preset's 5 passes are what the whole set affords; a few hundred latents per class
-# afford 40 times more (200 passes at its lr: ~28 min at 100/class on one thread; the 10 and 50 per class benchmark
-# ran 500 at lr 0.005).
+# afford 40 times more (200 passes at its lr: 31 min at 100/class on one thread, measured; the 10 and 50 per class
+# benchmark ran 500 at lr 0.005).
 LONG_CONDENSE = ("condense.iterations=200", "condense.lr=0.01")
 # Each latentds method's encode: its work dir's kind and its overrides of the fast preset (ipc and dtypes aside).
 ENCODES = {
     "lds_int8": ("itgan", ()), "lds_fp16": ("itgan", ()), "lds_fp32": ("itgan", ()),
     "inversion": ("inversion", ("condense.iterations=0",)),
-    "lds_long": ("long", LONG_CONDENSE),  # IT-GAN as the fast preset inverts, condensed 100x longer
+    "lds_long": ("long", LONG_CONDENSE),  # IT-GAN as the fast preset inverts, condensed 40x longer
     "lds_prior": ("prior", ("amortized.steps=0", "invert.iterations=0") + LONG_CONDENSE),  # condensed from z ~ N(0, I)
 }
+LONG_METHODS = tuple(m for m, (_, extra) in ENCODES.items() if set(LONG_CONDENSE) <= set(extra))
 LONG_BUDGETS = ("100", "500")  # where the long condensation fits a session (the whole set's would take days)
 
 
@@ -203,7 +204,8 @@ def build_lds(cell: Cell, args: argparse.Namespace) -> tuple[Path | str, dict]:
     dtype = {"lds_fp16": "float16", "lds_fp32": "float32"}.get(cell.base, "int8")
     gen_dtype = "float32" if cell.base == "lds_fp32" else "float16"  # lds_fp32: the storage options' reference
     out = work / "sets" / f"{cell.name}.lds"
-    overrides = [f"ipc={'null' if ipc is None else ipc}", f"latent_dtype={dtype}", f"generator_dtype={gen_dtype}", *extra]
+    overrides = [f"ipc={'null' if ipc is None else ipc}", f"latent_dtype={dtype}", f"generator_dtype={gen_dtype}",
+                 *extra]
     reuse_stages(work, cell.budget, folder, kind, cell.generator)
     kept = args.out / KEPT / out.name
     if not out.exists() and kept.exists():  # a clean clone resumes after the encode
