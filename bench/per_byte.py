@@ -8,6 +8,7 @@
                                                     # that trained on other bytes run again, the others are kept
     python bench/per_byte.py --sizes                # bytes per image of every format (seconds)
     python bench/per_byte.py --only lds_long lds_prior --budgets 100 --generator w16-10000it  # longer condensation
+    python bench/per_byte.py --only lds_prior_p --generator w16-10000it  # accuracy vs condensation passes
     python bench/per_byte.py --only lds gan inversion --generator w16-10000it   # the latentds cells with another
                                                     # generator of the same size (bench/artifacts): METHOD+NAME cells
 
@@ -30,6 +31,9 @@ what fits in that many bytes and is tested on the real test split (3 seeds, the 
   per class only (the fast preset's 5 passes are what the whole set affords; a few hundred per class afford more);
 - ``lds_prior``: ``lds_long`` started from z ~ N(0, I) (``amortized.steps=0``, ``invert.iterations=0``): the
   GAN's own samples condensed, for a generator whose samples train better than its inverted latents;
+- ``lds_prior_pN``: ``lds_prior`` given N condensation passes instead of 200 (N in ``CURVE_PASSES``), at 100 per
+  class only: with ``gan`` (0 passes) and ``lds_prior`` (200) the accuracy-vs-passes curve, drawn in
+  per-byte-cpu-passes.png, that says how many passes condensation needs;
 - ``gan``: plain GAN samples at the same latent count (z ~ N(0, I)), counted as the int8 file would be;
 - ``dm_mosaic_qQ``: DM-condensed images (``condense.parametrization=pixel``: the fast preset's condensation on
   pixels, started from real images, no generator) shipped as quality-Q mosaics: as many per class as the real
@@ -69,7 +73,7 @@ import per_byte_report as report  # noqa: E402
 from byte_budget import MOSAIC, bytes_per_image, class_balanced_order  # noqa: E402
 from per_byte_sets import (  # noqa: E402, F401 (re-exported: bench/storage_fidelity.py reads them from here)
     BENCHMARK_GENERATOR, BUDGETS, DATA_DEFAULT, FILE_QUALITIES, GENERATOR, LATENT_DIM, LDS_METHODS, MOSAIC_QUALITIES,
-    LONG_BUDGETS, LONG_METHODS, PRECISION, Cell, build_set, check_generator, generator_fp16_bytes, lds_bytes,
+    CURVE_BUDGETS, CURVE_METHODS, LONG_BUDGETS, LONG_METHODS, PRECISION, Cell, build_set, check_generator, generator_fp16_bytes, lds_bytes,
     set_fingerprint)
 
 PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
@@ -84,9 +88,26 @@ def cells(budgets: list[str], methods: list[str] | None, generator: str = BENCHM
              + [f"jpeg_file_q{q}" for q in FILE_QUALITIES if q != 75])
     out = [Cell("ceiling", "real_all")] if not methods or "real_all" in methods else []
     order = [b for b in ("all", "500", "100") if b in budgets]
-    out += [Cell(b, m) for m in names for b in order if (not methods or any(m.startswith(x) for x in methods))
-            and (b in LONG_BUDGETS or Cell(b, m).base not in LONG_METHODS)]
+    out += [Cell(b, m) for m in names for b in order if selected(Cell(b, m), methods, names) and fits(Cell(b, m))]
     return out
+
+
+def selected(cell: Cell, methods: list[str] | None, names: list[str]) -> bool:
+    """``--only``: a method's full name (``lds_prior``, ``lds_int8+w16-10000it``) selects that method alone, anything
+    else is a family prefix (``lds``, ``jpeg_mosaic``): ``lds_prior`` does not also run its shorter-pass cells."""
+    if not methods:
+        return True
+    bases = {Cell("100", n).base for n in names}
+    return any(x in (cell.method, cell.base) if x in bases or x in names else cell.method.startswith(x)
+               for x in methods)
+
+
+def fits(cell: Cell) -> bool:
+    """Long condensation runs at 100 and 500 per class only (the whole set's would take days), the
+    accuracy-vs-passes curve at 100 per class only."""
+    if cell.base in CURVE_METHODS:
+        return cell.budget in CURVE_BUDGETS
+    return cell.budget in LONG_BUDGETS or cell.base not in LONG_METHODS
 
 
 # --- running a cell -------------------------------------------------------------------------------------------
@@ -197,7 +218,8 @@ def save_record(record: dict, results: Path, out: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budgets", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
-    p.add_argument("--only", nargs="+", default=None, metavar="METHOD", help="method name prefixes to run")
+    p.add_argument("--only", nargs="+", default=None, metavar="METHOD",
+                   help="methods to run: a full name runs that method alone, anything else is a prefix (lds, jpeg)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=1000, help="SGD steps per network (default %(default)s)")
     p.add_argument("--work", type=Path, default=Path("../latentds-bench/per-byte"))

@@ -29,19 +29,27 @@ HEADER_ALLOWANCE = 16_384  # the .lds manifest and safetensors header: too littl
 TRAIN_IMAGES = 50_000
 PRECISION = "fp32"  # every cell on every CPU kind: one numerics, so cells measured on different machines compare
 KEPT = "per-byte-sets"  # under --out: the latentds files the records trained on, committed (encodes take hours)
-LDS_METHODS = ("lds_int8", "lds_fp16", "lds_fp32", "inversion", "gan", "lds_long", "lds_prior")
 # A long condensation: the fast preset's 5 passes are what the whole set affords; a few hundred latents per class
 # afford 40 times more (200 passes at its lr: 31 min at 100/class on one thread, measured; the 10 and 50 per class
 # benchmark ran 500 at lr 0.005).
 LONG_CONDENSE = ("condense.iterations=200", "condense.lr=0.01")
+FROM_PRIOR = ("amortized.steps=0", "invert.iterations=0")  # no encoder, no inversion: condense z ~ N(0, I)
+# The accuracy-vs-passes curve at 100/class: lds_prior stopped after fewer passes (the lr is constant, so each is
+# the 200-pass run's trajectory cut short). 0 passes are the gan cell, 200 the lds_prior cell.
+CURVE_PASSES = (25, 50, 100)
+CURVE_BUDGETS = ("100",)
 # Each latentds method's encode: its work dir's kind and its overrides of the fast preset (ipc and dtypes aside).
 ENCODES = {
     "lds_int8": ("itgan", ()), "lds_fp16": ("itgan", ()), "lds_fp32": ("itgan", ()),
     "inversion": ("inversion", ("condense.iterations=0",)),
     "lds_long": ("long", LONG_CONDENSE),  # IT-GAN as the fast preset inverts, condensed 40x longer
-    "lds_prior": ("prior", ("amortized.steps=0", "invert.iterations=0") + LONG_CONDENSE),  # condensed from z ~ N(0, I)
+    "lds_prior": ("prior", FROM_PRIOR + LONG_CONDENSE),  # condensed from z ~ N(0, I)
+    **{f"lds_prior_p{p}": (f"prior_p{p}", FROM_PRIOR + (f"condense.iterations={p}", "condense.lr=0.01"))
+       for p in CURVE_PASSES},
 }
 LONG_METHODS = tuple(m for m, (_, extra) in ENCODES.items() if set(LONG_CONDENSE) <= set(extra))
+CURVE_METHODS = tuple(f"lds_prior_p{p}" for p in CURVE_PASSES)
+LDS_METHODS = ("lds_int8", "lds_fp16", "lds_fp32", "inversion", "gan", *LONG_METHODS, *CURVE_METHODS)
 LONG_BUDGETS = ("100", "500")  # where the long condensation fits a session (the whole set's would take days)
 
 
@@ -173,12 +181,12 @@ def reuse_stages(work: Path, budget: str, target: Path, kind: str, generator: st
     """Copy the stages that do not depend on what the target changes from another encode that has them finished:
     the classifier (it trains on the whole training set with the same config at every budget, for every kind and
     generator), the latent encoder (the same at every budget, but it learns one generator's inverse, so only from an
-    encode with the same generator; ``prior`` has none) and, for ``inversion`` and ``long``, the inverted latents
+    encode with the same generator; ``prior`` kinds have none) and, for ``inversion`` and ``long``, the inverted latents
     (the same budget's, same generator): the result is the same, hours are not. Run cells that share a stage one
     after the other: a stage still being written is not told from a finished one."""
     same = [encode_dir(work, k, b, generator) for k in INVERTING for b in BUDGETS]
     everyone = same + sorted((work / "encode").glob("**/*@*.work"))
-    parts = [("classifier", everyone), ("encoder", [] if kind == "prior" else same)]
+    parts = [("classifier", everyone), ("encoder", [] if kind.startswith("prior") else same)]
     if kind in ("inversion", "long"):
         parts.append(("invert", [encode_dir(work, k, budget, generator) for k in INVERTING]))
     for part, donors in parts:

@@ -257,3 +257,43 @@ def test_the_long_condensation_cells_run_where_they_fit_and_reuse_only_what_they
     assert sorted(p.name for p in other.iterdir()) == ["classifier", "encoder"]  # another budget's latents: not its own
     kind, overrides = sets.ENCODES["lds_prior"]
     assert kind == "prior" and {"amortized.steps=0", "invert.iterations=0", *sets.LONG_CONDENSE} <= set(overrides)
+
+
+def test_a_full_method_name_selects_that_method_alone_and_the_passes_curve_runs_at_100_per_class(bench, tmp_path):
+    sets = sys.modules["per_byte_sets"]
+    alone = [c.name for c in bench.cells(["100", "500"], ["lds_prior"], "w16-longer")]
+    assert alone == ["lds_prior+w16-longer@500", "lds_prior+w16-longer@100"]  # not its shorter-pass cells too
+    curve = [c.name for c in bench.cells(["100", "500", "all"], ["lds_prior_p50"], "w16-longer")]
+    assert curve == ["lds_prior_p50+w16-longer@100"]
+    family = [c.name for c in bench.cells(["100", "500"], ["lds_prior_p"], "w16-longer")]  # a prefix: the family
+    assert family == [f"lds_prior_p{p}+w16-longer@100" for p in sets.CURVE_PASSES]
+    kind, overrides = sets.ENCODES["lds_prior_p50"]
+    long_kind, long_overrides = sets.ENCODES["lds_prior"]
+    # the same encode as lds_prior but for its pass count, in a work dir of its own that takes no encoder
+    assert set(overrides) ^ set(long_overrides) == {"condense.iterations=50", "condense.iterations=200"}
+    inverted = sets.encode_dir(tmp_path, "inversion", "100", "w16-longer")
+    for part in ("classifier", "encoder", "invert"):
+        (inverted / part).mkdir(parents=True)
+    target = sets.encode_dir(tmp_path, kind, "100", "w16-longer")
+    sets.reuse_stages(tmp_path, "100", target, kind, "w16-longer")
+    assert sorted(p.name for p in target.iterdir()) == ["classifier"]
+
+
+def test_the_passes_curve_reads_each_cells_pass_count_from_its_encode(tmp_path):
+    report = _load("per_byte_report")
+
+    def record(method, passes, accs, partial=False):
+        encode = None if passes is None else {"overrides": ["ipc=100", f"condense.iterations={passes}"]}
+        return {"cell": f"{method}@100", "method": method, "budget": "100", "bytes": 1, "images": 1000, "accs": accs,
+                "acc_mean": None if partial else sum(accs) / len(accs), "acc_std": 0.1, "seeds": 3,
+                "partial": partial, "encode": encode, "epochs": 256, "budget_bytes": 1}
+
+    records = [record("gan+g", None, [44.0]), record("lds_prior+g", 200, [53.0]),
+               record("lds_prior_p50+g", 50, [51.0], partial=True), record("lds_int8+g", 5, [39.0]),
+               record("lds_prior", 200, [40.0])]  # the benchmark generator's: no curve cell, no series
+    assert [(n, r["method"]) for n, r in report.passes_curve(records)[("g", "100")]] == [
+        (0, "gan+g"), (50, "lds_prior_p50+g"), (200, "lds_prior+g")]
+    assert list(report.passes_curve(records)) == [("g", "100")]
+    report.write_outputs(records, tmp_path, "per-byte-test", {"100": 1}, {})
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "per-byte-test-passes.png").stat().st_size > 0
