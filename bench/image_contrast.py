@@ -45,7 +45,7 @@ def main() -> int:
     generator = pb.check_generator(args.generator)
     suffix = "" if args.generator == pb.BENCHMARK_GENERATOR else f"+{args.generator}"
     result = {}
-    for method in ("inversion", "lds_int8", "lds_long", "lds_prior"):
+    for method in ("inversion", "lds_int8", *pb.LONG_METHODS, *pb.CURVE_METHODS):
         path = REPO / "bench/results/per-byte-sets" / f"{method}{suffix}@{args.budget}.lds"
         if path.exists():
             result[f"{method}{suffix}@{args.budget}"] = contrast(str(path), None)

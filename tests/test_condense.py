@@ -163,6 +163,17 @@ def test_condense_is_deterministic_per_unit_and_independent_of_run_order(setup):
     assert not torch.equal(a[11], c[13])
 
 
+def test_fewer_passes_are_the_longer_run_cut_short(setup):
+    """The per-byte benchmark's accuracy-vs-passes curve (lds_prior_pN) relies on this: at a constant lr, a run of
+    N passes follows the first N passes of a longer run with the same seed, draw for draw."""
+    gen, real, z = setup
+    sampler = EmbeddingSampler(None, 8, 0.0, NUM_CLASSES)
+    short, long = (condense(gen, z, real[:7], real, 0, sampler, CondenseConfig(iterations=n, batch_syn=4, **TINY),
+                            MEAN, STD, seed=5)[1]["loss_curve"] for n in (3, 6))
+    assert len(long) == 6 and long[:3] == short
+    assert long[3:] != short
+
+
 def test_pixel_parametrization_is_the_dm_baseline(setup):
     _, real, _ = setup
     sampler = EmbeddingSampler(None, 8, 0.0, NUM_CLASSES)
