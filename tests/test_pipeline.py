@@ -14,7 +14,7 @@ from conftest import precisions
 from PIL import Image
 
 from latentds.encoding import pipeline
-from latentds.encoding.config import EncodeConfig
+from latentds.encoding.config import CondenseConfig, EncodeConfig
 from latentds.encoding.presets import apply_overrides, list_presets, load_preset
 from latentds.errors import (
     ConfigError,
@@ -451,3 +451,36 @@ def test_python_api_train_gan(folder, tmp_path):
     out, stats = latentds.train_gan(str(folder), tmp_path / "g.safetensors", "smoke", device="cpu", progress=False,
                                     gan={"iterations": 2, "ema_start": 1, "batch_size": 4})
     assert load_model(out).num_classes == 3 and stats["iterations"] == 2
+
+
+def test_a_pass_budget_gives_each_class_its_share_of_passes(tmp_path):
+    root = tmp_path / "data"
+    rng = np.random.default_rng(3)
+    for c, n in (("cat", 2), ("dog", 6)):  # classes of other sizes: 8 // 2 = 4 passes, 8 // 6 = 1
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / c / f"{i:03d}.png")
+    out = pipeline.run(str(root), tmp_path / "b.lds",
+                       fast_config("ipc=null", "condense.iterations=4", "condense.pass_budget=8", "subset_size=4"),
+                       progress=False, quiet=True)
+    units = LdsReader(out).manifest["provenance"]["losses"]["condense"]["units"]
+    assert {u["unit"]: u["passes"] for u in units} == {"c00000_s0000": 4, "c00001_s0000": 1, "c00001_s0001": 1}
+    assert "c00001_s0001 (dog): 3 latents, 1 passes" in (tmp_path / "b.work" / "encode.log").read_text()
+    assert CondenseConfig(iterations=200, pass_budget=25_000).passes(100) == 200  # the cap
+    assert CondenseConfig(iterations=200, pass_budget=25_000).passes(5_000) == 5
+    assert CondenseConfig(iterations=0, pass_budget=25_000).passes(10) == 0  # no condensation stays none
+    for bad in (0, -3, 2.5, True, "many"):
+        with pytest.raises(ConfigError, match="condense.pass_budget"):
+            CondenseConfig(pass_budget=bad).check()
+
+
+def test_a_work_dir_from_before_the_pass_budget_resumes_unless_the_run_sets_one(reference, folder):
+    record = reference.with_suffix(".work") / "config.json"
+    saved = json.loads(record.read_text())
+    assert saved["config"]["condense"].pop("pass_budget") is None
+    record.write_text(json.dumps(saved))  # as an older latentds wrote it
+    latents = LdsReader(reference).latents()
+    pipeline.run(str(folder), reference, fast_config(), progress=False, quiet=True)
+    assert torch.equal(LdsReader(reference).latents(), latents)
+    with pytest.raises(ConfigError, match="condense.pass_budget: None -> 100"):
+        pipeline.run(str(folder), reference, fast_config("condense.pass_budget=100"), progress=False, quiet=True)

@@ -215,6 +215,7 @@ def condense(
     stats: dict[str, Any] = {
         "label": int(label),
         "num_latents": n,
+        "passes": cfg.iterations,
         "parametrization": cfg.parametrization,
         "loss_curve": points,
         "loss_curve_start_iteration": starts,

@@ -209,7 +209,11 @@ class InvertConfig:
 class CondenseConfig:
     """Hyperparameters of the condensation stage (defaults: the paper's released CIFAR-10 run)."""
 
-    iterations: int = 5000  # passes over all latents of a unit; one Adam step each
+    iterations: int = 5000  # passes over all latents of a unit; one Adam step each (with pass_budget: the most)
+    # Latent-passes per class: a class of n latents gets min(iterations, pass_budget // n) passes (at least 1), so
+    # condensation costs about the same at any latent count and few latents get the passes many cannot afford.
+    # None: every class gets ``iterations``.
+    pass_budget: int | None = None
     lr: float = 0.001  # Adam lr on z (the paper's ablation: 0.001 is best)
     lr_pixel: float = 1.0  # parametrization "pixel": SGD lr on images, momentum 0.5, as DM optimizes its images
     batch_real: int = 500  # real images of the class per L_con term (the released runs)
@@ -240,8 +244,17 @@ class CondenseConfig:
                 raise ConfigError(f"condense.{name} must be >= 1, got {getattr(self, name)}")
         if self.iterations < 0 or self.eval_nets < 0:
             raise ConfigError("condense.iterations and condense.eval_nets must be >= 0")
+        if self.pass_budget is not None and (isinstance(self.pass_budget, bool) or not isinstance(self.pass_budget, int)
+                                             or self.pass_budget < 1):
+            raise ConfigError(f"condense.pass_budget must be an integer >= 1 or null, got {self.pass_budget!r}")
         if not 0.0 <= self.lam <= 1.0 or not 0.0 <= self.pool_prob <= 1.0:
             raise ConfigError(f"condense.lam and condense.pool_prob must lie in [0, 1], got {self.lam}, {self.pool_prob}")
+
+    def passes(self, class_latents: int) -> int:
+        """The passes each unit of a class with ``class_latents`` latents gets (see ``pass_budget``)."""
+        if self.pass_budget is None or self.iterations == 0:
+            return self.iterations
+        return max(1, min(self.iterations, self.pass_budget // max(1, class_latents)))
 
 
 @dataclass

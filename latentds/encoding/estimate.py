@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -99,12 +100,17 @@ def estimate(
 
         step(1)  # untimed warm-up
         fixed, per_batch = _fixed_and_per_iteration(step)
+        class_latents = Counter(data.labels[selected].tolist())  # pass_budget divides by the whole class
+        passes = {u.name: cfg.condense.passes(class_latents[u.cls]) for u in pending_units}
         batches = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) for u in pending_units)
-        seconds = (fixed * len(pending_units) + per_batch * cfg.condense.iterations * batches) / ranks
+        batch_passes = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) * passes[u.name] for u in pending_units)
+        seconds = (fixed * len(pending_units) + per_batch * batch_passes) / ranks
         total += seconds
+        counts = sorted(set(passes.values()))
+        shown = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         log(f"condense: {per_batch * 1000:.0f} ms per batch of {b} latents + {fixed * 1000:.0f} ms per unit -> "
             f"about {duration(seconds)} for {len(pending_units)} units ({batches} batches per iteration in all) x "
-            f"{cfg.condense.iterations} iterations"
+            f"{shown} iterations"
             + (f" over {ranks} ranks" if ranks > 1 else ""))
     if device.type == "cpu" and cfg.ipc is None and total > SLOW_CPU_SECONDS:
         log(f"note: encoding all {len(selected)} images on the CPU would take about {duration(total)}; pass "

@@ -104,14 +104,16 @@ def _summarize_invert(units: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _summarize_condense(units: list[dict[str, Any]]) -> dict[str, Any]:
-    """The mean loss curve over units (same iterations in each) and per-unit first/last/eval figures."""
-    curves = [u["loss_curve"] for u in units if u.get("loss_curve")]
+    """The mean loss curve over the units that ran as many passes as the first (``condense.pass_budget`` gives a
+    class of other size another count) and per-unit first/last/eval figures."""
+    starts = units[0].get("loss_curve_start_iteration", []) if units else []
+    curves = [u["loss_curve"] for u in units if u.get("loss_curve") and u.get("loss_curve_start_iteration", []) == starts]
     length = min((len(c) for c in curves), default=0)
     mean_curve = [sum(c[i] for c in curves) / len(curves) for i in range(length)]
-    keep = ("first_loss", "last_loss", "eval_loss_before", "eval_loss_after", "moved_fraction", "num_latents")
+    keep = ("first_loss", "last_loss", "eval_loss_before", "eval_loss_after", "moved_fraction", "num_latents", "passes")
     return {
         "loss_curve": mean_curve,
-        "loss_curve_start_iteration": units[0].get("loss_curve_start_iteration", [])[:length] if units else [],
+        "loss_curve_start_iteration": starts[:length],
         "units": [{"unit": u["unit"], **{k: u.get(k) for k in keep}} for u in units],
         "moved_fraction": min((u["moved_fraction"] for u in units), default=1.0),
         "seconds": sum(u["seconds"] for u in units),

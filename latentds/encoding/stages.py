@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -253,16 +254,21 @@ def condense_stage(
     key = "latents" if generator is not None else "images"  # pixels: normalized images (DM)
     sampler = EmbeddingSampler(pool, cfg.condense.random_width, cfg.condense.pool_prob, data.num_classes,
                                data.image_shape[0], data.image_shape[1], run.device)
+    class_latents = Counter()
+    for u in work.units:
+        class_latents[u.cls] += len(u.indices)
     for unit in work.mine:
         idx = work.selected[unit.indices]
         init = inv_latents[unit.indices] if inv_latents is not None else None
+        unit_cfg = replace(cfg.condense, iterations=cfg.condense.passes(class_latents[unit.cls]))
         result, st = condense(generator, init, data.images[idx], data.images[data.class_indices(unit.cls)], unit.cls,
-                              sampler, cfg.condense, run.mean, run.std, unit.seed(cfg.seed), run.device, run.show,
+                              sampler, unit_cfg, run.mean, run.std, unit.seed(cfg.seed), run.device, run.show,
                               run.compute)
         save_state(work.unit_path[unit.name], {key: result, "indices": idx},
                    {"kind": "condense", "unit": unit.name, "stats": json_safe(st)})
         moved = f", moved {st['moved_fraction']:.0%}" if "moved_fraction" in st else ""
-        run.log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} {key}, L_con {fmt(st['first_loss'])} -> "
+        run.log(f"condense {unit.name} ({data.classes[unit.cls]}): {len(idx)} {key}, {st['passes']} passes, "
+                f"L_con {fmt(st['first_loss'])} -> "
                 f"{fmt(st['last_loss'])}, eval {fmt(st['eval_loss_before'])} -> {fmt(st['eval_loss_after'])}"
                 f"{moved} ({st['seconds']:.1f} s)")
         if after_unit is not None:

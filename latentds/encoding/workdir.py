@@ -36,6 +36,9 @@ __all__ = ["NON_RESULT_FIELDS", "Run", "RunLog", "check_work_dir", "resolve_comp
 # as what it resolved to (the work dir's "compute" entry), not as asked.
 NON_RESULT_FIELDS = ("device", "precision", "latent_dtype", "generator_dtype", "gan.checkpoint_every",
                      "gan.sample_every", "amortized.checkpoint_every", "condense.curve_points")
+# Result fields added after work dirs were first written, with the value that computes what runs without them
+# did: a work dir that lacks one resumes when the run keeps that value.
+ADDED_FIELDS = {"config.condense.pass_budget": None}
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +162,7 @@ def check_work_dir(work_dir: Path, record: dict[str, Any], precision: str) -> di
                     "and --precision (auto adopts the work dir's), or pass another --work-dir"
                 )
             record = {**record, "compute": old}
+        saved = _with_added_fields(saved, record)
         if saved != record:
             a, b = flatten(saved), flatten(record)
             diff = config_diff(a, b)
@@ -176,6 +180,23 @@ def check_work_dir(work_dir: Path, record: dict[str, Any], precision: str) -> di
 
     atomic_write(path, [json.dumps(record, indent=2, sort_keys=True).encode("utf-8")])
     return record
+
+
+def _with_added_fields(saved: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """``saved`` with each field of ADDED_FIELDS it lacks set to that field's old-run value (where ``record`` has
+    the field), so that only a run that changes it is told apart."""
+    saved = json.loads(json.dumps(saved))
+    for key, value in ADDED_FIELDS.items():
+        *path, name = key.split(".")
+        mine, theirs = record, saved
+        for part in path:
+            mine, theirs = mine.get(part), theirs.get(part) if isinstance(theirs, dict) else None
+            if not isinstance(mine, dict) or not isinstance(theirs, dict):
+                break
+        else:
+            if name in mine and name not in theirs:
+                theirs[name] = value
+    return saved
 
 
 def describe_compute(c: dict[str, Any] | None) -> str:
