@@ -29,10 +29,13 @@ HEADER_ALLOWANCE = 16_384  # the .lds manifest and safetensors header: too littl
 TRAIN_IMAGES = 50_000
 PRECISION = "fp32"  # every cell on every CPU kind: one numerics, so cells measured on different machines compare
 KEPT = "per-byte-sets"  # under --out: the latentds files the records trained on, committed (encodes take hours)
-# A long condensation: the fast preset's 5 passes are what the whole set affords; a few hundred latents per class
-# afford 40 times more (200 passes at its lr: 31 min at 100/class on one thread, measured; the 10 and 50 per class
-# benchmark ran 500 at lr 0.005).
-LONG_CONDENSE = ("condense.iterations=200", "condense.lr=0.01")
+# The cells pin their condensation passes: the 5 the fast preset ran for lds_int8/fp16/fp32 when they were measured
+# (it now gives each class 25,000 latent-passes, which is 5 only at the whole set), and a long condensation for
+# lds_long/lds_prior: 200 passes at the preset's lr (31 min at 100/class on one thread, measured; the 10 and 50 per
+# class benchmark ran 500 at lr 0.005).
+FIXED = "condense.pass_budget=null"
+PRESET_CONDENSE = ("condense.iterations=5", FIXED)
+LONG_CONDENSE = ("condense.iterations=200", "condense.lr=0.01", FIXED)
 FROM_PRIOR = ("amortized.steps=0", "invert.iterations=0")  # no encoder, no inversion: condense z ~ N(0, I)
 # The accuracy-vs-passes curve at 100/class: lds_prior stopped after fewer passes (the lr is constant, so each is
 # the 200-pass run's trajectory cut short). 0 passes are the gan cell, 200 the lds_prior cell.
@@ -40,11 +43,11 @@ CURVE_PASSES = (25, 50, 100)
 CURVE_BUDGETS = ("100",)
 # Each latentds method's encode: its work dir's kind and its overrides of the fast preset (ipc and dtypes aside).
 ENCODES = {
-    "lds_int8": ("itgan", ()), "lds_fp16": ("itgan", ()), "lds_fp32": ("itgan", ()),
+    "lds_int8": ("itgan", PRESET_CONDENSE), "lds_fp16": ("itgan", PRESET_CONDENSE), "lds_fp32": ("itgan", PRESET_CONDENSE),
     "inversion": ("inversion", ("condense.iterations=0",)),
     "lds_long": ("long", LONG_CONDENSE),  # IT-GAN as the fast preset inverts, condensed 40x longer
     "lds_prior": ("prior", FROM_PRIOR + LONG_CONDENSE),  # condensed from z ~ N(0, I)
-    **{f"lds_prior_p{p}": (f"prior_p{p}", FROM_PRIOR + (f"condense.iterations={p}", "condense.lr=0.01"))
+    **{f"lds_prior_p{p}": (f"prior_p{p}", FROM_PRIOR + (f"condense.iterations={p}", "condense.lr=0.01", FIXED))
        for p in CURVE_PASSES},
 }
 LONG_METHODS = tuple(m for m, (_, extra) in ENCODES.items() if set(LONG_CONDENSE) <= set(extra))

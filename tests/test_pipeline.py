@@ -469,6 +469,8 @@ def test_a_pass_budget_gives_each_class_its_share_of_passes(tmp_path):
     assert CondenseConfig(iterations=200, pass_budget=25_000).passes(100) == 200  # the cap
     assert CondenseConfig(iterations=200, pass_budget=25_000).passes(5_000) == 5
     assert CondenseConfig(iterations=0, pass_budget=25_000).passes(10) == 0  # no condensation stays none
+    fast = load_preset("fast").condense  # the whole set keeps its 5 passes (its 2.2 h); fewer latents get more
+    assert [fast.passes(n) for n in (5_000, 500, 100, 10)] == [5, 50, 200, 200]
     for bad in (0, -3, 2.5, True, "many"):
         with pytest.raises(ConfigError, match="condense.pass_budget"):
             CondenseConfig(pass_budget=bad).check()

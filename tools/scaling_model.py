@@ -84,8 +84,8 @@ def model(cfg, cost: dict[str, float], classes: int, per_class: int, ranks: list
     # one item per inversion unit, costed as its share of a pass
     inv_units = classes * math.ceil(per_class / cfg.invert.batch_size)
     inv_items = [cfg.invert.iterations * cost["invert_pass_s"] / cost["units_per_pass"]] * inv_units
-    con_items = [cfg.condense.iterations * math.ceil(len(u.indices) / cfg.condense.batch_syn) * cost["condense_batch_s"]
-                 for u in units]
+    con_items = [cfg.condense.passes(per_class) * math.ceil(len(u.indices) / cfg.condense.batch_syn)
+                 * cost["condense_batch_s"] for u in units]
 
     def makespan(items: list[float], n: int) -> float:
         owner = assign(items, n)
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
           f"threads: inversion {cost['invert_pass_s'] * 1000:.0f} ms per step of {cfg.invert.batch_size * cost['units_per_pass']} "
           f"latents ({cost['units_per_pass']} unit{'s' if cost['units_per_pass'] > 1 else ''} per pass), "
           f"condensation {cost['condense_batch_s'] * 1000:.0f} ms per step of {cfg.condense.batch_syn} latents "
-          f"({cfg.invert.iterations} and {cfg.condense.iterations} steps, subsets of {cfg.subset_size})")
+          f"({cfg.invert.iterations} and {cfg.condense.iterations} steps"
+          f"{f', at most, {cfg.condense.pass_budget:,} latent-passes per class' if cfg.condense.pass_budget else ''}"
+          f", subsets of {cfg.subset_size})")
     print("shared stages, once, on rank 0 (not modelled): loading the source on every rank, "
           f"GAN {cfg.gan.iterations} iterations, ConvNet {cfg.classifier.epochs} epochs")
     rows = {}
