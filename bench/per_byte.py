@@ -31,8 +31,8 @@ what fits in that many bytes and is tested on the real test split (3 seeds, the 
   per class only (the fast preset's 5 passes are what the whole set affords; a few hundred per class afford more);
 - ``lds_prior``: ``lds_long`` started from z ~ N(0, I) (``amortized.steps=0``, ``invert.iterations=0``): the
   GAN's own samples condensed, for a generator whose samples train better than its inverted latents;
-- ``lds_prior_pN``: ``lds_prior`` given N condensation passes instead of 200 (N in ``CURVE_PASSES``), at 100 per
-  class only: with ``gan`` (0 passes) and ``lds_prior`` (200) the accuracy-vs-passes curve, drawn in
+- ``lds_prior_pN``: ``lds_prior`` given N condensation passes instead of 200 (N in ``CURVE_PASSES``), at 100 and
+  500 per class: with ``gan`` (0 passes) and ``lds_prior`` (200) the accuracy-vs-passes curve, drawn in
   per-byte-cpu-passes.png, that says how many passes condensation needs;
 - ``gan``: plain GAN samples at the same latent count (z ~ N(0, I)), counted as the int8 file would be;
 - ``dm_mosaic_qQ``: DM-condensed images (``condense.parametrization=pixel``: the fast preset's condensation on
@@ -73,7 +73,7 @@ import per_byte_report as report  # noqa: E402
 from byte_budget import MOSAIC, bytes_per_image, class_balanced_order  # noqa: E402
 from per_byte_sets import (  # noqa: E402, F401 (re-exported: bench/storage_fidelity.py reads them from here)
     BENCHMARK_GENERATOR, BUDGETS, DATA_DEFAULT, FILE_QUALITIES, GENERATOR, LATENT_DIM, LDS_METHODS, MOSAIC_QUALITIES,
-    CURVE_BUDGETS, CURVE_METHODS, LONG_BUDGETS, LONG_METHODS, PRECISION, Cell, build_set, check_generator, generator_fp16_bytes, lds_bytes,
+    CURVE_METHODS, LONG_BUDGETS, LONG_METHODS, PRECISION, Cell, build_set, check_generator, generator_fp16_bytes, lds_bytes,
     set_fingerprint)
 
 PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
@@ -103,11 +103,8 @@ def selected(cell: Cell, methods: list[str] | None, names: list[str]) -> bool:
 
 
 def fits(cell: Cell) -> bool:
-    """Long condensation runs at 100 and 500 per class only (the whole set's would take days), the
-    accuracy-vs-passes curve at 100 per class only."""
-    if cell.base in CURVE_METHODS:
-        return cell.budget in CURVE_BUDGETS
-    return cell.budget in LONG_BUDGETS or cell.base not in LONG_METHODS
+    """Long condensation and its passes curve run at 100 and 500 per class only (the whole set's would take days)."""
+    return cell.budget in LONG_BUDGETS or cell.base not in LONG_METHODS + CURVE_METHODS
 
 
 # --- running a cell -------------------------------------------------------------------------------------------

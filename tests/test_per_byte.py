@@ -259,13 +259,14 @@ def test_the_long_condensation_cells_run_where_they_fit_and_reuse_only_what_they
     assert kind == "prior" and {"amortized.steps=0", "invert.iterations=0", *sets.LONG_CONDENSE} <= set(overrides)
 
 
-def test_a_full_method_name_selects_that_method_alone_and_the_passes_curve_runs_at_100_per_class(bench, tmp_path):
+def test_a_full_method_name_selects_that_method_alone_and_the_passes_curve_runs_where_long_condensation_does(
+        bench, tmp_path):
     sets = sys.modules["per_byte_sets"]
     alone = [c.name for c in bench.cells(["100", "500"], ["lds_prior"], "w16-longer")]
     assert alone == ["lds_prior+w16-longer@500", "lds_prior+w16-longer@100"]  # not its shorter-pass cells too
     curve = [c.name for c in bench.cells(["100", "500", "all"], ["lds_prior_p50"], "w16-longer")]
-    assert curve == ["lds_prior_p50+w16-longer@100"]
-    family = [c.name for c in bench.cells(["100", "500"], ["lds_prior_p"], "w16-longer")]  # a prefix: the family
+    assert curve == ["lds_prior_p50+w16-longer@500", "lds_prior_p50+w16-longer@100"]  # never the whole set
+    family = [c.name for c in bench.cells(["100"], ["lds_prior_p"], "w16-longer")]  # a prefix: the family
     assert family == [f"lds_prior_p{p}+w16-longer@100" for p in sets.CURVE_PASSES]
     kind, overrides = sets.ENCODES["lds_prior_p50"]
     long_kind, long_overrides = sets.ENCODES["lds_prior"]
