@@ -53,6 +53,7 @@ __all__ = [
     "distribution_matching",
     "dm_loss",
     "matching_loss",
+    "unit_passes",
     "work_units",
 ]
 
@@ -93,6 +94,13 @@ def work_units(labels: torch.Tensor, subset_size: int) -> list[Unit]:
         for s, chunk in enumerate(torch.tensor_split(idx, parts)):
             units.append(Unit(int(c), s, chunk.clone()))
     return units
+
+
+def unit_passes(cfg: CondenseConfig, units: Sequence[Unit], labels: torch.Tensor) -> dict[str, int]:
+    """Each unit's condensation passes by name: ``cfg.passes`` of its class's size among ``labels`` (the labels of
+    every selected image: ``condense.pass_budget`` divides by the whole class, not the unit)."""
+    sizes = {c: len(idx) for c, idx in by_class(labels).items()}
+    return {u.name: cfg.passes(sizes[u.cls]) for u in units}
 
 
 def _curve(values: list[float], points: int) -> tuple[list[float], list[int]]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 from torch import nn
 
-from latentds.encoding.condense import Unit, condense
+from latentds.encoding.condense import Unit, condense, unit_passes
 from latentds.encoding.config import EncodeConfig
 from latentds.encoding.embed import EmbeddingSampler
 from latentds.encoding.invert import InvertUnit, invert_latents
@@ -100,8 +99,7 @@ def estimate(
 
         step(1)  # untimed warm-up
         fixed, per_batch = _fixed_and_per_iteration(step)
-        class_latents = Counter(data.labels[selected].tolist())  # pass_budget divides by the whole class
-        passes = {u.name: cfg.condense.passes(class_latents[u.cls]) for u in pending_units}
+        passes = unit_passes(cfg.condense, pending_units, data.labels[selected])
         batches = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) for u in pending_units)
         batch_passes = sum(math.ceil(len(u.indices) / cfg.condense.batch_syn) * passes[u.name] for u in pending_units)
         seconds = (fixed * len(pending_units) + per_batch * batch_passes) / ranks

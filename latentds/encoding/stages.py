@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import nn
 from latentds.checkpoint import load_model
 from latentds.encoding.amortized import encoder_z0
 from latentds.encoding.classifier import train_classifier
-from latentds.encoding.condense import Unit, condense, derive_seed, work_units
+from latentds.encoding.condense import Unit, condense, derive_seed, unit_passes, work_units
 from latentds.encoding.distributed import assign
 from latentds.encoding.embed import EmbeddingSampler
 from latentds.encoding.gan import GENERATOR_FILE, train_gan
@@ -254,13 +253,11 @@ def condense_stage(
     key = "latents" if generator is not None else "images"  # pixels: normalized images (DM)
     sampler = EmbeddingSampler(pool, cfg.condense.random_width, cfg.condense.pool_prob, data.num_classes,
                                data.image_shape[0], data.image_shape[1], run.device)
-    class_latents = Counter()
-    for u in work.units:
-        class_latents[u.cls] += len(u.indices)
+    passes = unit_passes(cfg.condense, work.mine, data.labels[work.selected])
     for unit in work.mine:
         idx = work.selected[unit.indices]
         init = inv_latents[unit.indices] if inv_latents is not None else None
-        unit_cfg = replace(cfg.condense, iterations=cfg.condense.passes(class_latents[unit.cls]))
+        unit_cfg = replace(cfg.condense, iterations=passes[unit.name])
         result, st = condense(generator, init, data.images[idx], data.images[data.class_indices(unit.cls)], unit.cls,
                               sampler, unit_cfg, run.mean, run.std, unit.seed(cfg.seed), run.device, run.show,
                               run.compute)

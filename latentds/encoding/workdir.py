@@ -162,9 +162,11 @@ def check_work_dir(work_dir: Path, record: dict[str, Any], precision: str) -> di
                     "and --precision (auto adopts the work dir's), or pass another --work-dir"
                 )
             record = {**record, "compute": old}
-        saved = _with_added_fields(saved, record)
-        if saved != record:
-            a, b = flatten(saved), flatten(record)
+        a, b = flatten(saved), flatten(record)
+        for key, value in ADDED_FIELDS.items():  # an older work dir ran with the value that field now names
+            if key in b:
+                a.setdefault(key, value)
+        if a != b:
             diff = config_diff(a, b)
             shown = describe_diff(a, b, diff[:8], sep="; ")
             hint = ""
@@ -180,23 +182,6 @@ def check_work_dir(work_dir: Path, record: dict[str, Any], precision: str) -> di
 
     atomic_write(path, [json.dumps(record, indent=2, sort_keys=True).encode("utf-8")])
     return record
-
-
-def _with_added_fields(saved: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
-    """``saved`` with each field of ADDED_FIELDS it lacks set to that field's old-run value (where ``record`` has
-    the field), so that only a run that changes it is told apart."""
-    saved = json.loads(json.dumps(saved))
-    for key, value in ADDED_FIELDS.items():
-        *path, name = key.split(".")
-        mine, theirs = record, saved
-        for part in path:
-            mine, theirs = mine.get(part), theirs.get(part) if isinstance(theirs, dict) else None
-            if not isinstance(mine, dict) or not isinstance(theirs, dict):
-                break
-        else:
-            if name in mine and name not in theirs:
-                theirs[name] = value
-    return saved
 
 
 def describe_compute(c: dict[str, Any] | None) -> str:
