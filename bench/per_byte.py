@@ -3,6 +3,7 @@
     python bench/per_byte.py --plan                 # the cells, their byte budgets and which are done
     python bench/per_byte.py                        # run every pending cell (resumable, seed by seed)
     python bench/per_byte.py --only jpeg_mosaic png --budgets 500
+    python bench/per_byte.py --only jpeg_mosaic --budgets 100-shared   # the receiver already has the generator
     python bench/per_byte.py --only lds_int8 --budgets all   # the whole-set cell: a ~2 h encode, then 3 seeds
     python bench/per_byte.py --only lds --budgets 100 --redo  # finished cells on their sets as built now: seeds
                                                     # that trained on other bytes run again, the others are kept
@@ -13,7 +14,10 @@
                                                     # generator of the same size (bench/artifacts): METHOD+NAME cells
 
 Budgets are the sizes of latentds files at 100 and 500 latents per class and at the whole training set
-(int8 latents, fp16 generator: ``lds_bytes``). At each budget, every method trains ConvNet-3 from scratch on
+(int8 latents, fp16 generator: ``lds_bytes``), and ``100-shared``: the 100-per-class file without its generator,
+for a receiver who already has it (one generator behind many files, or shipped once); there latentds' rows are
+its 100-per-class files counted without the generator's tensors, and the real-image methods fill latents and a
+header allowance (``SHARED_HEADER_ALLOWANCE``, above latentds' own header). At each budget, every method trains ConvNet-3 from scratch on
 what fits in that many bytes and is tested on the real test split (3 seeds, the same schedule for all):
 
 - ``png``: a class-balanced random subset of the real images, one PNG file each, as many as fit;
@@ -73,8 +77,8 @@ import per_byte_report as report  # noqa: E402
 from byte_budget import MOSAIC, bytes_per_image, class_balanced_order  # noqa: E402
 from per_byte_sets import (  # noqa: E402, F401 (re-exported: bench/storage_fidelity.py reads them from here)
     BENCHMARK_GENERATOR, BUDGETS, DATA_DEFAULT, FILE_QUALITIES, GENERATOR, LATENT_DIM, LDS_METHODS, MOSAIC_QUALITIES,
-    CURVE_METHODS, LONG_BUDGETS, LONG_METHODS, PRECISION, Cell, build_set, check_generator, generator_fp16_bytes, lds_bytes,
-    set_fingerprint)
+    CURVE_METHODS, LONG_BUDGETS, LONG_METHODS, PRECISION, SHARED_BUDGETS, Cell, budget_bytes, build_set, check_generator,
+    generator_fp16_bytes, lds_bytes, set_fingerprint)
 
 PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.8, 82.8)}  # ConvNet-3, IT-GAN
 
@@ -87,7 +91,7 @@ def cells(budgets: list[str], methods: list[str] | None, generator: str = BENCHM
              + [f"jpeg_mosaic_q{q}" for q in MOSAIC_QUALITIES if q != 20] + ["png"]
              + [f"jpeg_file_q{q}" for q in FILE_QUALITIES if q != 75])
     out = [Cell("ceiling", "real_all")] if not methods or "real_all" in methods else []
-    order = [b for b in ("all", "500", "100") if b in budgets]
+    order = [b for b in ("all", "500", "100", *SHARED_BUDGETS) if b in budgets]
     out += [Cell(b, m) for m in names for b in order if selected(Cell(b, m), methods, names) and fits(Cell(b, m))]
     return out
 
@@ -103,7 +107,11 @@ def selected(cell: Cell, methods: list[str] | None, names: list[str]) -> bool:
 
 
 def fits(cell: Cell) -> bool:
-    """Long condensation and its passes curve run at 100 and 500 per class only (the whole set's would take days)."""
+    """Long condensation and its passes curve run at 100 and 500 per class only (the whole set's would take days);
+    at a shared-generator budget only the real-image methods run (latentds' rows there are its files, counted
+    without their generator)."""
+    if cell.budget in SHARED_BUDGETS:
+        return cell.base not in LDS_METHODS
     return cell.budget in LONG_BUDGETS or cell.base not in LONG_METHODS + CURVE_METHODS
 
 
@@ -185,7 +193,8 @@ def run_cell(cell: Cell, args: argparse.Namespace, log, save_partial, prior: dic
 
 
 def write_outputs(records: list[dict], out: Path, stem: str = "per-byte-cpu") -> None:
-    report.write_outputs(records, out, stem, {k: lds_bytes(v) for k, v in BUDGETS.items()}, PAPER)
+    report.write_outputs(records, out, stem, {k: budget_bytes(k) for k in BUDGETS}, PAPER, SHARED_BUDGETS,
+                         generator_fp16_bytes())
 
 
 def write_sizes(out: Path) -> int:
@@ -252,7 +261,7 @@ def main() -> int:
 
     for cell in planned:
         state = "done" if cell.name in done else "pending"
-        budget = "-" if cell.budget == "ceiling" else f"{lds_bytes(BUDGETS[cell.budget]):,} B"
+        budget = "-" if cell.budget == "ceiling" else f"{budget_bytes(cell.budget):,} B"
         print(f"  {cell.name:28s} {budget:>14s}  {state}")
     if args.plan:
         return 0

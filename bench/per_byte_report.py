@@ -9,11 +9,27 @@ from pathlib import Path
 CURVE = re.compile(r"lds_prior_p\d+")  # the accuracy-vs-passes cells: drawn against passes, not bytes
 
 
+SHARED_SHOWN = ("lds_int8", "lds_prior")  # latentds' rows at a shared-generator budget: the fast preset and the best
+
+
+def shared_rows(records: list[dict], shared: dict[str, str], generator_bytes: int) -> list[dict]:
+    """latentds' rows at each shared-generator budget, derived (never saved): its cells at the budget named, their
+    file less the generator's tensors (``generator_bytes``; its manifest entries stay counted)."""
+    return [{**r, "cell": f"{r['method']}@{key}", "budget": key, "bytes": r["bytes"] - generator_bytes,
+             "generator_shared": True}
+            for key, source in shared.items() for r in records
+            if r["budget"] == source and r["method"].split("+")[0] in SHARED_SHOWN and r.get("accs")]
+
+
 def write_outputs(records: list[dict], out: Path, stem: str, budgets: dict[str, int],
-                  paper: dict[str, tuple[float, float]]) -> None:
+                  paper: dict[str, tuple[float, float]], shared: dict[str, str] | None = None,
+                  generator_bytes: int = 0) -> None:
     """The records as JSON, the table (per-byte-*.md) and the plot (per-byte-*.png): a running cell is listed with
-    its seeds so far and drawn hollow; the plot keeps the best point per budget of each family (JPEG's best quality)."""
+    its seeds so far and drawn hollow; the plot keeps the best point per budget of each family (JPEG's best quality).
+    At a shared-generator budget (``shared``: its key -> the budget whose files it counts without their generator)
+    the table and plot add latentds' rows, derived from the records, not saved in them."""
     (out / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
+    records = records + shared_rows(records, shared or {}, generator_bytes)
     lines = ["# Accuracy per byte on CIFAR-10 (ConvNet-3, real test split)", "",
              "| budget | method | images | bytes | MB | acc (%) | epochs |", "|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["bytes"], r["method"])):
@@ -24,15 +40,23 @@ def write_outputs(records: list[dict], out: Path, stem: str, budgets: dict[str, 
         if r["acc_mean"] is None:
             lines.append(f"| {r['budget']} | {r['method']} | 0 | - | - | does not fit in {r['budget_bytes']:,} bytes | - |")
             continue
-        lines.append(f"| {r['budget']} | {r['method']} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
+        method = r["method"] + (" (generator not counted)" if r.get("generator_shared") else "")
+        lines.append(f"| {r['budget']} | {method} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
                      f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['epochs']} |")
-    lines += ["", "Budgets (bytes): " + ", ".join(f"{k}/class: {v:,}" if k != "all" else f"all: {v:,}"
-                                                  for k, v in budgets.items()),
+    lines += ["", "Budgets (bytes): " + ", ".join(f"{_budget_label(k)}: {v:,}" for k, v in budgets.items()),
               "Paper (IT-GAN, ConvNet-3): " + ", ".join(f"{k} {a}-{b} %" if a != b else f"{k} {a} %"
                                                           for k, (a, b) in paper.items())]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     plot([r for r in records if not CURVE.fullmatch(r["method"].split("+")[0])], out / f"{stem}.png", budgets, paper)
     plot_passes(records, out / f"{stem}-passes.png")
+
+
+def _budget_label(key: str) -> str:
+    """``100`` -> 100/class, ``all`` -> whole set, ``100-shared`` -> 100/class, generator shared."""
+    if key == "all":
+        return "whole set"
+    per_class, _, shared = key.partition("-")
+    return f"{per_class}/class" + (", generator shared" if shared else "")
 
 
 def passes(record: dict) -> int | None:
@@ -108,6 +132,7 @@ def _families(records: list[dict]) -> dict[str, list[dict]]:
         if not r.get("accs") or r["method"] == "real_all":
             continue
         fam = r["method"].rsplit("_q", 1)[0] if "_q" in r["method"] else r["method"]
+        fam += SHARED if r.get("generator_shared") else ""
         best = families.setdefault(fam, {}).get(r["budget"])
         if best is None or _mean(r) > _mean(best):
             families[fam][r["budget"]] = r
@@ -118,11 +143,16 @@ COLOURS = {"jpeg_mosaic": "C1", "jpeg_file": "C5", "png": "C7", "dm_mosaic": "C8
            "lds_fp32": "C6", "inversion": "C0", "gan": "C9", "lds_long": "C4", "lds_prior": "k"}
 
 
+SHARED = " (generator not counted)"  # the family suffix of latentds' rows at a shared-generator budget
+
+
 def _style(family: str) -> tuple[str, str, str]:
     """A family's colour, marker and line, the same in every redraw whatever else is recorded: another generator's
-    cells (``lds_int8+NAME``) take their method's colour with square markers and a dashed line."""
-    method, _, generator = family.partition("+")
-    return COLOURS.get(method, "0.5"), "s" if generator else "o", "--" if generator else "-"
+    cells (``lds_int8+NAME``) take their method's colour with square markers and a dashed line; the same files
+    counted without their generator, diamonds."""
+    method, _, generator = family.removesuffix(SHARED).partition("+")
+    marker = "D" if family.endswith(SHARED) else "s" if generator else "o"
+    return COLOURS.get(method, "0.5"), marker, "--" if generator else "-"
 
 
 def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[str, tuple[float, float]]) -> None:
@@ -140,7 +170,7 @@ def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[s
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, size in budgets.items():
         ax.axvline(size / 1e6, ls=":", color="grey", lw=1)
-        ax.annotate("whole set" if name == "all" else f"{name}/class", (size / 1e6, 1.0),
+        ax.annotate(_budget_label(name), (size / 1e6, 1.0),
                     xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8)
     for name, (lo, hi) in paper.items():
         ax.axhspan(lo - 0.15, hi + 0.15, color="tab:grey", alpha=0.15, lw=0)

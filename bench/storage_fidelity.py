@@ -64,7 +64,7 @@ def main() -> int:
     import latentds
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--budget", default="100", choices=[b for b in pb.BUDGETS if b != "all"])
+    p.add_argument("--budget", default="100", choices=[b for b in pb.BUDGETS if b != "all" and b not in pb.SHARED_BUDGETS])
     p.add_argument("--work", type=Path, default=Path("../latentds-bench/per-byte"))
     p.add_argument("--out", type=Path, default=REPO / "bench/results/storage-fidelity-cpu.json")
     args = p.parse_args()

@@ -4,6 +4,7 @@ lossless tiling, and cells that resume from the committed records in a later ses
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def test_the_dm_cell_condenses_as_many_images_as_real_mosaics_fit_and_ships_them
     pb = sys.modules["byte_budget"]
     order = pb.class_balanced_order(labels, seed=0)
     budget = sum(len(b) for b in pb.mosaic_bytes(images[order[:60]], 20)[0]) + 60  # 6 real images per class
-    monkeypatch.setattr(sys.modules["per_byte_sets"], "lds_bytes", lambda per_class, classes=10: budget)
+    monkeypatch.setattr(sys.modules["per_byte_sets"], "lds_bytes", lambda per_class, classes=10, generator=True: budget)
     args = type("A", (), {"work": tmp_path / "work", "data": str(tmp_path / "data"), "device": "cpu"})()
     path, meta = bench.build_set(bench.Cell("100", "dm_mosaic_q20"), args)
     assert meta["encode"]["ipc"] == 6 and "condense.parametrization=pixel" in meta["encode"]["overrides"]
@@ -298,3 +299,30 @@ def test_the_passes_curve_reads_each_cells_pass_count_from_its_encode(tmp_path):
     report.write_outputs(records, tmp_path, "per-byte-test", {"100": 1}, {})
     pytest.importorskip("matplotlib")
     assert (tmp_path / "per-byte-test-passes.png").stat().st_size > 0
+
+
+def test_a_shared_generator_budget_counts_latentds_files_without_their_generator(bench, tmp_path):
+    sets = sys.modules["per_byte_sets"]
+    report = _load("per_byte_report")
+    assert sets.budget_bytes("100-shared") == 1000 * (sets.LATENT_DIM + 1) + sets.SHARED_HEADER_ALLOWANCE
+    assert (sets.budget_bytes("100") - sets.generator_fp16_bytes() - sets.HEADER_ALLOWANCE
+            == sets.budget_bytes("100-shared") - sets.SHARED_HEADER_ALLOWANCE)  # the same latents, no generator
+    names = [c.name for c in bench.cells(["100-shared"], ["lds", "gan", "jpeg_mosaic_q20", "png"], "w16-longer")]
+    assert names == ["jpeg_mosaic_q20@100-shared", "png@100-shared"]  # latentds' rows there are its @100 files
+
+    def record(method, budget, size, accs):
+        return {"cell": f"{method}@{budget}", "method": method, "budget": budget, "bytes": size, "images": 1000,
+                "accs": accs, "acc_mean": sum(accs) / len(accs), "acc_std": 0.1, "seeds": 3, "epochs": 256}
+
+    records = [record("lds_prior+g", "100", 910_000, [53.0]), record("lds_long+g", "100", 911_000, [49.0]),
+               record("lds_int8", "500", 1_425_000, [35.0]), record("jpeg_mosaic_q20", "100-shared", 160_000, [47.0])]
+    rows = report.shared_rows(records, {"100-shared": "100"}, 753_172)
+    assert [(r["cell"], r["bytes"]) for r in rows] == [("lds_prior+g@100-shared", 910_000 - 753_172)]
+    report.write_outputs(records, tmp_path, "per-byte-test", {"100": 900_000, "100-shared": 161_768}, {},
+                         {"100-shared": "100"}, 753_172)
+    assert [r["cell"] for r in json.loads((tmp_path / "per-byte-test.json").read_text())] == [
+        r["cell"] for r in records]  # derived rows are drawn and tabled, never saved as records
+    table = (tmp_path / "per-byte-test.md").read_text()
+    assert "| 100-shared | lds_prior+g (generator not counted) | 1,000 | 156,828 |" in table
+    assert "100/class, generator shared: 161,768" in table
+    assert report._style("lds_prior+g" + report.SHARED) == (report.COLOURS["lds_prior"], "D", "--")
