@@ -47,7 +47,7 @@ def write_outputs(records: list[dict], out: Path, stem: str, budgets: dict[str, 
               "Paper (IT-GAN, ConvNet-3): " + ", ".join(f"{k} {a}-{b} %" if a != b else f"{k} {a} %"
                                                           for k, (a, b) in paper.items())]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    plot([r for r in records if not CURVE.fullmatch(r["method"].split("+")[0])], out / f"{stem}.png", budgets, paper)
+    plot(records, out / f"{stem}.png", budgets, paper)
     plot_passes(records, out / f"{stem}-passes.png")
 
 
@@ -125,13 +125,14 @@ def _mean(record: dict) -> float:
 
 
 def _families(records: list[dict]) -> dict[str, list[dict]]:
-    """Finished and running cells by family (JPEG mosaics of every quality are one family), the best point per
-    budget of each (JPEG: the best quality at that budget); a running cell's point is the mean of its seeds so far."""
+    """Finished and running cells by family (JPEG mosaics of every quality are one family, lds_prior and its
+    shorter-pass curve cells another), the best point per budget of each (JPEG: the best quality at that budget); a running cell's point is the mean of its seeds so far."""
     families: dict[str, dict[str, dict]] = {}
     for r in records:
         if not r.get("accs") or r["method"] == "real_all":
             continue
         fam = r["method"].rsplit("_q", 1)[0] if "_q" in r["method"] else r["method"]
+        fam = CURVE.sub("lds_prior", fam)  # a curve cell is lds_prior with fewer passes: one family, its best drawn
         fam += SHARED if r.get("generator_shared") else ""
         best = families.setdefault(fam, {}).get(r["budget"])
         if best is None or _mean(r) > _mean(best):
