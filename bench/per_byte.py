@@ -17,8 +17,9 @@ Budgets are the sizes of latentds files at 100 and 500 latents per class and at 
 (int8 latents, fp16 generator: ``lds_bytes``), and ``100-shared``: the 100-per-class file without its generator,
 for a receiver who already has it (one generator behind many files, or shipped once); there latentds' rows are
 its 100-per-class files counted without the generator's tensors, and the real-image methods fill latents and a
-header allowance (``SHARED_HEADER_ALLOWANCE``, above latentds' own header). At each budget, every method trains ConvNet-3 from scratch on
-what fits in that many bytes and is tested on the real test split (3 seeds, the same schedule for all):
+header allowance (``SHARED_HEADER_ALLOWANCE``, above latentds' own header). At each budget, every method trains
+ConvNet-3 from scratch on what fits in that many bytes and is tested on the real test split (3 seeds, the same
+schedule for all):
 
 - ``png``: a class-balanced random subset of the real images, one PNG file each, as many as fit;
 - ``jpeg_file_qQ``: the same as one JPEG file each at quality Q (PIL's encoder, Q in FILE_QUALITIES);

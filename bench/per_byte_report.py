@@ -126,7 +126,8 @@ def _mean(record: dict) -> float:
 
 def _families(records: list[dict]) -> dict[str, list[dict]]:
     """Finished and running cells by family (JPEG mosaics of every quality are one family, lds_prior and its
-    shorter-pass curve cells another), the best point per budget of each (JPEG: the best quality at that budget); a running cell's point is the mean of its seeds so far."""
+    shorter-pass curve cells another), the best point per budget of each (JPEG: the best quality at that budget);
+    a running cell's point is the mean of its seeds so far."""
     families: dict[str, dict[str, dict]] = {}
     for r in records:
         if not r.get("accs") or r["method"] == "real_all":

@@ -18,11 +18,12 @@ REPO = Path(__file__).resolve().parent.parent
 DATA_DEFAULT = "../shared/datasets/cifar10-jpeg"
 FILE_QUALITIES = (20, 75)  # per-file JPEG: 75 is what the shipped folder uses; below 20 the header dominates
 MOSAIC_QUALITIES = (5, 20, 50)  # mosaics: 37, 111 and 224 bytes per image on CIFAR-10
-BUDGETS = {"100": 100, "500": 500, "all": None, "100-shared": 100}  # latents per class (None: the whole training set)
 # Budgets where the receiver already has the generator (one generator shared by many files, or shipped once):
 # only latents and header are counted. latentds runs no cells there: its rows are its files at the budget named
 # (the same bytes less the generator's), and the real-image methods fill what is left.
 SHARED_BUDGETS = {"100-shared": "100"}
+BUDGETS = {"100": 100, "500": 500, "all": None}  # latents per class (None: the whole training set)
+BUDGETS.update({key: BUDGETS[source] for key, source in SHARED_BUDGETS.items()})  # the latents of the one named
 ARTIFACTS = REPO / "bench/artifacts"
 GENERATOR_PREFIX = "cifar10-biggan32-"  # bench/artifacts/<prefix><name>.safetensors: the generators cells can name
 BENCHMARK_GENERATOR = "w16-2000it"  # the committed benchmark generator: its size sets the budgets
