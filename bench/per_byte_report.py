@@ -43,20 +43,21 @@ def write_outputs(records: list[dict], out: Path, stem: str, budgets: dict[str, 
         method = r["method"] + (" (generator not counted)" if r.get("generator_shared") else "")
         lines.append(f"| {r['budget']} | {method} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
                      f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['epochs']} |")
-    lines += ["", "Budgets (bytes): " + ", ".join(f"{_budget_label(k)}: {v:,}" for k, v in budgets.items()),
+    shared = shared or {}
+    lines += ["", "Budgets (bytes): " + ", ".join(f"{_budget_label(k, shared)}: {v:,}" for k, v in budgets.items()),
               "Paper (IT-GAN, ConvNet-3): " + ", ".join(f"{k} {a}-{b} %" if a != b else f"{k} {a} %"
                                                           for k, (a, b) in paper.items())]
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    plot(records, out / f"{stem}.png", budgets, paper)
+    plot(records, out / f"{stem}.png", budgets, paper, shared)
     plot_passes(records, out / f"{stem}-passes.png")
 
 
-def _budget_label(key: str) -> str:
-    """``100`` -> 100/class, ``all`` -> whole set, ``100-shared`` -> 100/class, generator shared."""
-    if key == "all":
-        return "whole set"
-    per_class, _, shared = key.partition("-")
-    return f"{per_class}/class" + (", generator shared" if shared else "")
+def _budget_label(key: str, shared: dict[str, str]) -> str:
+    """``100`` -> 100/class, ``all`` -> whole set; a shared-generator budget (a key of ``shared``) is labelled as the
+    budget it counts without its generator: ``100-shared`` -> 100/class, generator shared."""
+    if key in shared:
+        return _budget_label(shared[key], {}) + ", generator shared"
+    return "whole set" if key == "all" else f"{key}/class"
 
 
 def passes(record: dict) -> int | None:
@@ -157,7 +158,8 @@ def _style(family: str) -> tuple[str, str, str]:
     return COLOURS.get(method, "0.5"), marker, "--" if generator else "-"
 
 
-def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[str, tuple[float, float]]) -> None:
+def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[str, tuple[float, float]],
+         shared: dict[str, str] | None = None) -> None:
     """Accuracy against file size on a log axis: the budgets as vertical lines, the paper's IT-GAN figures as
     horizontal bands, finished cells filled with their seed spread, running cells hollow with their seed count,
     and the whole real training set (the ceiling) as a star."""
@@ -172,7 +174,7 @@ def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[s
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, size in budgets.items():
         ax.axvline(size / 1e6, ls=":", color="grey", lw=1)
-        ax.annotate(_budget_label(name), (size / 1e6, 1.0),
+        ax.annotate(_budget_label(name, shared or {}), (size / 1e6, 1.0),
                     xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8)
     for name, (lo, hi) in paper.items():
         ax.axhspan(lo - 0.15, hi + 0.15, color="tab:grey", alpha=0.15, lw=0)
