@@ -87,14 +87,40 @@ PAPER = {"100/class": (55.8, 57.3), "500/class": (69.7, 71.3), "whole set": (82.
 def cells(budgets: list[str], methods: list[str] | None, generator: str = BENCHMARK_GENERATOR) -> list[Cell]:
     """In run order: the ceiling, then method by method (the strongest baseline first), budgets largest first.
     With another generator than the benchmark's, the latentds cells are its own (``lds_int8+NAME``)."""
-    tag = "" if generator == BENCHMARK_GENERATOR else f"+{generator}"
-    names = [m + tag for m in LDS_METHODS] + ([f"jpeg_mosaic_q{q}" for q in (20,)] + ["dm_mosaic_q20"] + [f"jpeg_file_q{q}" for q in (75,)]
-             + [f"jpeg_mosaic_q{q}" for q in MOSAIC_QUALITIES if q != 20] + ["png"]
-             + [f"jpeg_file_q{q}" for q in FILE_QUALITIES if q != 75])
+    names = method_names(generator)
     out = [Cell("ceiling", "real_all")] if not methods or "real_all" in methods else []
     order = [b for b in ("all", "500", "100", *SHARED_BUDGETS) if b in budgets]
     out += [Cell(b, m) for m in names for b in order if selected(Cell(b, m), methods, names) and fits(Cell(b, m))]
     return out
+
+
+def method_names(generator: str = BENCHMARK_GENERATOR) -> list[str]:
+    """Every method in run order (the strongest baseline first), latentds' with ``+NAME`` for another generator."""
+    tag = "" if generator == BENCHMARK_GENERATOR else f"+{generator}"
+    return [m + tag for m in LDS_METHODS] + ([f"jpeg_mosaic_q{q}" for q in (20,)] + ["dm_mosaic_q20"] + [f"jpeg_file_q{q}" for q in (75,)]
+            + [f"jpeg_mosaic_q{q}" for q in MOSAIC_QUALITIES if q != 20] + ["png"]
+            + [f"jpeg_file_q{q}" for q in FILE_QUALITIES if q != 75])
+
+
+def unknown_methods(methods: list[str] | None, generator: str) -> str | None:
+    """``--only`` names that select no method (a typo would otherwise run the others silently), in one line."""
+    names = method_names(generator)
+    unknown = [m for m in methods or [] if m != "real_all" and not any(selected(Cell("100", n), [m], names) for n in names)]
+    if not unknown:
+        return None
+    known = sorted({Cell("100", n).base for n in names} | {"real_all"})
+    return f"--only: no method {', '.join(unknown)} (methods: {', '.join(known)}; a prefix selects a family)"
+
+
+def nothing_planned(budgets: list[str], methods: list[str]) -> str:
+    """Why known methods select no cell at the budgets asked for, in one line."""
+    why = []
+    if any(b in SHARED_BUDGETS for b in budgets):
+        why.append(f"at a shared-generator budget latentds' rows are its files at {', '.join(SHARED_BUDGETS.values())} "
+                   "per class less their generator (run those)")
+    if any(b not in SHARED_BUDGETS and b not in LONG_BUDGETS for b in budgets):
+        why.append(f"long condensation and its passes curve run at {' and '.join(LONG_BUDGETS)} per class only")
+    return f"--only {' '.join(methods)} runs at none of --budgets {' '.join(budgets)}: " + "; ".join(why)
 
 
 def selected(cell: Cell, methods: list[str] | None, names: list[str]) -> bool:
@@ -244,7 +270,11 @@ def main() -> int:
     if args.sizes:
         return write_sizes(args.out / "per-byte-sizes.json")
     check_generator(args.generator)
+    if unknown := unknown_methods(args.only, args.generator):
+        p.error(unknown)
     planned = cells(args.budgets, args.only, args.generator)
+    if not planned:
+        p.error(nothing_planned(args.budgets, args.only))
     stem = "per-byte-cpu" if args.device == "cpu" else "per-byte-gpu"
     results = args.out / f"{stem}.json"
     records = json.loads(results.read_text()) if results.exists() else []

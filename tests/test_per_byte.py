@@ -326,3 +326,16 @@ def test_a_shared_generator_budget_counts_latentds_files_without_their_generator
     assert "| 100-shared | lds_prior+g (generator not counted) | 1,000 | 156,828 |" in table
     assert "100/class, generator shared: 161,768" in table
     assert report._style("lds_prior+g" + report.SHARED) == (report.COLOURS["lds_prior"], "D", "--")
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--only", "nosuch", "lds"], "no method nosuch (methods: "),  # a typo is refused, not skipped
+    (["--only", "lds_int8", "--budgets", "100-shared"], "latentds' rows are its files at 100 per class"),
+    (["--only", "lds_prior", "--budgets", "all"], "long condensation and its passes curve run at 100 and 500"),
+])
+def test_a_selection_that_runs_nothing_says_why_in_one_line(bench, tmp_path, monkeypatch, capsys, argv, said):
+    monkeypatch.setattr(sys, "argv", ["per_byte.py", *argv, "--plan", "--work", str(tmp_path), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_:
+        bench.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err[-1].startswith("per_byte.py: error: --only") and said in err[-1]
