@@ -207,7 +207,7 @@ def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[s
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     ax.set_xlabel("bytes shipped (MB, log scale)")
     ax.set_ylabel("ConvNet-3 test accuracy on CIFAR-10 (%)")
-    ax.set_title("Accuracy per byte (same SGD steps for every cell; mean ± std over seeds)", fontsize=10)
+    ax.set_title("Accuracy per byte (same SGD steps for every cell, at most 300 epochs; mean ± std over seeds)", fontsize=10)
     ax.grid(True, alpha=0.3, which="both")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="lower right")
