@@ -59,6 +59,7 @@ ENCODES = {
 LONG_METHODS = tuple(m for m, (_, extra) in ENCODES.items() if set(LONG_CONDENSE) <= set(extra))
 CURVE_METHODS = tuple(f"lds_prior_p{p}" for p in CURVE_PASSES)
 LDS_METHODS = ("lds_int8", "lds_fp16", "lds_fp32", "inversion", "gan", *LONG_METHODS, *CURVE_METHODS)
+DM_OVERRIDES = ("condense.parametrization=pixel", "condense.pixel_init=real")  # DM: the fast preset on pixels
 LONG_BUDGETS = ("100", "500")  # where long condensation and its curve fit (the whole set's would take days)
 
 
@@ -177,7 +178,7 @@ def condense_pixels(cell: Cell, args: argparse.Namespace, images: np.ndarray, or
     if ipc == 0:
         return images[:0], np.zeros(0, np.int64), {}
     out = args.work / "sets" / f"{cell.name}.condensed.npz"
-    overrides = [f"ipc={ipc}", "condense.parametrization=pixel", "condense.pixel_init=real"]
+    overrides = [f"ipc={ipc}", *DM_OVERRIDES]
     if not out.exists():
         latentds.encode(args.data, out, "fast", overrides=overrides, work_dir=args.work / "encode" / f"dm@{cell.budget}.work",
                         progress=False, precision=PRECISION, device=args.device)
