@@ -29,7 +29,8 @@ def write_outputs(records: list[dict], out: Path, stem: str, budgets: dict[str, 
     At a shared-generator budget (``shared``: its key -> the budget whose files it counts without their generator)
     the table and plot add latentds' rows, derived from the records, not saved in them."""
     (out / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
-    records = records + shared_rows(records, shared or {}, generator_bytes)
+    shared = shared or {}
+    records = records + shared_rows(records, shared, generator_bytes)
     lines = ["# Accuracy per byte on CIFAR-10 (ConvNet-3, real test split)", "",
              "| budget | method | images | bytes | MB | acc (%) | epochs |", "|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["bytes"], r["method"])):
@@ -43,7 +44,6 @@ def write_outputs(records: list[dict], out: Path, stem: str, budgets: dict[str, 
         method = r["method"] + (" (generator not counted)" if r.get("generator_shared") else "")
         lines.append(f"| {r['budget']} | {method} | {r['images']:,} | {r['bytes']:,} | {r['bytes'] / 1e6:.2f} | "
                      f"{r['acc_mean']:.2f} ± {r['acc_std']:.2f} | {r['epochs']} |")
-    shared = shared or {}
     lines += ["", "Budgets (bytes): " + ", ".join(f"{_budget_label(k, shared)}: {v:,}" for k, v in budgets.items()),
               "Paper (IT-GAN, ConvNet-3): " + ", ".join(f"{k} {a}-{b} %" if a != b else f"{k} {a} %"
                                                           for k, (a, b) in paper.items())]
@@ -159,7 +159,7 @@ def _style(family: str) -> tuple[str, str, str]:
 
 
 def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[str, tuple[float, float]],
-         shared: dict[str, str] | None = None) -> None:
+         shared: dict[str, str]) -> None:
     """Accuracy against file size on a log axis: the budgets as vertical lines, the paper's IT-GAN figures as
     horizontal bands, finished cells filled with their seed spread, running cells hollow with their seed count,
     and the whole real training set (the ceiling) as a star."""
@@ -174,7 +174,7 @@ def plot(records: list[dict], path: Path, budgets: dict[str, int], paper: dict[s
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name, size in budgets.items():
         ax.axvline(size / 1e6, ls=":", color="grey", lw=1)
-        ax.annotate(_budget_label(name, shared or {}), (size / 1e6, 1.0),
+        ax.annotate(_budget_label(name, shared), (size / 1e6, 1.0),
                     xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8)
     for name, (lo, hi) in paper.items():
         ax.axhspan(lo - 0.15, hi + 0.15, color="tab:grey", alpha=0.15, lw=0)
